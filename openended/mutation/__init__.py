@@ -1,0 +1,1 @@
+"""Mutation operators: LLM-free baselines (and, later, foundation-model operators)."""
