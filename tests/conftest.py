@@ -1,0 +1,41 @@
+"""Shared fixtures: one Ray instance for the whole session, campaign helpers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = ROOT / "tests" / "tasks" / "toy"
+
+
+def toy(variant: str = "plain") -> str:
+    """The task name of a toy-task variant (a user task given by path)."""
+    return f"{TOY}:{variant}"
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """Start Ray once per test session (about 5 s); campaigns in this process and in subprocesses share it."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    address = ray.get_runtime_context().gcs_address
+    yield address
+
+
+@pytest.fixture
+def cli_env():
+    """Environment for running the CLI in a subprocess (the package importable from the checkout)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.fixture
+def python():
+    return sys.executable

@@ -1,0 +1,22 @@
+"""Toy evaluator: fitness = -distance of the two weights to (1, 1); descriptors = the weights."""
+
+import io
+import os
+import time
+
+import numpy as np
+
+
+def evaluate_batch(genomes, args):
+    time.sleep(float(args.get("sleep_s", 0.0)))
+    results = []
+    for files in genomes:
+        w = np.load(io.BytesIO(files["weights.npy"]))
+        if "crash_above" in args and w[0] > args["crash_above"]:
+            os._exit(3)
+        if "hang_above" in args and w[0] > args["hang_above"]:
+            time.sleep(3600)
+        fitness = -float(np.hypot(w[0] - 1.0, w[1] - 1.0))
+        results.append({"fitness": fitness, "descriptors": [float(w[0]), float(w[1])],
+                        "metrics": {"x": float(w[0])}, "feedback": f"at ({w[0]:.3f}, {w[1]:.3f})", "valid": True})
+    return results
