@@ -1,0 +1,121 @@
+"""Campaign configuration: a TOML file validated by pydantic, overridden by CLI flags.
+
+Every key has a default, so a campaign runs with no file at all. An unknown key or a
+value of the wrong type is a ConfigError naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """The campaign configuration is invalid; the message names the key and the file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ArchiveConfig(_Strict):
+    kind: Literal["grid", "cvt", "novelty", "all"] = "novelty"
+    params: dict[str, Any] = Field(default_factory=dict, description="kind-specific: k, threshold, cells, ...")
+
+
+class SelectionConfig(_Strict):
+    strategy: Literal["uniform", "fitness", "tournament", "score_child", "novelty", "curiosity"] = "curiosity"
+    params: dict[str, Any] = Field(default_factory=dict, description="strategy-specific, e.g. size for tournament")
+
+
+class MutationConfig(_Strict):
+    operator: Literal["gaussian", "noop"] = "gaussian"
+    params: dict[str, Any] = Field(default_factory=dict, description="overrides the task's [operators.NAME] table")
+    initial_random: int | None = Field(
+        default=None, ge=0, description="random root genomes before mutation starts (parameter tasks); task default"
+    )
+
+
+class BudgetConfig(_Strict):
+    max_children: int | None = Field(default=2000, ge=1)
+    max_wall_seconds: float | None = Field(default=None, gt=0)
+    target_fitness: float | None = Field(default=None, description="stop when reached; default: the task's target")
+    stop_at_target: bool = True
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_cost: float | None = Field(default=None, ge=0)
+
+
+class CampaignConfig(_Strict):
+    task: str = "maze-medium"
+    db: str | None = Field(default=None, description="default: runs/<task>-seed<seed>.db")
+    seed: int = 0
+    max_in_flight: int = Field(default=4, ge=1, description="Ray tasks out at once (each carries batch_size children)")
+    batch_size: int = Field(default=64, ge=1, description="children per Ray task, for batchable tasks")
+    sandbox: Literal["inprocess"] = "inprocess"
+    ray_address: str | None = None
+    grace_seconds: float = Field(default=10.0, ge=0, description="wait for in-flight children after SIGINT/SIGTERM")
+    task_timeout_seconds: float | None = Field(default=None, gt=0, description="default: the task's limits.timeout_s")
+    stats_every_seconds: float = Field(default=2.0, gt=0)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    mutation: MutationConfig = Field(default_factory=MutationConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+
+    def db_path(self) -> Path:
+        return Path(self.db) if self.db else Path("runs") / f"{self.task.replace('/', '_')}-seed{self.seed}.db"
+
+
+# CLI flag name -> dotted config key
+FLAG_KEYS = {
+    "task": "task",
+    "db": "db",
+    "budget": "budget.max_children",
+    "seed": "seed",
+    "selection": "selection.strategy",
+    "archive": "archive.kind",
+    "max_in_flight": "max_in_flight",
+    "batch_size": "batch_size",
+    "ray_address": "ray_address",
+    "max_seconds": "budget.max_wall_seconds",
+}
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> CampaignConfig:
+    """Read a TOML file (or nothing), apply dotted-key overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "command-line flags"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return validate_config(data, source)
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> CampaignConfig:
+    try:
+        return CampaignConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{key}'")
+            else:
+                problems.append(f"key '{key}': {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None

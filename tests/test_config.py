@@ -1,0 +1,60 @@
+"""Campaign configuration: TOML validation, errors naming key and file, CLI overrides."""
+
+import pytest
+
+from openended.config import CampaignConfig, ConfigError, load_config
+
+
+def test_defaults_need_nothing():
+    cfg = load_config(None)
+    assert cfg.task == "maze-medium"
+    assert cfg.db_path().name == "maze-medium-seed0.db"
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('task = "maze-hard"\n[budget]\nmax_childs = 3\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "budget.max_childs" in str(err.value) and str(path) in str(err.value)
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('max_in_flight = "many"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "max_in_flight" in str(err.value) and str(path) in str(err.value)
+
+
+def test_unknown_archive_kind_is_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[archive]\nkind = "kd"\n')
+    with pytest.raises(ConfigError, match="archive.kind"):
+        load_config(path)
+
+
+def test_invalid_toml_names_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("task = \n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(path)
+
+
+def test_flags_override_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('seed = 3\n[budget]\nmax_children = 10\n[selection]\nstrategy = "uniform"\n')
+    cfg = load_config(path, {"budget.max_children": 99, "selection.strategy": "tournament", "seed": None})
+    assert cfg.budget.max_children == 99
+    assert cfg.selection.strategy == "tournament"
+    assert cfg.seed == 3
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/campaign.toml")
+
+
+def test_round_trip_through_dump():
+    cfg = CampaignConfig(task="maze-hard", seed=4)
+    assert CampaignConfig.model_validate(cfg.model_dump()) == cfg
