@@ -136,6 +136,7 @@ def load_maze(name_or_path: str | Path) -> Maze:
 # ---------------------------------------------------------------------------------------------
 
 _RF_OFFSETS = np.deg2rad(np.array(RANGEFINDER_ANGLES))
+_EYE4 = np.eye(4)
 
 
 def wall_distances(walls: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -143,34 +144,62 @@ def wall_distances(walls: np.ndarray, pos: np.ndarray) -> np.ndarray:
     ax, ay = walls[:, 0], walls[:, 1]
     sx, sy = walls[:, 2] - ax, walls[:, 3] - ay
     len2 = sx * sx + sy * sy
+    len2[len2 == 0] = 1.0  # a zero-length wall is a point: s == 0 makes t == 0 below
     px = pos[:, 0:1] - ax  # (n, W)
     py = pos[:, 1:2] - ay
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.where(len2 > 0, (px * sx + py * sy) / len2, 0.0)
-    t = np.clip(t, 0.0, 1.0)
+    t = np.clip((px * sx + py * sy) / len2, 0.0, 1.0)
     dx = px - t * sx
     dy = py - t * sy
     return np.sqrt(dx * dx + dy * dy)
 
 
+class _RayCaster:
+    """Rangefinder ray casting for n robots against fixed walls, with preallocated (n, 6, W) buffers.
+
+    A ray from P along r (length RANGE) hits wall A + u*s at P + t*r when both t and u lie in
+    [0, 1]; t = cross(A - P, s) / cross(r, s), u = cross(A - P, r) / cross(r, s). Parallel walls
+    (cross(r, s) == 0) give inf/nan for u and so never count as hits. A reading is
+    min(t over hits, 1) * RANGE, i.e. RANGE when nothing is within range.
+    """
+
+    def __init__(self, walls: np.ndarray, n: int):
+        self.ax, self.ay = walls[:, 0].copy(), walls[:, 1].copy()
+        self.sx, self.sy = walls[:, 2] - self.ax, walls[:, 3] - self.ay
+        shape = (n, len(RANGEFINDER_ANGLES), walls.shape[0])
+        self.denom, self.t, self.u, self.tmp = (np.empty(shape) for _ in range(4))
+        self.hit, self.tmp_b = np.empty(shape, dtype=bool), np.empty(shape, dtype=bool)
+
+    def __call__(self, pos: np.ndarray, heading: np.ndarray) -> np.ndarray:
+        ang = np.deg2rad(heading)[:, None] + _RF_OFFSETS  # (n, 6)
+        rx = (np.cos(ang) * RANGE)[:, :, None]  # ray vector, (n, 6, 1)
+        ry = (np.sin(ang) * RANGE)[:, :, None]
+        qx = (self.ax - pos[:, 0:1])[:, None, :]  # A - P, (n, 1, W)
+        qy = (self.ay - pos[:, 1:2])[:, None, :]
+        denom, t, u, tmp, hit, tmp_b = self.denom, self.t, self.u, self.tmp, self.hit, self.tmp_b
+        with np.errstate(invalid="ignore", divide="ignore"):
+            np.multiply(rx, self.sy, out=denom)
+            np.multiply(ry, self.sx, out=tmp)
+            denom -= tmp
+            t_num = qx * self.sy
+            t_num -= qy * self.sx  # (n, 1, W): the same for every ray
+            np.divide(t_num, denom, out=t)
+            np.multiply(qx, ry, out=u)
+            np.multiply(qy, rx, out=tmp)
+            u -= tmp
+            u /= denom
+        np.greater_equal(u, 0.0, out=hit)
+        np.less_equal(u, 1.0, out=tmp_b)
+        hit &= tmp_b
+        np.greater_equal(t, 0.0, out=tmp_b)
+        hit &= tmp_b
+        np.invert(hit, out=hit)
+        np.copyto(t, 1.0, where=hit)
+        return np.minimum(t.min(axis=2), 1.0) * RANGE
+
+
 def rangefinders(walls: np.ndarray, pos: np.ndarray, heading: np.ndarray) -> np.ndarray:
     """Rangefinder readings (n, 6) in world units (0..RANGE) for positions (n, 2), headings (n,) in degrees."""
-    ang = np.deg2rad(heading)[:, None] + _RF_OFFSETS  # (n, 6)
-    rx = (np.cos(ang) * RANGE)[:, :, None]  # ray vector (n, 6, 1)
-    ry = (np.sin(ang) * RANGE)[:, :, None]
-    ax, ay = walls[:, 0], walls[:, 1]
-    sx, sy = walls[:, 2] - ax, walls[:, 3] - ay
-    qx = (ax - pos[:, 0:1])[:, None, :]  # A - P, (n, 1, W)
-    qy = (ay - pos[:, 1:2])[:, None, :]
-    denom = rx * sy - ry * sx  # (n, 6, W)
-    t_num = qx * sy - qy * sx  # (n, 1, W)
-    u_num = qx * ry - qy * rx  # (n, 6, W)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = t_num / denom
-        u = u_num / denom
-    hit = (denom != 0) & (t >= 0) & (t <= 1) & (u >= 0) & (u <= 1)
-    dist = np.where(hit, t * RANGE, RANGE)
-    return dist.min(axis=2)
+    return _RayCaster(walls, pos.shape[0])(pos, heading)
 
 
 def radars(goal: np.ndarray, pos: np.ndarray, heading: np.ndarray) -> np.ndarray:
@@ -178,9 +207,7 @@ def radars(goal: np.ndarray, pos: np.ndarray, heading: np.ndarray) -> np.ndarray
     ang = np.rad2deg(np.arctan2(goal[1] - pos[:, 1], goal[0] - pos[:, 0]))
     rel = (ang - heading) % 360.0
     idx = (((rel + 45.0) % 360.0) // 90.0).astype(np.intp) % 4
-    out = np.zeros((pos.shape[0], 4))
-    out[np.arange(pos.shape[0]), idx] = 1.0
-    return out
+    return _EYE4[idx]
 
 
 def split_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -237,8 +264,10 @@ def simulate(maze: Maze, weights: np.ndarray, steps: int = STEPS, *, trajectory:
     x[:, 0] = 1.0
     traj = [pos.copy()] if trajectory else None
 
+    cast = _RayCaster(walls, n)
+
     def sense() -> None:
-        x[:, 1:7] = rangefinders(walls, pos, heading) / RANGE
+        x[:, 1:7] = cast(pos, heading) / RANGE
         x[:, 7:11] = radars(maze.goal, pos, heading)
 
     sense()
