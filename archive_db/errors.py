@@ -1,0 +1,34 @@
+"""Exceptions raised by :mod:`archive_db`. All derive from :class:`ArchiveDBError`."""
+
+from __future__ import annotations
+
+
+class ArchiveDBError(Exception):
+    """Base class of every error the store raises on purpose."""
+
+
+class NewerSchemaError(ArchiveDBError):
+    """The database was written by a newer openended (its schema version is above ours)."""
+
+
+class NotADatabaseError(ArchiveDBError):
+    """The file is not an SQLite database (or is corrupt, or is not an openended archive)."""
+
+
+class UnknownAgentError(ArchiveDBError, KeyError):
+    """An agent id (or parent id) that is not in the database."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidTransitionError(ArchiveDBError):
+    """A lifecycle move the state machine does not allow."""
+
+
+class InvalidValueError(ArchiveDBError, ValueError):
+    """A value that is out of range, non-finite, of the wrong length or type."""
+
+
+class RunExistsError(ArchiveDBError):
+    """``create_run`` on a database that already holds a run."""

@@ -1,0 +1,7 @@
+-- agents_by_status: agents whose status is :status, by id, at most :limit rows (-1: no limit).
+-- sqlite3 CLI:  sqlite3 campaign.db -cmd ".parameter set :status \"'proposed'\"" -cmd ".parameter set :limit -1" ".read archive_db/queries/agents_by_status.sql"
+SELECT *
+FROM agents
+WHERE status = :status
+ORDER BY id
+LIMIT :limit;

@@ -1,0 +1,140 @@
+-- archive_db schema, version 2 (PRAGMA user_version = 2).
+-- GENERATED from archive_db/migrations/*.sql: documentation only, never executed by the code.
+-- Regenerate with:  python -m archive_db.schema > archive_db/schema.sql
+
+CREATE TABLE agents (
+    id            INTEGER PRIMARY KEY,          -- assigned by the caller, sequential
+    parent_id     INTEGER REFERENCES agents(id),
+    parent2_id    INTEGER REFERENCES agents(id),
+    depth         INTEGER NOT NULL DEFAULT 0 CHECK (depth >= 0),
+    status        TEXT NOT NULL DEFAULT 'proposed'
+                  CHECK (status IN ('proposed', 'mutated', 'evaluated', 'archived', 'rejected', 'failed')),
+    fail_stage    TEXT CHECK (fail_stage IS NULL OR fail_stage IN ('mutation', 'sandbox', 'evaluation', 'timeout', 'invalid')),
+    fail_reason   TEXT,
+    operator      TEXT NOT NULL,
+    model         TEXT,
+    seed          INTEGER NOT NULL,
+    genome_hash   TEXT REFERENCES genomes(hash),
+    fitness       REAL,
+    descriptors   TEXT CHECK (descriptors IS NULL OR json_valid(descriptors)),
+    novelty       REAL,
+    cell          INTEGER,
+    archive_event TEXT CHECK (archive_event IS NULL OR archive_event IN ('new_cell', 'improved')),
+    metrics       TEXT CHECK (metrics IS NULL OR json_valid(metrics)),
+    feedback      TEXT,
+    tokens_in     INTEGER NOT NULL DEFAULT 0,
+    tokens_out    INTEGER NOT NULL DEFAULT 0,
+    cost          REAL NOT NULL DEFAULT 0.0,
+    eval_seconds  REAL,
+    duplicate_of  INTEGER REFERENCES agents(id),
+    created_at    REAL NOT NULL,
+    mutated_at    REAL,
+    evaluated_at  REAL,
+    finished_at   REAL,
+    finish_seq    INTEGER,                      -- order in which outcomes became terminal
+    CHECK (status <> 'failed' OR (fail_stage IS NOT NULL AND fail_reason IS NOT NULL AND fail_reason <> '')),
+    CHECK (status NOT IN ('mutated', 'evaluated', 'archived', 'rejected') OR genome_hash IS NOT NULL),
+    CHECK (status NOT IN ('evaluated', 'archived', 'rejected') OR (fitness IS NOT NULL AND descriptors IS NOT NULL))
+);
+
+CREATE TABLE blobs (
+    id         INTEGER PRIMARY KEY,            -- rowid: content stays in insertion order
+    hash       TEXT NOT NULL UNIQUE,           -- sha256 hex of the uncompressed content
+    content    BLOB NOT NULL,                  -- zlib-compressed when that made it smaller
+    compressed INTEGER NOT NULL DEFAULT 0 CHECK (compressed IN (0, 1)),
+    size       INTEGER NOT NULL                -- uncompressed size in bytes
+);
+
+CREATE TABLE elites (
+    cell       INTEGER PRIMARY KEY,
+    agent_id   INTEGER NOT NULL REFERENCES agents(id),
+    fitness    REAL,
+    updated_at REAL NOT NULL
+);
+
+CREATE TABLE evaluations (
+    id           INTEGER PRIMARY KEY,
+    agent_id     INTEGER NOT NULL REFERENCES agents(id),
+    stage        TEXT NOT NULL,
+    started_at   REAL NOT NULL,
+    seconds      REAL NOT NULL,
+    exit_status  INTEGER,
+    fitness      REAL,
+    result       TEXT CHECK (result IS NULL OR json_valid(result)),
+    stdout_tail  TEXT NOT NULL DEFAULT '',
+    stderr_tail  TEXT NOT NULL DEFAULT '',
+    failure_kind TEXT
+);
+
+CREATE TABLE genomes (
+    hash        TEXT PRIMARY KEY,              -- sha256 over the sorted (path, blob hash) pairs
+    manifest    TEXT NOT NULL CHECK (json_valid(manifest)),   -- {path: blob hash}
+    total_bytes INTEGER NOT NULL
+);
+
+CREATE TABLE runs (
+    id                INTEGER PRIMARY KEY CHECK (id = 1),
+    name              TEXT NOT NULL,
+    task              TEXT NOT NULL,
+    seed              INTEGER NOT NULL,
+    config            TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(config)),
+    descriptor_schema TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(descriptor_schema)),
+    state             TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(state)),
+    status            TEXT NOT NULL DEFAULT 'created'
+                      CHECK (status IN ('created', 'running', 'stopped', 'finished', 'failed')),
+    created_at        REAL NOT NULL,
+    updated_at        REAL NOT NULL,
+    schema_version    INTEGER NOT NULL
+);
+
+CREATE TABLE stats (
+    id                 INTEGER PRIMARY KEY,
+    at                 REAL NOT NULL,
+    children_done      INTEGER NOT NULL DEFAULT 0,
+    children_failed    INTEGER NOT NULL DEFAULT 0,
+    children_in_flight INTEGER NOT NULL DEFAULT 0,
+    archive_size       INTEGER NOT NULL DEFAULT 0,
+    coverage           REAL,
+    qd_score           REAL,
+    best_fitness       REAL,
+    mean_fitness       REAL,
+    extra              TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(extra))
+);
+
+CREATE INDEX idx_agents_cell       ON agents(cell) WHERE cell IS NOT NULL;
+
+CREATE UNIQUE INDEX idx_agents_finish_seq ON agents(finish_seq) WHERE finish_seq IS NOT NULL;
+
+CREATE INDEX idx_agents_fitness     ON agents(fitness);
+
+CREATE INDEX idx_agents_genome_hash ON agents(genome_hash);
+
+CREATE INDEX idx_agents_novelty     ON agents(novelty);
+
+CREATE INDEX idx_agents_parent2_id ON agents(parent2_id) WHERE parent2_id IS NOT NULL;
+
+CREATE INDEX idx_agents_parent_id   ON agents(parent_id);
+
+CREATE INDEX idx_agents_status      ON agents(status);
+
+CREATE INDEX idx_elites_agent      ON elites(agent_id);
+
+CREATE INDEX idx_evaluations_agent ON evaluations(agent_id);
+
+CREATE INDEX idx_stats_at ON stats(at);
+
+CREATE TRIGGER agents_no_backward_move
+BEFORE UPDATE OF status ON agents
+WHEN NEW.status <> 'failed'
+ AND (CASE NEW.status WHEN 'proposed' THEN 0 WHEN 'mutated' THEN 1 WHEN 'evaluated' THEN 2 ELSE 3 END)
+   < (CASE OLD.status WHEN 'proposed' THEN 0 WHEN 'mutated' THEN 1 WHEN 'evaluated' THEN 2 ELSE 3 END)
+BEGIN
+    SELECT RAISE(ABORT, 'illegal status transition: backward move');
+END;
+
+CREATE TRIGGER agents_terminal_frozen
+BEFORE UPDATE ON agents
+WHEN OLD.status IN ('archived', 'rejected', 'failed')
+BEGIN
+    SELECT RAISE(ABORT, 'illegal status transition: agent is terminal (archived, rejected or failed) and cannot change');
+END;
