@@ -1,0 +1,224 @@
+"""Parent selection over a QD archive, driven by a seeded ``np.random.Generator``.
+
+Strategies (weights are per archive member; a member is picked with probability weight / sum):
+
+``uniform``
+    every member equally likely.
+``fitness``
+    fitness-proportional: weight = fitness - min(fitness) + eps, eps = 1e-6 * (max - min) (1.0 when
+    all fitnesses are equal), so negative fitness works and the worst member keeps a small chance.
+``tournament``
+    ``size`` members (default 3) drawn uniformly with replacement; the best fitness wins (ties: the
+    first drawn).
+``score_child``
+    Darwin Gödel Machine: f = min-max normalised fitness in [0, 1] (0.5 when all equal);
+    weight = sigmoid(``lam`` * (f - ``midpoint``)) / (1 + children), lam = 10, midpoint = 0.5.
+``novelty``
+    weight = novelty at admission, floored at ``eps`` (default 1e-9).
+``curiosity``
+    Go-Explore style: weight = (1 + discoveries) / sqrt(1 + children), where children counts the
+    times the member was chosen as a parent (each choice proposes one child) and discoveries the
+    children that entered a new archive cell. Rarely-chosen and productive members are favoured.
+
+All strategies are vectorised over the members (no Python loop over members).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from openended.qd import Archive
+
+__all__ = ["LineageCounts", "SELECTION_STRATEGIES", "select_parents"]
+
+SELECTION_STRATEGIES = ("uniform", "fitness", "tournament", "score_child", "novelty", "curiosity")
+
+
+class LineageCounts:
+    """Per agent id: children proposed (= times chosen as parent) and discoveries (new cells).
+
+    Arrays indexed by agent id (ids are dense 0..N), grown by doubling.
+    """
+
+    def __init__(self, capacity: int = 1024):
+        cap = max(16, int(capacity))
+        self._children = np.zeros(cap, dtype=np.int64)
+        self._discoveries = np.zeros(cap, dtype=np.int64)
+
+    def _ensure(self, max_id: int) -> None:
+        cap = len(self._children)
+        if max_id < cap:
+            return
+        while cap <= max_id:
+            cap *= 2
+        for name in ("_children", "_discoveries"):
+            old = getattr(self, name)
+            new = np.zeros(cap, dtype=np.int64)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    @staticmethod
+    def _id(agent_id: Any) -> int:
+        if isinstance(agent_id, bool) or not isinstance(agent_id, (int, np.integer)) or agent_id < 0:
+            raise ValueError(f"agent id must be an integer >= 0, got {agent_id!r}")
+        return int(agent_id)
+
+    def note_child(self, parent_id: int) -> None:
+        """A child of ``parent_id`` was proposed (the parent was chosen once more)."""
+        p = self._id(parent_id)
+        self._ensure(p)
+        self._children[p] += 1
+
+    def note_discovery(self, parent_id: int) -> None:
+        """A child of ``parent_id`` entered a new archive cell."""
+        p = self._id(parent_id)
+        self._ensure(p)
+        self._discoveries[p] += 1
+
+    def _get(self, arr_name: str, agent_ids: Any) -> np.ndarray:
+        ids = np.asarray(agent_ids, dtype=np.int64)
+        if ids.size:
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0:
+                raise ValueError(f"agent ids must be >= 0, got {lo}")
+            self._ensure(hi)
+        return getattr(self, arr_name)[ids]
+
+    def children(self, agent_ids: Any) -> np.ndarray:
+        """Children proposed per agent id, int64 array shaped like ``agent_ids``."""
+        return self._get("_children", agent_ids)
+
+    def chosen(self, agent_ids: Any) -> np.ndarray:
+        """Times chosen as parent (each choice proposes one child, so equal to :meth:`children`)."""
+        return self._get("_children", agent_ids)
+
+    def discoveries(self, agent_ids: Any) -> np.ndarray:
+        """Children that entered a new cell, per agent id."""
+        return self._get("_discoveries", agent_ids)
+
+    @classmethod
+    def from_counts(cls, children: dict[int, int], discoveries: dict[int, int]) -> "LineageCounts":
+        """Rebuild from ``{agent_id: count}`` maps (as stored in the lineage database)."""
+        c = cls()
+        for mapping, name in ((children, "_children"), (discoveries, "_discoveries")):
+            if mapping:
+                ids = np.fromiter((cls._id(int(k)) for k in mapping), dtype=np.int64, count=len(mapping))
+                vals = np.fromiter((int(v) for v in mapping.values()), dtype=np.int64, count=len(mapping))
+                c._ensure(int(ids.max()))
+                getattr(c, name)[ids] = vals
+        return c
+
+    def to_counts(self) -> tuple[dict[int, int], dict[int, int]]:
+        """The non-zero counts as ``(children, discoveries)`` maps."""
+        out = []
+        for arr in (self._children, self._discoveries):
+            nz = np.flatnonzero(arr)
+            out.append(dict(zip(nz.tolist(), arr[nz].tolist())))
+        return out[0], out[1]
+
+
+_BLOCK = 256
+
+
+def _weighted_choice(weights: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """n indices drawn with replacement with probability weights / weights.sum() (weights > 0).
+
+    For few draws a two-level scheme (block sums, then a cumulative sum inside the chosen block)
+    avoids a full ``np.cumsum``, which is several times slower than ``sum`` at 100,000 members.
+    """
+    m = len(weights)
+    if n > 64 or m <= 4 * _BLOCK:
+        cs = np.cumsum(weights)
+        u = rng.random(n) * cs[-1]
+        return np.minimum(np.searchsorted(cs, u, side="right"), m - 1)
+    nb = -(-m // _BLOCK)
+    full = (m // _BLOCK) * _BLOCK
+    bsum = np.empty(nb)
+    bsum[: m // _BLOCK] = weights[:full].reshape(-1, _BLOCK).sum(axis=1)
+    if full < m:
+        bsum[-1] = weights[full:].sum()
+    bcs = np.cumsum(bsum)
+    u = rng.random(n) * bcs[-1]
+    blocks = np.minimum(np.searchsorted(bcs, u, side="right"), nb - 1)
+    out = np.empty(n, dtype=np.int64)
+    for i, (b, ui) in enumerate(zip(blocks.tolist(), u.tolist())):
+        start = b * _BLOCK
+        stop = min(start + _BLOCK, m)
+        r = ui - (bcs[b - 1] if b else 0.0)
+        cs = np.cumsum(weights[start:stop])
+        out[i] = start + min(int(np.searchsorted(cs, r, side="right")), stop - start - 1)
+    return out
+
+
+def _params(strategy: str, params: dict, allowed: dict[str, Any]) -> dict:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for selection strategy {strategy!r}"
+                         f" (valid: {sorted(allowed) or 'none'})")
+    return {**allowed, **params}
+
+
+def selection_weights(strategy: str, archive: Archive, counts: LineageCounts, **params: Any) -> np.ndarray:
+    """The unnormalised weight of each member (aligned with ``archive.members()``) for a
+    weight-based strategy (all but ``tournament``)."""
+    m = archive.members()
+    n = archive.size
+    if strategy == "uniform":
+        _params(strategy, params, {})
+        return np.ones(n)
+    if strategy == "fitness":
+        _params(strategy, params, {})
+        f = m["fitness"]
+        lo, hi = f.min(), f.max()
+        eps = 1e-6 * (hi - lo) if hi > lo else 1.0
+        return (f - lo) + eps
+    if strategy == "score_child":
+        p = _params(strategy, params, {"lam": 10.0, "midpoint": 0.5})
+        f = m["fitness"]
+        lo, hi = f.min(), f.max()
+        fn = (f - lo) / (hi - lo) if hi > lo else np.full(n, 0.5)
+        sig = 1.0 / (1.0 + np.exp(-float(p["lam"]) * (fn - float(p["midpoint"]))))
+        return sig / (1.0 + counts.children(m["agent_id"]))
+    if strategy == "novelty":
+        p = _params(strategy, params, {"eps": 1e-9})
+        return np.maximum(m["novelty"], float(p["eps"]))
+    if strategy == "curiosity":
+        _params(strategy, params, {})
+        ids = m["agent_id"]
+        return (1.0 + counts.discoveries(ids)) / np.sqrt(1.0 + counts.children(ids))
+    raise ValueError(f"unknown selection strategy {strategy!r}; valid strategies: {', '.join(SELECTION_STRATEGIES)}")
+
+
+def select_parents(strategy: str, archive: Archive, counts: LineageCounts, rng: np.random.Generator,
+                   n: int = 1, **params: Any) -> np.ndarray:
+    """``n`` parent agent ids (int64 array, drawn with replacement) from ``archive``'s members.
+
+    ValueError naming an unknown strategy (and the valid ones), an unknown parameter, or an empty
+    archive. The same generator state gives the same picks.
+    """
+    if strategy not in SELECTION_STRATEGIES:
+        raise ValueError(f"unknown selection strategy {strategy!r}; valid strategies: {', '.join(SELECTION_STRATEGIES)}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    size = archive.size
+    if size == 0:
+        raise ValueError("cannot select parents from an empty archive")
+    ids = archive.members()["agent_id"]
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    if strategy == "uniform":
+        _params(strategy, params, {})
+        return ids[rng.integers(0, size, size=n)].copy()
+    if strategy == "tournament":
+        p = _params(strategy, params, {"size": 3})
+        t = p["size"]
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
+            raise ValueError(f"tournament size must be an integer >= 1, got {t!r}")
+        entrants = rng.integers(0, size, size=(n, int(t)))
+        fit = archive.members()["fitness"][entrants]
+        winners = entrants[np.arange(n), np.argmax(fit, axis=1)]
+        return ids[winners].copy()
+    w = selection_weights(strategy, archive, counts, **params)
+    return ids[_weighted_choice(w, rng, n)].copy()
