@@ -251,6 +251,10 @@ def _genome_parts(files: Any, what: str, blobs: dict[str, bytes]) -> tuple[str, 
                 content = bytes(content)
             else:
                 raise InvalidValueError(f"{what}: content of {path!r} must be bytes, not {type(content).__name__}")
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidValueError(f"{what}: file path {path!r} is not valid UTF-8") from None
         bh = hashlib.sha256(content).hexdigest()
         if bh not in blobs:
             blobs[bh] = content
