@@ -829,10 +829,10 @@ class NoveltyArchive(_OwnCellArchive):
     A child is admitted when its novelty >= ``threshold`` (default 6.0, descriptor units), or when the
     archive is empty. After every evaluation:
 
-    * no admission for ``stagnation`` (default 500) consecutive evaluations: threshold *= ``lower``
+    * no admission for ``stagnation`` (default 500) consecutive evaluations: threshold *= ``lower_factor``
       (default 0.95) and the stagnation count restarts;
     * more than ``admit_limit`` (default 4) admissions within the current window of ``window``
-      (default 100) evaluations: threshold *= ``raise_`` (default 1.2) and a new window starts;
+      (default 100) evaluations: threshold *= ``raise_factor`` (default 1.2) and a new window starts;
       otherwise a new window starts every ``window`` evaluations.
 
     The current threshold and counters are in :meth:`state`.
@@ -841,8 +841,8 @@ class NoveltyArchive(_OwnCellArchive):
     kind = "novelty"
 
     def __init__(self, *, space: DescriptorSpace | dict, fitness_offset: float, k: int = 15,
-                 threshold: float = 6.0, stagnation: int = 500, lower: float = 0.95, window: int = 100,
-                 admit_limit: int = 4, raise_: float = 1.2, _edges: list[list[float]] | None = None,
+                 threshold: float = 6.0, stagnation: int = 500, lower_factor: float = 0.95, window: int = 100,
+                 admit_limit: int = 4, raise_factor: float = 1.2, _edges: list[list[float]] | None = None,
                  **kind_params: Any):
         super().__init__(space=space, fitness_offset=fitness_offset, k=k, _edges=_edges, **kind_params)
         t = _check_fitness(threshold)
@@ -851,12 +851,12 @@ class NoveltyArchive(_OwnCellArchive):
         for name, v in (("stagnation", stagnation), ("window", window), ("admit_limit", admit_limit)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "admit_limit" else 1):
                 raise ValueError(f"novelty {name} must be a positive integer, got {v!r}")
-        if not 0 < float(lower) <= 1:
-            raise ValueError(f"novelty lower must be in (0, 1], got {lower}")
-        if not float(raise_) >= 1:
-            raise ValueError(f"novelty raise_ must be >= 1, got {raise_}")
-        self._params = {"threshold": t, "stagnation": int(stagnation), "lower": float(lower),
-                        "window": int(window), "admit_limit": int(admit_limit), "raise_": float(raise_)}
+        if not 0 < float(lower_factor) <= 1:
+            raise ValueError(f"novelty lower_factor must be in (0, 1], got {lower_factor}")
+        if not float(raise_factor) >= 1:
+            raise ValueError(f"novelty raise_factor must be >= 1, got {raise_factor}")
+        self._params = {"threshold": t, "stagnation": int(stagnation), "lower_factor": float(lower_factor),
+                        "window": int(window), "admit_limit": int(admit_limit), "raise_factor": float(raise_factor)}
         self.threshold = t
         self._stagnant = 0
         self._window_evals = 0
@@ -874,10 +874,10 @@ class NoveltyArchive(_OwnCellArchive):
             self._stagnant += 1
         self._window_evals += 1
         if self._stagnant >= p["stagnation"]:
-            self.threshold *= p["lower"]
+            self.threshold *= p["lower_factor"]
             self._stagnant = 0
         if self._window_adds > p["admit_limit"]:
-            self.threshold *= p["raise_"]
+            self.threshold *= p["raise_factor"]
             self._window_evals = self._window_adds = 0
         elif self._window_evals >= p["window"]:
             self._window_evals = self._window_adds = 0
@@ -899,8 +899,8 @@ class NoveltyArchive(_OwnCellArchive):
     @classmethod
     def _from_schema(cls, schema: dict) -> "NoveltyArchive":
         return cls(space=schema["space"], fitness_offset=schema["fitness_offset"], k=schema["k"],
-                   threshold=schema["threshold"], stagnation=schema["stagnation"], lower=schema["lower"],
-                   window=schema["window"], admit_limit=schema["admit_limit"], raise_=schema["raise_"],
+                   threshold=schema["threshold"], stagnation=schema["stagnation"], lower_factor=schema["lower_factor"],
+                   window=schema["window"], admit_limit=schema["admit_limit"], raise_factor=schema["raise_factor"],
                    _edges=schema["edges"])
 
 

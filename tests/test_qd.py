@@ -174,7 +174,7 @@ def test_novelty_never_improves_and_cells_are_member_indices():
 def test_novelty_equals_brute_force_knn_with_tree_and_tail(kind):
     rng = np.random.default_rng(1)
     a = make_archive(kind, space=SPACE, fitness_offset=-10.0, seed=0, k=7,
-                     **({"cells": 300, "samples": 3000} if kind == "cvt" else {"threshold": 0.02, "raise_": 1.0} if kind == "novelty" else {}))
+                     **({"cells": 300, "samples": 3000} if kind == "cvt" else {"threshold": 0.02, "raise_factor": 1.0} if kind == "novelty" else {}))
     if kind == "grid":
         a = make_archive("grid", space=DescriptorSpace.from_dict({**SPACE.to_dict(), "bins": [40, 30]}),
                          fitness_offset=-10.0, seed=0, k=7)
