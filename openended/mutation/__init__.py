@@ -1,1 +1,61 @@
-"""Mutation operators: LLM-free baselines (and, later, foundation-model operators)."""
+"""Mutation operators: how a child's files are made from its parent's.
+
+Each operator is a function ``(parent_files, rng, task, params) -> child files``. It is
+deterministic given the generator, which the worker seeds from the child's recorded seed,
+so a re-dispatched child (after a crash) gets the same genome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from openended.mutation.gaussian import gaussian, random_params
+from openended.tasks import Task
+
+Files = dict[str, bytes]
+Operator = Callable[[Files | None, np.random.Generator, Task, dict], Files]
+
+# Operators that create roots (no parent).
+ROOT_OPERATORS = ("seed", "random")
+
+
+def _seed(parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:
+    return task.seed_files()
+
+
+def _random(parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:
+    return random_params(
+        rng,
+        count=int(task.spec["param_count"]),
+        scale=float(params.get("scale", task.spec.get("init_scale", 1.0))),
+        params_file=task.spec.get("params_file", "weights.npy"),
+    )
+
+
+def _gaussian(parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:
+    return gaussian(
+        parent,
+        rng,
+        sigma=float(params.get("sigma", 0.1)),
+        params_file=task.spec.get("params_file", "weights.npy"),
+    )
+
+
+def _noop(parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:
+    return dict(parent)
+
+
+OPERATORS: dict[str, Operator] = {"seed": _seed, "random": _random, "gaussian": _gaussian, "noop": _noop}
+
+
+def mutate(operator: str, parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:
+    """Apply a named operator; ValueError for an unknown one or a root operator given no task seed."""
+    try:
+        fn = OPERATORS[operator]
+    except KeyError:
+        raise ValueError(f"unknown mutation operator {operator!r}; known: {', '.join(OPERATORS)}") from None
+    if parent is None and operator not in ROOT_OPERATORS:
+        raise ValueError(f"operator {operator!r} needs a parent")
+    return fn(parent, rng, task, params)

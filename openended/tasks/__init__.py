@@ -1,0 +1,169 @@
+"""Tasks: folders holding task.toml, seed/, evaluate.py and prompt.md.
+
+A built-in task lives in this package (``maze``, with variants ``maze-medium`` and
+``maze-hard``); a user's task is any folder with the same shape, named by its path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BUILTIN_DIR = Path(__file__).parent
+
+
+class TaskError(ValueError):
+    """A task cannot be found or its task.toml is malformed."""
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """What a worker needs to load a task: small enough to send with every Ray task."""
+
+    path: str
+    variant: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """A loaded task: its parsed task.toml (variant applied) and its folder."""
+
+    name: str
+    root: Path
+    variant: str | None
+    spec: dict[str, Any] = field(repr=False)
+
+    @property
+    def ref(self) -> TaskRef:
+        return TaskRef(str(self.root), self.variant)
+
+    @property
+    def genome_kind(self) -> str:
+        return self.spec.get("genome", "code")
+
+    @property
+    def descriptor_space(self) -> dict:
+        """Descriptor names, bounds and bins in the shape of openended.qd.DescriptorSpace.from_dict."""
+        descs = self.spec.get("descriptors")
+        if not descs:
+            raise TaskError(f"task {self.name!r} ({self.root / 'task.toml'}) defines no descriptors")
+        return {
+            "names": [d["name"] for d in descs],
+            "lower": [float(d["lower"]) for d in descs],
+            "upper": [float(d["upper"]) for d in descs],
+            "bins": [int(d["bins"]) for d in descs],
+        }
+
+    @property
+    def fitness_lower(self) -> float:
+        return float(self.spec.get("fitness_lower", self.spec.get("fitness", {}).get("lower", 0.0)))
+
+    @property
+    def fitness_target(self) -> float | None:
+        target = self.spec.get("fitness", {}).get("target")
+        return None if target is None else float(target)
+
+    @property
+    def evaluate_args(self) -> dict:
+        return dict(self.spec.get("evaluate_args", {}))
+
+    @property
+    def limits(self) -> dict:
+        return dict(self.spec.get("limits", {}))
+
+    @property
+    def batchable(self) -> bool:
+        return bool(self.spec.get("batchable", False))
+
+    def operator_params(self, operator: str) -> dict:
+        return dict(self.spec.get("operators", {}).get(operator, {}))
+
+    def seed_files(self) -> dict[str, bytes]:
+        """The initial agent: every file under seed/, keyed by its relative path."""
+        seed = self.root / "seed"
+        if not seed.is_dir():
+            raise TaskError(f"task {self.name!r} has no seed/ folder at {seed}")
+        return {
+            p.relative_to(seed).as_posix(): p.read_bytes()
+            for p in sorted(seed.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts
+        }
+
+    def prompt(self) -> str:
+        path = self.root / "prompt.md"
+        return path.read_text() if path.exists() else ""
+
+
+def builtin_task_names() -> list[str]:
+    """Names of the built-in tasks, variants spelled ``folder-variant``."""
+    names = []
+    for toml in sorted(BUILTIN_DIR.glob("*/task.toml")):
+        spec = tomllib.loads(toml.read_text())
+        variants = spec.get("variants", {})
+        names.extend(f"{toml.parent.name}-{v}" for v in variants) if variants else names.append(toml.parent.name)
+    return names
+
+
+def load_task(name: str) -> Task:
+    """Load a built-in task by name (``maze-hard``) or a user's task folder by path (``./mytask`` or ``./mytask:variant``)."""
+    folder, variant = _resolve(name)
+    toml_path = folder / "task.toml"
+    try:
+        spec = tomllib.loads(toml_path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise TaskError(f"{toml_path}: invalid TOML: {exc}") from exc
+    variants = spec.pop("variants", {})
+    if variant is not None:
+        if variant not in variants:
+            raise TaskError(
+                f"task {folder.name!r} has no variant {variant!r}; variants in {toml_path}: {sorted(variants)}"
+            )
+        spec.update(variants[variant])
+    elif variants:
+        raise TaskError(f"task {folder.name!r} needs a variant, one of: {', '.join(f'{folder.name}-{v}' for v in variants)}")
+    for required in ("evaluate.py",):
+        if not (folder / required).exists():
+            raise TaskError(f"task folder {folder} has no {required}")
+    display = f"{spec.get('name', folder.name)}-{variant}" if variant else spec.get("name", folder.name)
+    return Task(name=display, root=folder.resolve(), variant=variant, spec=spec)
+
+
+def _resolve(name: str) -> tuple[Path, str | None]:
+    path_part, _, variant = name.partition(":")
+    candidate = Path(path_part).expanduser()
+    if (candidate / "task.toml").exists():
+        return candidate, variant or None
+    if (BUILTIN_DIR / name / "task.toml").exists():
+        return BUILTIN_DIR / name, None
+    folder, _, variant = name.rpartition("-")
+    if folder and (BUILTIN_DIR / folder / "task.toml").exists():
+        return BUILTIN_DIR / folder, variant
+    raise TaskError(f"unknown task {name!r}: not a folder with task.toml and not a built-in ({', '.join(builtin_task_names())})")
+
+
+def load_ref(ref: TaskRef) -> Task:
+    """Load a task from a TaskRef (what workers receive)."""
+    return load_task(f"{ref.path}:{ref.variant}" if ref.variant else ref.path)
+
+
+_EVALUATORS: dict[str, Any] = {}
+
+
+def evaluator_module(task: Task):
+    """Import the task's evaluate.py (cached per process) so it can be called in-process."""
+    key = str(task.root)
+    if key not in _EVALUATORS:
+        module_name = f"_openended_task_{abs(hash(key))}"
+        spec = importlib.util.spec_from_file_location(module_name, task.root / "evaluate.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(task.root))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(task.root))
+        _EVALUATORS[key] = module
+    return _EVALUATORS[key]

@@ -1,0 +1,3 @@
+from openended.cli import app
+
+app()

@@ -1,0 +1,478 @@
+"""The campaign loop: a steady-state quality-diversity search driven through Ray.
+
+The driver is the only writer to the campaign database. Each child's ``proposed`` row
+(parent, operator, seed) is committed, with the driver's RNG state, before any remote work
+starts. Up to ``max_in_flight`` Ray tasks (each carrying up to ``batch_size`` children) are
+out at once; whichever finishes first is taken with ``ray.wait``, its outcomes are written
+in one transaction together with the archive state, and the freed slot is refilled at once.
+There is no generation barrier. A kill at any moment loses nothing: resume rebuilds the
+archive from the database, re-dispatches ``proposed`` children with their recorded seeds
+and sends ``mutated`` ones straight to evaluation.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import ray
+
+from archive_db import ArchiveDB, Outcome, Proposal
+from openended.config import CampaignConfig, ConfigError, validate_config
+from openended.mutation import ROOT_OPERATORS
+from openended.qd import DescriptorSpace, make_archive, restore_archive
+from openended.results import InvalidResult, check_result
+from openended.selection import LineageCounts, select_parents
+from openended.tasks import Task, load_task
+from openended.workers import ChildResult, Job, run_jobs_remote
+
+# Settings a resumed campaign may change; anything else must match what the run started with.
+RESUMABLE_OVERRIDES = ("max_in_flight", "batch_size", "ray_address", "grace_seconds", "stats_every_seconds", "budget")
+PARENT_CACHE_SIZE = 4096
+
+
+@dataclass
+class Summary:
+    """Where a campaign ended, in numbers."""
+
+    db_path: str
+    status: str
+    stop_reason: str
+    children_done: int
+    children_failed: int
+    children_pending: int
+    archive_size: int
+    best_fitness: float | None
+    qd_score: float
+    coverage: float
+    seconds: float
+
+    def line(self) -> str:
+        best = "n/a" if self.best_fitness is None else f"{self.best_fitness:.4g}"
+        return (
+            f"{self.status} ({self.stop_reason}): {self.children_done} done, {self.children_failed} failed, "
+            f"{self.children_pending} left for resume, archive {self.archive_size}, coverage {self.coverage:.1%}, "
+            f"QD score {self.qd_score:.4g}, best fitness {best}, {self.seconds:.1f}s -> {self.db_path}"
+        )
+
+
+@dataclass
+class _InFlight:
+    jobs: list[Job]
+    started: float
+    deadline: float
+
+
+@dataclass
+class _Counters:
+    done: int = 0
+    failed: int = 0
+    best_fitness: float | None = None
+    tokens: int = 0
+    cost: float = 0.0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class Campaign:
+    """One campaign bound to one database file; ``run()`` drives it until a budget or a signal stops it."""
+
+    def __init__(self, config: CampaignConfig, *, progress=None):
+        self.progress = progress
+        config.db_path().parent.mkdir(parents=True, exist_ok=True)
+        self.db = ArchiveDB(config.db_path())
+        run = self.db.get_run()
+        if run is None:
+            self.config = config
+            self.task = load_task(config.task)
+            self._create_run()
+        else:
+            self.config = _merge_for_resume(run["config"], config, self.db.path)
+            self.task = load_task(self.config.task)
+        self._stop_requested = 0
+        self._inflight: dict[ray.ObjectRef, _InFlight] = {}
+        self._parent_cache: OrderedDict[int, dict[str, bytes]] = OrderedDict()
+        self._task_timeout = self.config.task_timeout_seconds or float(self.task.limits.get("timeout_s", 600))
+        self._op_params = {**self.task.operator_params(self.config.mutation.operator), **self.config.mutation.params}
+        self._restore()
+
+    # ----------------------------------------------------------------- set-up
+    def _create_run(self) -> None:
+        space = DescriptorSpace.from_dict(self.task.descriptor_space)
+        archive = make_archive(
+            self.config.archive.kind,
+            space=space,
+            fitness_offset=self.task.fitness_lower,
+            seed=self.config.seed,
+            **self.config.archive.params,
+        )
+        initial_random = self.config.mutation.initial_random
+        if initial_random is None:
+            initial_random = int(self.task.spec.get("initial_random", 0)) if self.task.genome_kind == "params" else 0
+        state = {
+            "rng": np.random.default_rng(self.config.seed).bit_generator.state,
+            "archive": archive.state(),
+            "n_roots": 1 + initial_random,
+            "elapsed_seconds": 0.0,
+        }
+        self.db.create_run(
+            name=f"{self.task.name}-seed{self.config.seed}",
+            task=self.config.task,
+            seed=self.config.seed,
+            config=self.config.model_dump(),
+            descriptor_schema=archive.schema(),
+            state=state,
+        )
+
+    def _restore(self) -> None:
+        """Rebuild everything in memory from the database: archive, lineage counts, RNG, counters, pending work."""
+        run = self.db.get_run()
+        self.state = dict(run["state"])
+        self.archive = restore_archive(schema=run["descriptor_schema"], state=self.state["archive"], elites=self.db.elites())
+        self.n_descriptors = len(run["descriptor_schema"]["space"]["names"])
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = self.state["rng"]
+        self.lineage = LineageCounts.from_counts(self.db.children_counts(), self.db.discovery_counts())
+        self.next_id = self.db.next_agent_id()
+        counts = self.db.counts()
+        best = self.db.best_agent()
+        usage = self.db.usage_totals()
+        self.counters = _Counters(
+            done=counts["archived"] + counts["rejected"] + counts["evaluated"],
+            failed=counts["failed"],
+            best_fitness=None if best is None else best["fitness"],
+            tokens=usage["tokens"],
+            cost=usage["cost"],
+        )
+        self._pending: deque[Job] = deque()
+        self._isolate: set[int] = set()  # children of a crashed batch, re-run one per Ray task
+        for row in self.db.agents_by_status("mutated"):
+            self._pending.append(Job(row["id"], row["seed"], row["operator"], files=self.db.agent_files(row["id"])))
+        for row in self.db.agents_by_status("proposed"):
+            self._pending.append(self._job(row["id"], row["seed"], row["operator"], row["parent_id"]))
+        self.resumed_pending = len(self._pending)
+
+    def _job(self, agent_id: int, seed: int, operator: str, parent_id: int | None) -> Job:
+        parent_files = None if parent_id is None else self._parent_files(parent_id)
+        params = self._op_params if operator not in ROOT_OPERATORS else {}
+        return Job(agent_id, seed, operator, params, parent_files)
+
+    def _parent_files(self, agent_id: int) -> dict[str, bytes]:
+        files = self._parent_cache.get(agent_id)
+        if files is None:
+            files = self.db.agent_files(agent_id)
+            self._remember(agent_id, files)
+        else:
+            self._parent_cache.move_to_end(agent_id)
+        return files
+
+    def _remember(self, agent_id: int, files: dict[str, bytes]) -> None:
+        self._parent_cache[agent_id] = files
+        if len(self._parent_cache) > PARENT_CACHE_SIZE:
+            self._parent_cache.popitem(last=False)
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> Summary:
+        """Drive the campaign until a budget is spent, the target is reached, or a signal asks it to stop."""
+        started_ray = _ensure_ray(self.config.ray_address)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._session_start = time.monotonic()
+        self.db.update_run(status="running")
+        stop_reason = "budget"
+        last_stats = 0.0
+        try:
+            while True:
+                reason = self._stop_reason()
+                if reason is None:
+                    self._fill()
+                elif reason == "signal":
+                    stop_reason = reason
+                    self._drain(grace=self.config.grace_seconds)
+                    break
+                if not self._inflight:
+                    if reason is not None:
+                        stop_reason = reason
+                        break
+                    if self.archive.size == 0 and not self._pending and self.next_id >= self.state["n_roots"]:
+                        stop_reason = "every root agent failed"
+                        break
+                    continue
+                self._collect(timeout=0.5)
+                now = time.monotonic()
+                if now - last_stats >= self.config.stats_every_seconds:
+                    self._snapshot()
+                    last_stats = now
+            status = {"signal": "stopped", "every root agent failed": "failed"}.get(stop_reason, "finished")
+            if self._pending and status == "finished":
+                status = "stopped"
+            return self._finish(status, stop_reason)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if started_ray:
+                ray.shutdown()
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_requested += 1
+        if self.progress is not None:
+            self.progress.note(f"received {signal.Signals(signum).name}: finishing in-flight children, then stopping")
+
+    def _elapsed(self) -> float:
+        return self.state["elapsed_seconds"] + (time.monotonic() - self._session_start)
+
+    def _stop_reason(self) -> str | None:
+        """Why no new child should be dispatched, or None to go on."""
+        budget = self.config.budget
+        if self._stop_requested:
+            return "signal"
+        target = budget.target_fitness if budget.target_fitness is not None else self.task.fitness_target
+        if budget.stop_at_target and target is not None and self.counters.best_fitness is not None:
+            if self.counters.best_fitness >= target:
+                return "target fitness reached"
+        if budget.max_wall_seconds is not None and self._elapsed() >= budget.max_wall_seconds:
+            return "wall-time budget"
+        if budget.max_tokens is not None and self.counters.tokens >= budget.max_tokens:
+            return "token budget"
+        if budget.max_cost is not None and self.counters.cost >= budget.max_cost:
+            return "cost budget"
+        if budget.max_children is not None and self.next_id >= budget.max_children and not self._pending:
+            return "children budget"
+        return None
+
+    def _fill(self) -> None:
+        """Dispatch batches until max_in_flight Ray tasks are out (or nothing can be dispatched yet)."""
+        batch = self.config.batch_size if self.task.batchable else 1
+        while len(self._inflight) < self.config.max_in_flight:
+            if self._pending and self._pending[0].agent_id in self._isolate:
+                job = self._pending.popleft()
+                self._isolate.discard(job.agent_id)
+                self._dispatch([job])
+                continue
+            jobs = []
+            while self._pending and len(jobs) < batch and self._pending[0].agent_id not in self._isolate:
+                jobs.append(self._pending.popleft())
+            if not self._pending:
+                jobs += self._propose(batch - len(jobs))
+            if not jobs:
+                return
+            self._dispatch(jobs)
+
+    def _propose(self, n: int) -> list[Job]:
+        """Write up to n new children's proposed rows (with the RNG state) in one transaction."""
+        limit = self.config.budget.max_children
+        if limit is not None:
+            n = min(n, limit - self.next_id)
+        proposals: list[Proposal] = []
+        n_roots = self.state["n_roots"]
+        while len(proposals) < n and self.next_id + len(proposals) < n_roots:
+            agent_id = self.next_id + len(proposals)
+            operator = "seed" if agent_id == 0 else "random"
+            proposals.append(Proposal(agent_id, None, operator, int(self.rng.integers(2**63))))
+        n_children = n - len(proposals)
+        if n_children > 0 and self.archive.size > 0:
+            parents = select_parents(
+                self.config.selection.strategy, self.archive, self.lineage, self.rng, n=n_children,
+                **self.config.selection.params,
+            )
+            for parent in parents:
+                agent_id = self.next_id + len(proposals)
+                seed = int(self.rng.integers(2**63))
+                proposals.append(Proposal(agent_id, int(parent), self.config.mutation.operator, seed))
+        if not proposals:
+            return []
+        for p in proposals:
+            if p.parent_id is not None:
+                self.lineage.note_child(p.parent_id)
+        with self.db.transaction():
+            self.db.propose(proposals)
+            self._save_state()
+        self.next_id += len(proposals)
+        return [self._job(p.id, p.seed, p.operator, p.parent_id) for p in proposals]
+
+    def _dispatch(self, jobs: list[Job]) -> None:
+        ref = run_jobs_remote.remote(self.task.ref, jobs)
+        now = time.monotonic()
+        self._inflight[ref] = _InFlight(jobs, now, now + self._task_timeout)
+
+    def _collect(self, timeout: float) -> None:
+        """Take whichever Ray tasks finished; fail or split those that crashed or ran past their deadline."""
+        ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=timeout)
+        if ready:
+            # Take everything else that is already done too, without waiting.
+            more, _ = ray.wait([r for r in self._inflight if r not in ready], num_returns=len(self._inflight) - 1, timeout=0) if len(self._inflight) > 1 else ([], [])
+            ready = ready + more
+        for ref in ready:
+            flight = self._inflight.pop(ref)
+            try:
+                results = ray.get(ref)
+            except Exception as exc:  # the worker process died or the task could not run
+                self._lost(flight, "sandbox", f"worker failed: {_ray_error(exc)}")
+                continue
+            self._record(results)
+        now = time.monotonic()
+        for ref, flight in list(self._inflight.items()):
+            if now > flight.deadline:
+                ray.cancel(ref, force=True)
+                del self._inflight[ref]
+                self._lost(flight, "timeout", f"no result within {self._task_timeout:g}s")
+
+    def _lost(self, flight: _InFlight, stage: str, reason: str) -> None:
+        """A whole Ray task failed: re-run a batch one child at a time to find the culprit; fail a lone child."""
+        if len(flight.jobs) > 1:
+            # Singletons go to the front of the queue; the Ray task size follows the queue.
+            self._isolate.update(j.agent_id for j in flight.jobs)
+            self._pending.extendleft(reversed(flight.jobs))
+            return
+        job = flight.jobs[0]
+        self._record([ChildResult(job.agent_id, files=job.files, fail_stage=stage, fail_reason=reason)])
+
+    def _record(self, results: list[ChildResult]) -> None:
+        """Write a batch of outcomes, the archive changes and the driver state in one transaction."""
+        outcomes: list[Outcome] = []
+        elites: dict[int, int] = {}
+        for r in results:
+            if r.fail_stage is not None:
+                outcomes.append(Outcome(r.agent_id, "failed", files=r.files, fail_stage=r.fail_stage, fail_reason=r.fail_reason))
+                continue
+            try:
+                checked = check_result(r.result, self.n_descriptors)
+            except InvalidResult as exc:
+                outcomes.append(Outcome(r.agent_id, "failed", files=r.files, fail_stage="invalid", fail_reason=str(exc),
+                                        eval_seconds=r.eval_seconds))
+                continue
+            added = self.archive.add(r.agent_id, checked.fitness, checked.descriptors)
+            archived = added.status != "not_added"
+            outcomes.append(Outcome(
+                r.agent_id,
+                "archived" if archived else "rejected",
+                files=r.files,
+                fitness=checked.fitness,
+                descriptors=checked.descriptors,
+                metrics=checked.metrics,
+                feedback=checked.feedback,
+                eval_seconds=r.eval_seconds,
+                novelty=added.novelty,
+                cell=added.cell,
+                archive_event=added.status if archived else None,
+            ))
+            if archived:
+                elites[added.cell] = r.agent_id
+                self._remember(r.agent_id, r.files)
+            if self.counters.best_fitness is None or checked.fitness > self.counters.best_fitness:
+                self.counters.best_fitness = checked.fitness
+        parents = self.db.parents_of([o.id for o in outcomes if o.archive_event == "new_cell"])
+        for parent in parents:
+            self.lineage.note_discovery(parent)
+        with self.db.transaction():
+            self.db.record(outcomes)
+            if elites:
+                self.db.set_elites(elites)
+            self._save_state()
+        for o in outcomes:
+            if o.status == "failed":
+                self.counters.failed += 1
+            else:
+                self.counters.done += 1
+
+    def _save_state(self) -> None:
+        self.state["rng"] = self.rng.bit_generator.state
+        self.state["archive"] = self.archive.state()
+        self.db.update_run(state={**self.state, "elapsed_seconds": self._elapsed()})
+
+    def _drain(self, grace: float) -> None:
+        """Stop dispatching; give in-flight children up to ``grace`` seconds; the rest stay for resume."""
+        deadline = time.monotonic() + grace
+        while self._inflight and time.monotonic() < deadline and self._stop_requested < 2:
+            self._collect(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+        for ref in list(self._inflight):
+            ray.cancel(ref, force=True)
+            self._pending.extend(self._inflight.pop(ref).jobs)
+
+    # ------------------------------------------------------------ reporting
+    def snapshot(self) -> dict:
+        stats = self.archive.stats()
+        return {
+            "children_done": self.counters.done,
+            "children_failed": self.counters.failed,
+            "children_in_flight": sum(len(f.jobs) for f in self._inflight.values()),
+            "children_proposed": self.next_id,
+            "max_children": self.config.budget.max_children,
+            "archive_size": stats["size"],
+            "coverage": stats["coverage"],
+            "qd_score": stats["qd_score"],
+            "best_fitness": self.counters.best_fitness,
+            "mean_fitness": stats["mean_fitness"],
+            "elapsed_seconds": self._elapsed(),
+        }
+
+    def _snapshot(self) -> dict:
+        snap = self.snapshot()
+        self.db.record_stats(
+            children_done=snap["children_done"],
+            children_failed=snap["children_failed"],
+            children_in_flight=snap["children_in_flight"],
+            archive_size=snap["archive_size"],
+            coverage=snap["coverage"],
+            qd_score=snap["qd_score"],
+            best_fitness=snap["best_fitness"],
+            mean_fitness=snap["mean_fitness"],
+        )
+        if self.progress is not None:
+            self.progress.update(snap)
+        return snap
+
+    def _finish(self, status: str, stop_reason: str) -> Summary:
+        snap = self._snapshot()
+        self.db.update_run(status=status, state={**self.state, "elapsed_seconds": self._elapsed()})
+        pending = self.db.counts()
+        summary = Summary(
+            db_path=str(self.db.path),
+            status=status,
+            stop_reason=stop_reason,
+            children_done=snap["children_done"],
+            children_failed=snap["children_failed"],
+            children_pending=pending["proposed"] + pending["mutated"],
+            archive_size=snap["archive_size"],
+            best_fitness=snap["best_fitness"],
+            qd_score=snap["qd_score"],
+            coverage=snap["coverage"],
+            seconds=time.monotonic() - self._session_start,
+        )
+        self.db.close()
+        return summary
+
+
+def _merge_for_resume(stored: dict, given: CampaignConfig, db_path) -> CampaignConfig:
+    """The stored config, with the settings a resume may change taken from ``given`` where it set them."""
+    explicit = given.model_dump(exclude_unset=True)
+    merged = dict(stored)
+    for key, value in explicit.items():
+        if key in RESUMABLE_OVERRIDES:
+            merged[key] = {**stored.get(key, {}), **value} if isinstance(value, dict) else value
+        elif key != "db" and stored.get(key) != value:
+            raise ConfigError(
+                f"{db_path}: the campaign was started with {key} = {stored.get(key)!r}; "
+                f"it cannot resume with {key} = {value!r} (only {', '.join(RESUMABLE_OVERRIDES)} may change)"
+            )
+    merged["db"] = str(db_path)
+    return validate_config(merged, str(db_path))
+
+
+def _ensure_ray(address: str | None) -> bool:
+    """Start a local Ray, or join ``address``; returns whether this call started it."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, logging_level="ERROR", configure_logging=True)
+    return True
+
+
+def _ray_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def run_campaign(config: CampaignConfig, *, progress=None) -> Summary:
+    """Start a campaign (or continue the one already in ``config``'s database) and run it."""
+    return Campaign(config, progress=progress).run()

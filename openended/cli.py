@@ -1,0 +1,126 @@
+"""The ``openended`` command line: run, resume and inspect campaigns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from archive_db import ArchiveDBError
+from openended.config import FLAG_KEYS, ConfigError, load_config
+from openended.tasks import TaskError, builtin_task_names
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Open-ended evolutionary search over agents.")
+console = Console()
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _start(config, *, quiet: bool = False):
+    from openended.campaign import Campaign
+    from openended.progress import Progress
+
+    progress = Progress(title=f"{config.task} -> {config.db_path()}", live=False if quiet else None)
+    try:
+        campaign = Campaign(config, progress=progress)
+    except (ConfigError, TaskError, ArchiveDBError, ValueError) as exc:
+        _fail(str(exc))
+    if campaign.resumed_pending:
+        progress.note(f"resuming: {campaign.resumed_pending} children left in flight will be re-dispatched")
+    with progress:
+        summary = campaign.run()
+    typer.echo(summary.line())
+    if summary.status == "failed":
+        raise typer.Exit(1)
+    return summary
+
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Argument(help="campaign TOML file (optional)")] = None,
+    task: Annotated[Optional[str], typer.Option(help="built-in task name or path to a task folder")] = None,
+    db: Annotated[Optional[str], typer.Option(help="campaign database (resumed if it exists)")] = None,
+    budget: Annotated[Optional[int], typer.Option(help="maximum children, roots included")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    selection: Annotated[Optional[str], typer.Option(help="uniform|fitness|tournament|score_child|novelty|curiosity")] = None,
+    archive: Annotated[Optional[str], typer.Option(help="grid|cvt|novelty|all")] = None,
+    max_in_flight: Annotated[Optional[int], typer.Option(help="Ray tasks out at once")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="children per Ray task (batchable tasks)")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(help="wall-time budget in seconds")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="join a running Ray cluster (ray start --head)")] = None,
+    quiet: Annotated[bool, typer.Option(help="plain log lines even on a terminal")] = False,
+):
+    """Start a campaign, or continue the one already in --db."""
+    flags = dict(task=task, db=db, budget=budget, seed=seed, selection=selection, archive=archive,
+                 max_in_flight=max_in_flight, batch_size=batch_size, ray_address=ray_address, max_seconds=max_seconds)
+    try:
+        cfg = load_config(config, {FLAG_KEYS[k]: v for k, v in flags.items()})
+    except ConfigError as exc:
+        _fail(str(exc))
+    _start(cfg, quiet=quiet)
+
+
+@app.command()
+def resume(
+    db: Annotated[Path, typer.Argument(help="campaign database")],
+    budget: Annotated[Optional[int], typer.Option(help="raise the children budget")] = None,
+    max_in_flight: Annotated[Optional[int], typer.Option()] = None,
+    ray_address: Annotated[Optional[str], typer.Option()] = None,
+    quiet: Annotated[bool, typer.Option()] = False,
+):
+    """Continue a stopped or crashed campaign exactly where it stopped."""
+    if not db.exists():
+        _fail(f"no such database: {db}")
+    try:
+        cfg = load_config(None, {"db": str(db), "budget.max_children": budget, "max_in_flight": max_in_flight,
+                                 "ray_address": ray_address})
+    except ConfigError as exc:
+        _fail(str(exc))
+    _start(cfg, quiet=quiet)
+
+
+@app.command()
+def status(
+    db: Annotated[Path, typer.Argument(help="campaign database")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+):
+    """Where a campaign stands (works while it runs)."""
+    from openended.status import campaign_status
+
+    if not db.exists():
+        _fail(f"no such database: {db}")
+    try:
+        info = campaign_status(db)
+    except (ArchiveDBError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"{info['task']} ({info['status']})", show_header=False)
+    for key in ("db", "children_done", "children_failed", "children_pending", "archive", "selection", "archive_size",
+                "coverage", "qd_score", "best_fitness", "best_agent", "elapsed_seconds"):
+        value = info[key]
+        if key == "coverage":
+            value = f"{value:.1%}"
+        elif isinstance(value, float):
+            value = f"{value:.4g}"
+        table.add_row(key.replace("_", " "), str(value))
+    console.print(table)
+
+
+@app.command()
+def tasks():
+    """List the built-in tasks."""
+    for name in builtin_task_names():
+        typer.echo(name)
+
+
+if __name__ == "__main__":
+    app()

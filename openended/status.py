@@ -1,0 +1,41 @@
+"""The state of a campaign read from its database (safe while the campaign is writing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from archive_db import ArchiveDB
+
+
+def campaign_status(db_path: str | Path) -> dict:
+    """Counts, archive statistics and run status of the campaign in ``db_path``, read-only."""
+    with ArchiveDB(db_path, readonly=True) as db:
+        run = db.get_run()
+        if run is None:
+            raise ValueError(f"{db_path}: no campaign in this database")
+        counts = db.counts()
+        history = db.stats_history()
+        last = history[-1] if history else {}
+        best = db.best_agent()
+        elites = len(db.elites())
+        config = run["config"]
+        return {
+            "db": str(db_path),
+            "task": run["task"],
+            "seed": run["seed"],
+            "status": run["status"],
+            "children_proposed": sum(counts.values()),
+            "children_done": counts["archived"] + counts["rejected"] + counts["evaluated"],
+            "children_failed": counts["failed"],
+            "children_pending": counts["proposed"] + counts["mutated"],
+            "by_status": counts,
+            "archive": config["archive"]["kind"],
+            "selection": config["selection"]["strategy"],
+            "archive_size": elites,
+            "qd_score": last.get("qd_score", 0.0),
+            "coverage": last.get("coverage", 0.0),
+            "best_fitness": None if best is None else best["fitness"],
+            "best_agent": None if best is None else best["id"],
+            "max_children": config["budget"]["max_children"],
+            "elapsed_seconds": run["state"].get("elapsed_seconds", 0.0),
+        }

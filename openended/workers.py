@@ -1,0 +1,90 @@
+"""The remote side of a campaign: mutate and evaluate a batch of children in one Ray task.
+
+Only ids, seeds, operator names and small genomes cross Ray. Each child gets its own
+result, so one bad child never takes down its batch-mates (a crash of the whole worker
+process is handled by the driver, which re-runs the batch one child at a time).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+import ray
+
+from openended.mutation import mutate
+from openended.tasks import TaskRef, evaluator_module, load_ref
+
+Files = dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One child to produce: mutate ``parent_files`` with ``operator`` (seeded), or evaluate ``files`` as given."""
+
+    agent_id: int
+    seed: int
+    operator: str
+    params: dict = field(default_factory=dict)
+    parent_files: Files | None = None
+    files: Files | None = None  # set when the child was already mutated (resume): evaluate only
+
+
+@dataclass(slots=True)
+class ChildResult:
+    """What came back for one child: its genome, and a result dict or a failure."""
+
+    agent_id: int
+    files: Files | None = None
+    result: dict | None = None
+    fail_stage: str | None = None
+    fail_reason: str | None = None
+    eval_seconds: float = 0.0
+
+
+def _short_error(exc: BaseException) -> str:
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return last[:500]
+
+
+def run_jobs(task_ref: TaskRef, jobs: list[Job], evaluate_args: dict | None = None) -> list[ChildResult]:
+    """Mutate (where needed) and evaluate every job; returns one ChildResult per job, in order."""
+    task = load_ref(task_ref)
+    results: list[ChildResult] = []
+    to_evaluate: list[ChildResult] = []
+    for job in jobs:
+        out = ChildResult(job.agent_id)
+        results.append(out)
+        if job.files is not None:
+            out.files = job.files
+        else:
+            try:
+                rng = np.random.default_rng(job.seed)
+                out.files = mutate(job.operator, job.parent_files, rng, task, job.params)
+            except Exception as exc:  # a bad mutation fails this child only
+                out.fail_stage, out.fail_reason = "mutation", _short_error(exc)
+                continue
+        to_evaluate.append(out)
+    if not to_evaluate:
+        return results
+
+    args = task.evaluate_args if evaluate_args is None else evaluate_args
+    module = evaluator_module(task)
+    started = time.perf_counter()
+    try:
+        evaluated = module.evaluate_batch([r.files for r in to_evaluate], args)
+        if not isinstance(evaluated, list) or len(evaluated) != len(to_evaluate):
+            raise ValueError(f"evaluate_batch returned {type(evaluated).__name__} of wrong length for {len(to_evaluate)} agents")
+    except Exception as exc:
+        for r in to_evaluate:
+            r.fail_stage, r.fail_reason = "evaluation", _short_error(exc)
+        return results
+    per_child = (time.perf_counter() - started) / len(to_evaluate)
+    for r, res in zip(to_evaluate, evaluated):
+        r.result, r.eval_seconds = res, per_child
+    return results
+
+
+run_jobs_remote = ray.remote(num_cpus=1, max_retries=0)(run_jobs)

@@ -1,0 +1,31 @@
+"""Run a short default campaign to completion and say where its database is.
+
+    python run.py              # the deceptive maze (medium), novelty-driven, 5,000 children at most
+    python run.py --help       # every option of `openended run`
+"""
+
+import sys
+import time
+
+from openended.cli import app
+
+
+def main() -> None:
+    if len(sys.argv) > 1:
+        app()
+        return
+    db = f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}.db"
+    try:
+        app(["run", "--task", "maze-medium", "--budget", "5000", "--db", db], standalone_mode=False)
+    except SystemExit as exc:  # typer exits on errors with a message already printed
+        if exc.code:
+            raise
+    print(f"\nThe campaign database is {db}. Inspect it with:\n"
+          f"  openended status {db}\n"
+          f"  openended status {db} --json\n"
+          f"  sqlite3 {db} 'SELECT id, parent_id, status, fitness FROM agents ORDER BY fitness DESC LIMIT 5'\n"
+          f"Resume or extend it with:  openended resume {db} --budget 20000")
+
+
+if __name__ == "__main__":
+    main()

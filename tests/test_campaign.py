@@ -1,0 +1,102 @@
+"""The campaign loop through real Ray and a real SQLite store, on the toy task."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from conftest import toy
+from openended.campaign import Campaign, run_campaign
+from openended.config import ConfigError, CampaignConfig, load_config
+
+
+def _config(tmp_path, variant="plain", **overrides):
+    base = {"task": toy(variant), "db": str(tmp_path / "c.db"), "budget.max_children": 60, "max_in_flight": 2,
+            "batch_size": 4, "archive.kind": "grid", "selection.strategy": "uniform"}
+    base.update(overrides)
+    return load_config(None, base)
+
+
+def _rows(db_path):
+    con = sqlite3.connect(db_path)
+    try:
+        return con.execute(
+            "SELECT id, parent_id, operator, seed, status, genome_hash, fitness, fail_stage FROM agents ORDER BY id"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def test_budget_stops_at_exact_count(tmp_path, ray_address):
+    summary = run_campaign(_config(tmp_path, **{"budget.max_children": 37}))
+    rows = _rows(tmp_path / "c.db")
+    assert [r[0] for r in rows] == list(range(37))
+    assert summary.status == "finished" and summary.stop_reason == "children budget"
+    assert all(r[4] in ("archived", "rejected") for r in rows)
+    assert summary.children_done == 37 and summary.children_pending == 0
+    # roots: the seed agent and the task's three random genomes; everyone else has a parent
+    assert [r[2] for r in rows[:4]] == ["seed", "random", "random", "random"]
+    assert all(r[1] is not None and r[2] == "gaussian" for r in rows[4:])
+
+
+def test_target_fitness_stops_early(tmp_path, ray_address):
+    summary = run_campaign(_config(tmp_path, "target", **{"budget.max_children": 5000, "archive.kind": "grid",
+                                                          "selection.strategy": "fitness"}))
+    assert summary.stop_reason == "target fitness reached"
+    assert summary.best_fitness >= -0.3
+    assert len(_rows(tmp_path / "c.db")) < 5000
+
+
+def test_same_seed_same_store_with_one_in_flight(tmp_path, ray_address):
+    stores = []
+    for name in ("a", "b"):
+        cfg = _config(tmp_path, **{"db": str(tmp_path / f"{name}.db"), "max_in_flight": 1, "budget.max_children": 80,
+                                  "archive.kind": "novelty", "selection.strategy": "curiosity"})
+        run_campaign(cfg)
+        stores.append(_rows(tmp_path / f"{name}.db"))
+    assert stores[0] == stores[1]
+    assert len({r[5] for r in stores[0]}) > 40  # genomes really differ from child to child
+
+
+def test_other_seed_other_campaign(tmp_path, ray_address):
+    run_campaign(_config(tmp_path, **{"db": str(tmp_path / "a.db"), "seed": 1}))
+    run_campaign(_config(tmp_path, **{"db": str(tmp_path / "b.db"), "seed": 2}))
+    assert [r[5] for r in _rows(tmp_path / "a.db")][1:] != [r[5] for r in _rows(tmp_path / "b.db")][1:]
+
+
+def test_crashing_worker_fails_only_that_child(tmp_path, ray_address):
+    summary = run_campaign(_config(tmp_path, "crashy", **{"budget.max_children": 60}))
+    rows = _rows(tmp_path / "c.db")
+    failed = [r for r in rows if r[4] == "failed"]
+    assert failed, "some children cross x > 1.2 and kill their worker"
+    assert all(r[7] == "sandbox" for r in failed)
+    assert sum(r[4] in ("archived", "rejected") for r in rows) > len(failed)
+    assert summary.status == "finished" and len(rows) == 60
+    con = sqlite3.connect(tmp_path / "c.db")
+    reasons = [r[0] for r in con.execute("SELECT fail_reason FROM agents WHERE status='failed'")]
+    assert all("worker" in reason for reason in reasons)
+
+
+def test_hanging_child_times_out(tmp_path, ray_address):
+    cfg = _config(tmp_path, "hangy", **{"budget.max_children": 12, "batch_size": 1})
+    cfg.task_timeout_seconds = 2.0
+    cfg.mutation.params = {"sigma": 2.0}
+    summary = run_campaign(cfg)
+    rows = _rows(tmp_path / "c.db")
+    assert any(r[7] == "timeout" for r in rows)
+    assert summary.status == "finished" and all(r[4] != "proposed" for r in rows)
+
+
+def test_resume_refuses_a_different_task(tmp_path, ray_address):
+    run_campaign(_config(tmp_path, **{"budget.max_children": 10}))
+    with pytest.raises(ConfigError, match="task"):
+        Campaign(_config(tmp_path, "slow"))
+
+
+def test_resume_with_larger_budget_continues(tmp_path, ray_address):
+    run_campaign(_config(tmp_path, **{"budget.max_children": 20}))
+    summary = run_campaign(load_config(None, {"db": str(tmp_path / "c.db"), "budget.max_children": 45}))
+    rows = _rows(tmp_path / "c.db")
+    assert [r[0] for r in rows] == list(range(45))
+    assert summary.children_done == 45

@@ -1,0 +1,141 @@
+"""Campaigns as users run them: a CLI subprocess killed with -9 or interrupted, then resumed."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from conftest import toy
+
+BUDGET = 240
+
+
+def _start(python, env, db, ray_address, *extra, variant="slow"):
+    cmd = [python, "-m", "openended", "run", "--task", toy(variant), "--db", str(db), "--budget", str(BUDGET),
+           "--max-in-flight", "1", "--batch-size", "4", "--seed", "7", "--ray-address", ray_address, "--quiet", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _count(db) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM agents").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _wait_for_rows(db, n, proc, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _count(db) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"campaign exited early: {proc.stdout.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} rows after {timeout}s")
+
+
+def _rows(db):
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return con.execute(
+            "SELECT id, parent_id, operator, seed, status, genome_hash, fitness FROM agents ORDER BY id"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path, ray_address, python, cli_env):
+    # The reference: the same campaign, never interrupted.
+    ref = tmp_path / "ref.db"
+    proc = _start(python, cli_env, ref, ray_address)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    expected = _rows(ref)
+    assert len(expected) == BUDGET
+
+    db = tmp_path / "killed.db"
+    rng = random.Random(1234)
+    for _ in range(4):
+        proc = _start(python, cli_env, db, ray_address)
+        _wait_for_rows(db, _count(db) + 1, proc)
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.kill()
+        proc.wait(timeout=30)
+        con = sqlite3.connect(db)
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        con.close()
+    proc = subprocess.run([python, "-m", "openended", "resume", str(db), "--ray-address", ray_address, "--quiet"],
+                          env=cli_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = _rows(db)
+    assert [r[0] for r in rows] == list(range(BUDGET)), "every proposed child present exactly once"
+    assert not [r for r in rows if r[4] in ("proposed", "mutated")]
+    # Same parents, seeds, genomes and fitness as if it had never stopped.
+    assert rows == expected
+
+
+def test_sigint_exits_zero_and_resumes(tmp_path, ray_address, python, cli_env):
+    db = tmp_path / "int.db"
+    proc = _start(python, cli_env, db, ray_address)
+    _wait_for_rows(db, 20, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "stopped (signal)" in out
+    n = _count(db)
+    assert 20 <= n < BUDGET
+    proc = subprocess.run([python, "-m", "openended", "resume", str(db), "--ray-address", ray_address, "--quiet"],
+                          env=cli_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = _rows(db)
+    assert [r[0] for r in rows] == list(range(BUDGET))
+    assert all(r[4] in ("archived", "rejected") for r in rows)
+
+
+def test_status_json_while_running(tmp_path, ray_address, python, cli_env):
+    db = tmp_path / "live.db"
+    proc = _start(python, cli_env, db, ray_address)
+    try:
+        _wait_for_rows(db, 30, proc)
+        out = subprocess.run([python, "-m", "openended", "status", str(db), "--json"], env=cli_env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        info = json.loads(out.stdout)
+        for key in ("children_done", "children_failed", "archive_size", "qd_score", "coverage", "best_fitness", "status"):
+            assert key in info
+        assert info["status"] == "running"
+        assert info["children_proposed"] >= 30
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+
+
+def test_campaign_on_a_two_node_cluster(tmp_path, python, cli_env):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        db = tmp_path / "cluster.db"
+        proc = subprocess.run(
+            [python, "-m", "openended", "run", "--task", toy("plain"), "--db", str(db), "--budget", "200",
+             "--max-in-flight", "4", "--batch-size", "5", "--ray-address", cluster.address, "--quiet"],
+            env=cli_env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        rows = _rows(db)
+        assert len(rows) == 200 and all(r[4] in ("archived", "rejected") for r in rows)
+    finally:
+        cluster.shutdown()
