@@ -92,6 +92,7 @@ class Campaign:
             self.config = _merge_for_resume(run["config"], config, self.db.path)
             self.task = load_task(self.config.task)
         self._stop_requested = 0
+        self._session_start = time.monotonic()
         self._inflight: dict[ray.ObjectRef, _InFlight] = {}
         self._parent_cache: OrderedDict[int, dict[str, bytes]] = OrderedDict()
         self._task_timeout = self.config.task_timeout_seconds or float(self.task.limits.get("timeout_s", 600))
@@ -178,7 +179,6 @@ class Campaign:
         """Drive the campaign until a budget is spent, the target is reached, or a signal asks it to stop."""
         started_ray = _ensure_ray(self.config.ray_address)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        self._session_start = time.monotonic()
         self.db.update_run(status="running")
         stop_reason = "budget"
         last_stats = 0.0

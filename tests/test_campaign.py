@@ -100,3 +100,30 @@ def test_resume_with_larger_budget_continues(tmp_path, ray_address):
     rows = _rows(tmp_path / "c.db")
     assert [r[0] for r in rows] == list(range(45))
     assert summary.children_done == 45
+
+
+def test_wall_time_budget_stops_and_counts_across_resume(tmp_path, ray_address):
+    cfg = _config(tmp_path, "slow", **{"budget.max_children": 100_000, "budget.max_wall_seconds": 1.5, "batch_size": 2})
+    first = run_campaign(cfg)
+    assert first.stop_reason == "wall-time budget"
+    n_first = len(_rows(tmp_path / "c.db"))
+    assert 2 < n_first < 100_000
+    # The budget is spent: a resume with the same wall-time budget dispatches nothing new.
+    again = run_campaign(load_config(None, {"db": str(tmp_path / "c.db")}))
+    assert again.stop_reason == "wall-time budget"
+    assert len(_rows(tmp_path / "c.db")) == n_first
+
+
+def test_maze_campaign_records_positions_and_solved_metric(tmp_path, ray_address):
+    cfg = load_config(None, {"task": "maze-medium", "db": str(tmp_path / "m.db"), "budget.max_children": 600,
+                             "archive.kind": "grid", "selection.strategy": "curiosity"})
+    summary = run_campaign(cfg)
+    assert summary.children_done == 600 and summary.children_failed == 0
+    con = sqlite3.connect(tmp_path / "m.db")
+    rows = con.execute("SELECT fitness, descriptors, metrics FROM agents").fetchall()
+    import json
+    for fitness, descriptors, metrics in rows:
+        x, y = json.loads(descriptors)
+        assert 5 <= x <= 295 and 5 <= y <= 135
+        assert json.loads(metrics)["solved"] == (1.0 if fitness > -5 else 0.0)
+    assert summary.archive_size > 20 and summary.coverage > 0.05

@@ -1,0 +1,48 @@
+"""Lineage store and QD archive benchmark (issue: lineage store and quality-diversity archive).
+
+    python bench/store.py --out store.json
+
+Writes insert_children_per_s (100,000 children: proposed, then archived with a ~1.2 KB unique
+genome, batches of 1,000), ancestors_depth_10000_ms (median, a 10,000-deep chain) and
+archive_ms_per_child_at_100000 (archive add with its novelty + one parent sample, per child, with
+100,000 agents in a 2-D novelty archive, the campaign's default selection strategy).
+Targets: >= 5,000 children/s; <= 20 ms; <= 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from archive_bench import measure_archive_ms_per_child  # noqa: E402
+from store_db import measure_ancestors, measure_insert  # noqa: E402
+
+from openended.config import CampaignConfig  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="lineage store and QD archive benchmark")
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--n", type=int, default=100_000)
+    args = parser.parse_args()
+    selection = CampaignConfig().selection.strategy
+    with tempfile.TemporaryDirectory() as tmp:
+        result = {
+            "insert_children_per_s": measure_insert(Path(tmp) / "insert.db", n=args.n, batch=1000),
+            "ancestors_depth_10000_ms": measure_ancestors(Path(tmp) / "chain.db", depth=10_000),
+            "archive_ms_per_child_at_100000": measure_archive_ms_per_child(n=args.n, kind="novelty", selection=selection),
+            "archive_selection": selection,
+            "n": args.n,
+        }
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
