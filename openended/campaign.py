@@ -81,7 +81,9 @@ class Campaign:
 
     def __init__(self, config: CampaignConfig, *, progress=None):
         self.progress = progress
-        config.db_path().parent.mkdir(parents=True, exist_ok=True)
+        if not config.db_path().exists():
+            load_task(config.task)  # a bad task name fails before any file is created
+            config.db_path().parent.mkdir(parents=True, exist_ok=True)
         self.db = ArchiveDB(config.db_path())
         run = self.db.get_run()
         if run is None:
