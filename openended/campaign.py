@@ -448,14 +448,20 @@ class Campaign:
 
 def _merge_for_resume(stored: dict, given: CampaignConfig, db_path) -> CampaignConfig:
     """The stored config, with the settings a resume may change taken from ``given`` where it set them."""
-    explicit = given.model_dump(exclude_unset=True)
     merged = dict(stored)
-    for key, value in explicit.items():
+    for key, value in given.model_dump(exclude_unset=True).items():
+        if key == "db":
+            continue
         if key in RESUMABLE_OVERRIDES:
             merged[key] = {**stored.get(key, {}), **value} if isinstance(value, dict) else value
-        elif key != "db" and stored.get(key) != value:
+            continue
+        # Only the keys that were set explicitly must agree with how the campaign started.
+        before = stored.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            before = {k: before.get(k) for k in value}
+        if before != value:
             raise ConfigError(
-                f"{db_path}: the campaign was started with {key} = {stored.get(key)!r}; "
+                f"{db_path}: the campaign was started with {key} = {before!r}; "
                 f"it cannot resume with {key} = {value!r} (only {', '.join(RESUMABLE_OVERRIDES)} may change)"
             )
     merged["db"] = str(db_path)

@@ -127,3 +127,10 @@ def test_maze_campaign_records_positions_and_solved_metric(tmp_path, ray_address
         assert 5 <= x <= 295 and 5 <= y <= 135
         assert json.loads(metrics)["solved"] == (1.0 if fitness > -5 else 0.0)
     assert summary.archive_size > 20 and summary.coverage > 0.05
+
+
+def test_resume_accepts_the_same_nested_settings_and_refuses_others(tmp_path, ray_address):
+    run_campaign(_config(tmp_path, **{"budget.max_children": 10}))
+    Campaign(_config(tmp_path, **{"budget.max_children": 20})).db.close()  # same archive/selection: fine
+    with pytest.raises(ConfigError, match="archive"):
+        Campaign(_config(tmp_path, **{"archive.kind": "novelty"}))
