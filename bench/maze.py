@@ -32,6 +32,7 @@ from openended.tasks import evaluator_module, load_task  # noqa: E402
 # Our engine's methods: (archive kind, selection strategy, selection params)
 METHODS = {
     "novelty": ("novelty", "novelty", {}),
+    "map_elites_curiosity": ("grid", "curiosity", {}),
     "fitness": ("all", "tournament", {"size": 16}),
     "random": ("all", "uniform", {}),
 }
