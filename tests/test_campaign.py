@@ -134,3 +134,32 @@ def test_resume_accepts_the_same_nested_settings_and_refuses_others(tmp_path, ra
     Campaign(_config(tmp_path, **{"budget.max_children": 20})).db.close()  # same archive/selection: fine
     with pytest.raises(ConfigError, match="archive"):
         Campaign(_config(tmp_path, **{"archive.kind": "novelty"}))
+
+
+def test_resume_sends_mutated_children_straight_to_evaluation(tmp_path, ray_address):
+    from archive_db import ArchiveDB, Outcome, Proposal
+
+    run_campaign(_config(tmp_path, **{"budget.max_children": 10}))
+    # A child whose mutation was recorded before the driver died: its genome must be evaluated as is.
+    genome = {"weights.npy": _weights(0.75, 0.5)}
+    with ArchiveDB(tmp_path / "c.db") as db:
+        with db.transaction():
+            db.propose([Proposal(10, 3, "gaussian", 99)])
+            db.record([Outcome(10, "mutated", files=genome)])
+    summary = run_campaign(load_config(None, {"db": str(tmp_path / "c.db"), "budget.max_children": 11}))
+    assert summary.children_pending == 0
+    with ArchiveDB(tmp_path / "c.db", readonly=True) as db:
+        child = db.agent(10)
+        assert child["status"] in ("archived", "rejected")
+        assert child["descriptors"] == [0.75, 0.5]
+        assert db.agent_files(10) == genome
+
+
+def _weights(*values) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.array(values, dtype=np.float64))
+    return buf.getvalue()
