@@ -27,11 +27,12 @@ def _start(config, *, quiet: bool = False):
     from openended.campaign import Campaign
     from openended.progress import Progress
 
-    progress = Progress(title=f"{config.task} -> {config.db_path()}", live=False if quiet else None)
     try:
-        campaign = Campaign(config, progress=progress)
+        campaign = Campaign(config)
     except (ConfigError, TaskError, ArchiveDBError, ValueError) as exc:
         _fail(str(exc))
+    progress = Progress(title=f"{campaign.task.name} -> {campaign.db.path}", live=False if quiet else None)
+    campaign.progress = progress
     if campaign.resumed_pending:
         progress.note(f"resuming: {campaign.resumed_pending} children left in flight will be re-dispatched")
     with progress:
