@@ -1,6 +1,6 @@
 """Run a short default campaign to completion and say where its database is.
 
-    python run.py              # the deceptive maze (medium), novelty-driven, 5,000 children at most
+    python run.py              # the deceptive maze (medium), novelty search, 20,000 children at most
     python run.py --help       # every option of `openended run`
 """
 
@@ -16,7 +16,7 @@ def main() -> None:
         return
     db = f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}.db"
     try:
-        app(["run", "--task", "maze-medium", "--budget", "5000", "--db", db], standalone_mode=False)
+        app(["run", "--task", "maze-medium", "--budget", "20000", "--db", db], standalone_mode=False)
     except SystemExit as exc:  # typer exits on errors with a message already printed
         if exc.code:
             raise
@@ -24,7 +24,7 @@ def main() -> None:
           f"  openended status {db}\n"
           f"  openended status {db} --json\n"
           f"  sqlite3 {db} 'SELECT id, parent_id, status, fitness FROM agents ORDER BY fitness DESC LIMIT 5'\n"
-          f"Resume or extend it with:  openended resume {db} --budget 20000")
+          f"Resume or extend it with:  openended resume {db} --budget 50000")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,11 @@ from openended.config import load_config  # noqa: E402
 from openended.qd import DescriptorSpace, make_archive  # noqa: E402
 from openended.tasks import evaluator_module, load_task  # noqa: E402
 
-# Our engine's methods: (archive kind, selection strategy, selection params)
+# Our engine's methods: (archive kind, selection strategy, selection params). "novelty" is
+# steady-state novelty search: every child kept, parents drawn from the 250 most recent children
+# in proportion to their novelty (mean distance to the 15 nearest earlier children).
 METHODS = {
-    "novelty": ("novelty", "novelty", {}),
+    "novelty": ("all", "novelty", {"recent": 250}),
     "map_elites_curiosity": ("grid", "curiosity", {}),
     "fitness": ("all", "tournament", {"size": 16}),
     "random": ("all", "uniform", {}),

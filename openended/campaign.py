@@ -149,6 +149,7 @@ class Campaign:
             tokens=usage["tokens"],
             cost=usage["cost"],
         )
+        self._finished_at_start = self.counters.done + self.counters.failed
         self._pending: deque[Job] = deque()
         self._isolate: set[int] = set()  # children of a crashed batch, re-run one per Ray task
         for row in self.db.agents_by_status("mutated"):
@@ -407,6 +408,7 @@ class Campaign:
             "best_fitness": self.counters.best_fitness,
             "mean_fitness": stats["mean_fitness"],
             "elapsed_seconds": self._elapsed(),
+            "session_start_finished": self._finished_at_start,
         }
 
     def _snapshot(self) -> dict:

@@ -49,9 +49,10 @@ def run(
     task: Annotated[Optional[str], typer.Option(help="built-in task name or path to a task folder")] = None,
     db: Annotated[Optional[str], typer.Option(help="campaign database (resumed if it exists)")] = None,
     budget: Annotated[Optional[int], typer.Option(help="maximum children, roots included")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    selection: Annotated[Optional[str], typer.Option(help="uniform|fitness|tournament|score_child|novelty|curiosity")] = None,
-    archive: Annotated[Optional[str], typer.Option(help="grid|cvt|novelty|all")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="campaign seed (parents, operators, child seeds)")] = None,
+    selection: Annotated[Optional[str], typer.Option(help="parent selection: uniform, fitness, tournament, "
+                                                          "score_child, novelty, curiosity")] = None,
+    archive: Annotated[Optional[str], typer.Option(help="archive kind: grid, cvt, novelty, all")] = None,
     max_in_flight: Annotated[Optional[int], typer.Option(help="Ray tasks out at once")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="children per Ray task (batchable tasks)")] = None,
     max_seconds: Annotated[Optional[float], typer.Option(help="wall-time budget in seconds")] = None,
@@ -105,22 +106,25 @@ def status(
         typer.echo(json.dumps(info, indent=2))
         return
     table = Table(title=f"{info['task']} ({info['status']})", show_header=False)
-    for key in ("db", "children_done", "children_failed", "children_pending", "archive", "selection", "archive_size",
-                "coverage", "qd_score", "best_fitness", "best_agent", "elapsed_seconds"):
+    for key in ("db", "seed", "max_children", "children_done", "children_failed", "children_pending", "archive",
+                "selection", "archive_size", "coverage", "qd_score", "best_fitness", "best_agent", "elapsed_seconds"):
         value = info[key]
         if key == "coverage":
             value = f"{value:.1%}"
         elif isinstance(value, float):
             value = f"{value:.4g}"
         table.add_row(key.replace("_", " "), str(value))
+    table.add_row("by status", ", ".join(f"{k} {v}" for k, v in info["by_status"].items()))
     console.print(table)
 
 
 @app.command()
 def tasks():
     """List the built-in tasks."""
+    from openended.tasks import load_task
+
     for name in builtin_task_names():
-        typer.echo(name)
+        typer.echo(f"{name:14} {load_task(name).spec.get('description', '')}")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,14 @@ class _Strict(BaseModel):
 
 
 class ArchiveConfig(_Strict):
-    kind: Literal["grid", "cvt", "novelty", "all"] = "novelty"
+    # Default: keep every valid child (as the Darwin Gödel Machine does); with the default novelty
+    # selection this is steady-state novelty search (Lehman & Stanley 2011).
+    kind: Literal["grid", "cvt", "novelty", "all"] = "all"
     params: dict[str, Any] = Field(default_factory=dict, description="kind-specific: k, threshold, cells, ...")
 
 
 class SelectionConfig(_Strict):
-    strategy: Literal["uniform", "fitness", "tournament", "score_child", "novelty", "curiosity"] = "curiosity"
+    strategy: Literal["uniform", "fitness", "tournament", "score_child", "novelty", "curiosity"] = "novelty"
     params: dict[str, Any] = Field(default_factory=dict, description="strategy-specific, e.g. size for tournament")
 
 

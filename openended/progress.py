@@ -14,6 +14,10 @@ def _fmt(value, spec: str = ".4g") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _seconds(value) -> str:
+    return "n/a" if value is None else f"{value:.0f}s"
+
+
 class Progress:
     """Receives snapshots from the campaign (``update``) and notes (``note``), and shows them."""
 
@@ -23,9 +27,10 @@ class Progress:
         self.console = Console()
         self._live: Live | None = None
         self._last_log = 0.0
-        self._last: tuple[float, int] | None = None
+        self._last: tuple[float, int] | None = None  # (time, children finished) at the last update
         self._rate = 0.0
         self.log_every_seconds = log_every_seconds
+        self._started = time.monotonic()
 
     def __enter__(self):
         if self.live:
@@ -44,8 +49,11 @@ class Progress:
     def update(self, snap: dict) -> None:
         now = time.monotonic()
         finished = snap["children_done"] + snap["children_failed"]
-        if self._last is not None and now > self._last[0]:
-            self._rate = 0.7 * self._rate + 0.3 * (finished - self._last[1]) / (now - self._last[0])
+        if self._last is None:
+            self._last = (self._started, snap.get("session_start_finished", finished))
+        if now > self._last[0]:
+            rate = (finished - self._last[1]) / (now - self._last[0])
+            self._rate = rate if self._rate == 0.0 else 0.7 * self._rate + 0.3 * rate
         self._last = (now, finished)
         snap = {**snap, "rate": self._rate, "eta": self._eta(snap, finished)}
         if self._live is not None:
@@ -64,7 +72,7 @@ class Progress:
         return (
             f"[{self.title}] done {s['children_done']} failed {s['children_failed']} in-flight {s['children_in_flight']} "
             f"| {s['rate']:.1f}/s | archive {s['archive_size']} coverage {s['coverage']:.1%} "
-            f"QD {_fmt(s['qd_score'])} best {_fmt(s['best_fitness'])} | ETA {_fmt(s['eta'], '.0f')}s"
+            f"QD {_fmt(s['qd_score'])} best {_fmt(s['best_fitness'])} | ETA {_seconds(s['eta'])}"
         )
 
     def _table(self, s: dict) -> Table:
@@ -83,5 +91,5 @@ class Progress:
         table.add_row("QD score", _fmt(s["qd_score"]))
         table.add_row("best fitness", _fmt(s["best_fitness"]))
         table.add_row("elapsed", f"{s['elapsed_seconds']:.0f}s")
-        table.add_row("ETA (budget)", "n/a" if s["eta"] is None else f"{s['eta']:.0f}s")
+        table.add_row("ETA (budget)", _seconds(s["eta"]))
         return table

@@ -14,7 +14,10 @@ Strategies (weights are per archive member; a member is picked with probability 
     Darwin Gödel Machine: f = min-max normalised fitness in [0, 1] (0.5 when all equal);
     weight = sigmoid(``lam`` * (f - ``midpoint``)) / (1 + children), lam = 10, midpoint = 0.5.
 ``novelty``
-    weight = novelty at admission, floored at ``eps`` (default 1e-9).
+    steady-state novelty search: among the ``recent`` most recently added members (default 250,
+    the "population"; 0 = every member), weight = novelty at admission floored at ``eps``
+    (default 1e-9). A recent member's novelty at admission is close to its current novelty, which
+    an old member's is not.
 ``curiosity``
     Go-Explore style: weight = (1 + discoveries) / sqrt(1 + children), where children counts the
     times the member was chosen as a parent (each choice proposes one child) and discoveries the
@@ -182,13 +185,37 @@ def selection_weights(strategy: str, archive: Archive, counts: LineageCounts, **
         sig = 1.0 / (1.0 + np.exp(-float(p["lam"]) * (fn - float(p["midpoint"]))))
         return sig / (1.0 + counts.children(m["agent_id"]))
     if strategy == "novelty":
-        p = _params(strategy, params, {"eps": 1e-9})
-        return np.maximum(m["novelty"], float(p["eps"]))
+        p = _params(strategy, params, {"eps": 1e-9, "recent": DEFAULT_RECENT})
+        w = np.maximum(m["novelty"], float(p["eps"]))
+        recent = _recent_slots(archive, int(p["recent"]))
+        if recent is not None:
+            mask = np.zeros(n)
+            mask[recent] = 1.0
+            w = w * mask
+        return w
     if strategy == "curiosity":
         _params(strategy, params, {})
         ids = m["agent_id"]
         return (1.0 + counts.discoveries(ids)) / np.sqrt(1.0 + counts.children(ids))
     raise ValueError(f"unknown selection strategy {strategy!r}; valid strategies: {', '.join(SELECTION_STRATEGIES)}")
+
+
+# Steady-state novelty search: the "population" is the most recently admitted members.
+DEFAULT_RECENT = 250
+
+
+def _recent_slots(archive: Archive, recent: int) -> np.ndarray | None:
+    """Positions (in ``members()``) of the ``recent`` most recently added members, or None for all."""
+    if recent < 0:
+        raise ValueError(f"recent must be >= 0, got {recent}")
+    size = archive.size
+    if recent == 0 or recent >= size:
+        return None
+    if archive.kind in ("novelty", "all"):
+        # these archives only append, in the order children were added
+        return np.arange(size - recent, size)
+    # grid/cvt members are in cell order; agent ids grow with proposal order
+    return np.argpartition(archive.members()["agent_id"], size - recent)[size - recent:]
 
 
 def select_parents(strategy: str, archive: Archive, counts: LineageCounts, rng: np.random.Generator,
@@ -220,5 +247,11 @@ def select_parents(strategy: str, archive: Archive, counts: LineageCounts, rng: 
         fit = archive.members()["fitness"][entrants]
         winners = entrants[np.arange(n), np.argmax(fit, axis=1)]
         return ids[winners].copy()
+    if strategy == "novelty":
+        p = _params(strategy, params, {"eps": 1e-9, "recent": DEFAULT_RECENT})
+        recent = _recent_slots(archive, int(p["recent"]))
+        if recent is not None:
+            w = np.maximum(archive.members()["novelty"][recent], float(p["eps"]))
+            return ids[recent[_weighted_choice(w, rng, n)]].copy()
     w = selection_weights(strategy, archive, counts, **params)
     return ids[_weighted_choice(w, rng, n)].copy()

@@ -193,3 +193,21 @@ def test_restored_archive_gives_the_same_picks(kind):
     for s in SELECTION_STRATEGIES:
         np.testing.assert_array_equal(select_parents(s, a, counts, np.random.default_rng(8), n=20),
                                       select_parents(s, b, counts, np.random.default_rng(8), n=20))
+
+
+def test_novelty_search_population_is_the_recent_members():
+    from openended.qd import DescriptorSpace, make_archive
+    from openended.selection import LineageCounts, select_parents
+
+    space = DescriptorSpace.from_dict({"names": ["x", "y"], "lower": [0, 0], "upper": [1, 1], "bins": [40, 40]})
+    rng = np.random.default_rng(3)
+    for kind in ("all", "grid"):
+        archive = make_archive(kind, space=space, fitness_offset=-1.0, seed=0)
+        ids = rng.permutation(1000)[:600] if kind == "grid" else np.arange(600)
+        for i in sorted(ids):
+            archive.add(int(i), float(rng.random()), rng.random(2))
+        picks = select_parents("novelty", archive, LineageCounts(), np.random.default_rng(0), n=2000, recent=50)
+        newest = np.sort(archive.members()["agent_id"])[-50:]
+        assert set(picks.tolist()) <= set(newest.tolist())
+        everyone = select_parents("novelty", archive, LineageCounts(), np.random.default_rng(0), n=2000, recent=0)
+        assert not set(everyone.tolist()) <= set(newest.tolist())
