@@ -1025,15 +1025,6 @@ class ArchiveDB:
         """Per parent: how many of its children entered a new archive cell."""
         return dict(self.conn.execute(_query_text("discovery_counts")).fetchall())
 
-    def parents_of(self, agent_ids: Iterable[int]) -> list[int]:
-        """The parent of each agent given (roots skipped), in the order given."""
-        ids = [int(i) for i in agent_ids]
-        if not ids:
-            return []
-        found = dict(self.conn.execute(
-            f"SELECT id, parent_id FROM agents WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall())
-        return [found[i] for i in ids if found.get(i) is not None]
-
     def usage_totals(self) -> dict[str, float]:
         """Tokens and cost spent by every child so far (the foundation-model budgets)."""
         tokens, cost = self.conn.execute(

@@ -97,6 +97,7 @@ class Campaign:
         self._session_start = time.monotonic()
         self._inflight: dict[ray.ObjectRef, _InFlight] = {}
         self._parent_cache: OrderedDict[int, dict[str, bytes]] = OrderedDict()
+        self._parent_of: dict[int, int | None] = {}  # children not yet recorded -> their parent
         self._task_timeout = self.config.task_timeout_seconds or float(self.task.limits.get("timeout_s", 600))
         self._op_params = {**self.task.operator_params(self.config.mutation.operator), **self.config.mutation.params}
         self._restore()
@@ -153,12 +154,14 @@ class Campaign:
         self._pending: deque[Job] = deque()
         self._isolate: set[int] = set()  # children of a crashed batch, re-run one per Ray task
         for row in self.db.agents_by_status("mutated"):
+            self._parent_of[row["id"]] = row["parent_id"]
             self._pending.append(Job(row["id"], row["seed"], row["operator"], files=self.db.agent_files(row["id"])))
         for row in self.db.agents_by_status("proposed"):
             self._pending.append(self._job(row["id"], row["seed"], row["operator"], row["parent_id"]))
         self.resumed_pending = len(self._pending)
 
     def _job(self, agent_id: int, seed: int, operator: str, parent_id: int | None) -> Job:
+        self._parent_of[agent_id] = parent_id
         parent_files = None if parent_id is None else self._parent_files(parent_id)
         params = self._op_params if operator not in ROOT_OPERATORS else {}
         return Job(agent_id, seed, operator, params, parent_files)
@@ -301,11 +304,10 @@ class Campaign:
 
     def _collect(self, timeout: float) -> None:
         """Take whichever Ray tasks finished; fail or split those that crashed or ran past their deadline."""
-        ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=timeout)
-        if ready:
-            # Take everything else that is already done too, without waiting.
-            more, _ = ray.wait([r for r in self._inflight if r not in ready], num_returns=len(self._inflight) - 1, timeout=0) if len(self._inflight) > 1 else ([], [])
-            ready = ready + more
+        refs = list(self._inflight)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:  # take every other one already done too, without waiting
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         for ref in ready:
             flight = self._inflight.pop(ref)
             try:
@@ -365,9 +367,10 @@ class Campaign:
                 self._remember(r.agent_id, r.files)
             if self.counters.best_fitness is None or checked.fitness > self.counters.best_fitness:
                 self.counters.best_fitness = checked.fitness
-        parents = self.db.parents_of([o.id for o in outcomes if o.archive_event == "new_cell"])
-        for parent in parents:
-            self.lineage.note_discovery(parent)
+        for o in outcomes:
+            parent = self._parent_of.pop(o.id, None)
+            if o.archive_event == "new_cell" and parent is not None:
+                self.lineage.note_discovery(parent)
         with self.db.transaction():
             self.db.record(outcomes)
             if elites:
