@@ -1,0 +1,31 @@
+"""Progress output: plain lines off a terminal, a rich table on one."""
+
+import io
+
+from rich.console import Console
+
+from openended.progress import Progress
+
+SNAP = {"children_done": 90, "children_failed": 10, "children_in_flight": 4, "children_proposed": 104,
+        "max_children": 200, "archive_size": 50, "coverage": 0.25, "qd_score": 12.5, "best_fitness": -3.0,
+        "mean_fitness": -7.0, "elapsed_seconds": 10.0, "session_start_finished": 0}
+
+
+def test_plain_lines_when_not_a_terminal(capsys):
+    progress = Progress(title="t", live=False, log_every_seconds=0)
+    progress.update(SNAP)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("[t] done 90 failed 10 in-flight 4")
+    assert "archive 50" in line and "coverage 25.0%" in line and "best -3" in line
+    assert "ETA " in line and "n/as" not in line
+
+
+def test_live_table_shows_counts_rate_and_eta():
+    progress = Progress(title="t", live=True)
+    progress.console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with progress:
+        progress.update(SNAP)
+        progress.update({**SNAP, "children_done": 140})
+    text = progress.console.file.getvalue()
+    assert "140 / 10 / 4" in text and "104 / 200" in text and "25.0%" in text
+    assert "ETA (budget)" in text
