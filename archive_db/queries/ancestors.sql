@@ -11,4 +11,4 @@ WITH RECURSIVE chain(id, parent_id) AS (
 SELECT id, parent_id, parent2_id, depth, status, operator, fitness, novelty, cell, archive_event
 FROM agents
 WHERE id IN (SELECT id FROM chain)
-ORDER BY depth;
+ORDER BY id;  -- a parent is always proposed before its child, so id order is root first
