@@ -163,3 +163,24 @@ def _weights(*values) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.array(values, dtype=np.float64))
     return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["grid", "cvt", "novelty", "all"])
+def test_archive_rebuilt_from_the_store_equals_the_live_one(tmp_path, ray_address, kind):
+    import numpy as np
+
+    from archive_db import ArchiveDB
+    from openended.qd import restore_archive
+
+    params = {"cells": 32} if kind == "cvt" else {"threshold": 0.5} if kind == "novelty" else {}
+    campaign = Campaign(_config(tmp_path, **{"budget.max_children": 150, "archive.kind": kind,
+                                             "archive.params": params}))
+    campaign.run()
+    live = campaign.archive
+    with ArchiveDB(tmp_path / "c.db", readonly=True) as db:
+        run = db.get_run()
+        rebuilt = restore_archive(schema=run["descriptor_schema"], state=run["state"]["archive"], elites=db.elites())
+    assert live.size > 5
+    for key, values in live.members().items():
+        np.testing.assert_array_equal(rebuilt.members()[key], values)
+    assert rebuilt.stats() == live.stats()
