@@ -15,11 +15,11 @@ def main() -> None:
         app()
         return
     db = f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}.db"
-    try:
-        app(["run", "--task", "maze-medium", "--budget", "20000", "--db", db], standalone_mode=False)
-    except SystemExit as exc:  # typer exits on errors with a message already printed
-        if exc.code:
-            raise
+    # standalone_mode=False: typer returns the exit code instead of exiting, so the hint below
+    # is printed only after a campaign that worked.
+    code = app(["run", "--task", "maze-medium", "--budget", "20000", "--db", db], standalone_mode=False)
+    if code:
+        sys.exit(code)
     print(f"\nThe campaign database is {db}. Inspect it with:\n"
           f"  openended status {db}\n"
           f"  openended status {db} --json\n"

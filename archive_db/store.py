@@ -555,7 +555,9 @@ class ArchiveDB:
             row = self.conn.execute("SELECT descriptor_schema FROM runs WHERE id = 1").fetchone()
             n = None
             if row is not None:
-                names = _loads(row[0]).get("names")
+                schema = _loads(row[0])
+                # flat {"names": [...]} or an archive schema {"space": {"names": [...]}, ...}
+                names = schema.get("names") or (schema.get("space") or {}).get("names")
                 if isinstance(names, (list, tuple)):
                     n = len(names)
                 self._ndesc_cache = (True, n)
@@ -656,10 +658,15 @@ class ArchiveDB:
             if pid in seen:
                 raise InvalidValueError(f"agent id {pid} appears twice in one propose() batch")
             seen.add(pid)
-            if p.parent_id is not None:
-                parents.add(_as_int(p.parent_id, f"agent {pid}: parent_id"))
-            if p.parent2_id is not None:
-                parents.add(_as_int(p.parent2_id, f"agent {pid}: parent2_id"))
+            for field in ("parent_id", "parent2_id"):
+                value = getattr(p, field)
+                if value is None:
+                    continue
+                parent = _as_int(value, f"agent {pid}: {field}")
+                # Lineage queries rely on it: a parent is always proposed before its child.
+                if parent >= pid:
+                    raise InvalidValueError(f"agent {pid}: {field} {parent} must be a smaller id than the child's")
+                parents.add(parent)
             if not isinstance(p.operator, str) or not p.operator:
                 raise InvalidValueError(f"agent {pid}: operator must be a non-empty string")
             _as_int(p.seed, f"agent {pid}: seed")
@@ -1030,3 +1037,11 @@ class ArchiveDB:
         tokens, cost = self.conn.execute(
             "SELECT COALESCE(SUM(tokens_in + tokens_out), 0), COALESCE(SUM(cost), 0.0) FROM agents").fetchone()
         return {"tokens": int(tokens), "cost": float(cost)}
+
+    def latest_stats(self) -> dict | None:
+        """The most recent stats snapshot, or None before the first."""
+        rows = _rows(self.conn.execute("SELECT * FROM stats ORDER BY id DESC LIMIT 1"), ("extra",))
+        return rows[0] if rows else None
+
+    def elite_count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM elites").fetchone()[0]

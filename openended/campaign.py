@@ -12,6 +12,7 @@ and sends ``mutated`` ones straight to evaluation.
 
 from __future__ import annotations
 
+import fcntl
 import signal
 import time
 from collections import OrderedDict, deque
@@ -79,21 +80,31 @@ class _Counters:
 class Campaign:
     """One campaign bound to one database file; ``run()`` drives it until a budget or a signal stops it."""
 
-    def __init__(self, config: CampaignConfig, *, progress=None):
+    def __init__(self, config: CampaignConfig, *, progress=None, resume_only: bool = False):
         self.progress = progress
-        if not config.db_path().exists():
-            load_task(config.task)  # a bad task name fails before any file is created
-            config.db_path().parent.mkdir(parents=True, exist_ok=True)
-        self.db = ArchiveDB(config.db_path())
+        path = config.db_path()
+        new_archive = None
+        if not path.exists():
+            if resume_only:
+                raise ConfigError(f"no such campaign database: {path}")
+            # A bad task or archive parameter fails before any file is created.
+            self.task = load_task(config.task)
+            new_archive = self._new_archive(config)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_campaign(path)
+        self.db = ArchiveDB(path)
         run = self.db.get_run()
         if run is None:
+            if resume_only:
+                raise ConfigError(f"{path} holds no campaign; start one with `openended run --db {path}`")
             self.config = config
             self.task = load_task(config.task)
-            self._create_run()
+            self._create_run(self._new_archive(config) if new_archive is None else new_archive)
         else:
             self.config = _merge_for_resume(run["config"], config, self.db.path)
             self.task = load_task(self.config.task)
         self._stop_requested = 0
+        self._stop_noted = False
         self._session_start = time.monotonic()
         self._inflight: dict[ray.ObjectRef, _InFlight] = {}
         self._parent_cache: OrderedDict[int, dict[str, bytes]] = OrderedDict()
@@ -103,15 +114,19 @@ class Campaign:
         self._restore()
 
     # ----------------------------------------------------------------- set-up
-    def _create_run(self) -> None:
-        space = DescriptorSpace.from_dict(self.task.descriptor_space)
-        archive = make_archive(
-            self.config.archive.kind,
-            space=space,
-            fitness_offset=self.task.fitness_lower,
-            seed=self.config.seed,
-            **self.config.archive.params,
-        )
+    def _new_archive(self, config: CampaignConfig):
+        try:
+            return make_archive(
+                config.archive.kind,
+                space=DescriptorSpace.from_dict(self.task.descriptor_space),
+                fitness_offset=self.task.fitness_lower,
+                seed=config.seed,
+                **config.archive.params,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"key 'archive.params' for archive kind {config.archive.kind!r}: {exc}") from None
+
+    def _create_run(self, archive) -> None:
         initial_random = self.config.mutation.initial_random
         if initial_random is None:
             initial_random = int(self.task.spec.get("initial_random", 0)) if self.task.genome_kind == "params" else 0
@@ -195,6 +210,8 @@ class Campaign:
                     self._fill()
                 elif reason == "signal":
                     stop_reason = reason
+                    if self.progress is not None:
+                        self.progress.note("stop requested: finishing in-flight children, then stopping")
                     self._drain(grace=self.config.grace_seconds)
                     break
                 if not self._inflight:
@@ -221,9 +238,8 @@ class Campaign:
                 ray.shutdown()
 
     def _on_signal(self, signum, frame) -> None:
+        # Only a flag: printing from a signal handler can re-enter a print in progress.
         self._stop_requested += 1
-        if self.progress is not None:
-            self.progress.note(f"received {signal.Signals(signum).name}: finishing in-flight children, then stopping")
 
     def _elapsed(self) -> float:
         return self.state["elapsed_seconds"] + (time.monotonic() - self._session_start)
@@ -448,12 +464,15 @@ class Campaign:
             seconds=time.monotonic() - self._session_start,
         )
         self.db.close()
+        self._lock.close()
         return summary
 
 
 def _merge_for_resume(stored: dict, given: CampaignConfig, db_path) -> CampaignConfig:
     """The stored config, with the settings a resume may change taken from ``given`` where it set them."""
     merged = dict(stored)
+    # The cluster is where this session runs, not where the campaign started: None = a local Ray.
+    merged["ray_address"] = given.ray_address
     for key, value in given.model_dump(exclude_unset=True).items():
         if key == "db":
             continue
@@ -471,6 +490,17 @@ def _merge_for_resume(stored: dict, given: CampaignConfig, db_path) -> CampaignC
             )
     merged["db"] = str(db_path)
     return validate_config(merged, str(db_path))
+
+
+def _lock_campaign(path) -> object:
+    """Hold an exclusive lock beside the database for this process's lifetime (the OS drops it on any exit)."""
+    lock = open(f"{path}.lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(f"{path} is being run by another process; wait for it, or stop it first") from None
+    return lock
 
 
 def _ensure_ray(address: str | None) -> bool:

@@ -23,12 +23,12 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _start(config, *, quiet: bool = False):
+def _start(config, *, quiet: bool = False, resume_only: bool = False):
     from openended.campaign import Campaign
     from openended.progress import Progress
 
     try:
-        campaign = Campaign(config)
+        campaign = Campaign(config, resume_only=resume_only)
     except (ConfigError, TaskError, ArchiveDBError, ValueError) as exc:
         _fail(str(exc))
     progress = Progress(title=f"{campaign.task.name} -> {campaign.db.path}", live=False if quiet else None)
@@ -85,7 +85,7 @@ def resume(
                                  "ray_address": ray_address})
     except ConfigError as exc:
         _fail(str(exc))
-    _start(cfg, quiet=quiet)
+    _start(cfg, quiet=quiet, resume_only=True)
 
 
 @app.command()

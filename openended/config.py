@@ -18,7 +18,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: "5" is not an int and "yes" not a bool; an int is still a float
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class ArchiveConfig(_Strict):
@@ -103,15 +104,21 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             continue
         node = data
         *parents, leaf = dotted.split(".")
-        for key in parents:
+        for depth, key in enumerate(parents):
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                where = ".".join(parents[: depth + 1])
+                raise ConfigError(f"{source}: key '{where}' must be a table, not {node!r} (a flag sets {dotted})")
         node[leaf] = value
     return validate_config(data, source)
 
 
 def validate_config(data: dict[str, Any], source: str = "config") -> CampaignConfig:
+    """Validate a config dict; ConfigError names each bad key (parameter tables included) and ``source``."""
+    from openended import mutation, selection  # the operators and strategies own their parameter lists
+
     try:
-        return CampaignConfig.model_validate(data)
+        config = CampaignConfig.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -121,3 +128,12 @@ def validate_config(data: dict[str, Any], source: str = "config") -> CampaignCon
             else:
                 problems.append(f"key '{key}': {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+    for key, check, name, params in (
+        ("selection.params", selection.check_params, config.selection.strategy, config.selection.params),
+        ("mutation.params", mutation.check_params, config.mutation.operator, config.mutation.params),
+    ):
+        try:
+            check(name, params)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: key '{key}': {exc}") from None
+    return config

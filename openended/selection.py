@@ -155,6 +155,27 @@ def _weighted_choice(weights: np.ndarray, rng: np.random.Generator, n: int) -> n
     return out
 
 
+# Steady-state novelty search: the "population" is the most recently added members.
+DEFAULT_RECENT = 250
+
+# Each strategy's parameters and their defaults.
+STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
+    "uniform": {},
+    "fitness": {},
+    "tournament": {"size": 3},
+    "score_child": {"lam": 10.0, "midpoint": 0.5},
+    "novelty": {"eps": 1e-9, "recent": DEFAULT_RECENT},
+    "curiosity": {},
+}
+
+
+def check_params(strategy: str, params: dict) -> dict:
+    """The strategy's parameters with defaults filled in; ValueError naming an unknown strategy or parameter."""
+    if strategy not in STRATEGY_PARAMS:
+        raise ValueError(f"unknown selection strategy {strategy!r}; valid strategies: {', '.join(SELECTION_STRATEGIES)}")
+    return _params(strategy, params, STRATEGY_PARAMS[strategy])
+
+
 def _params(strategy: str, params: dict, allowed: dict[str, Any]) -> dict:
     unknown = sorted(set(params) - set(allowed))
     if unknown:
@@ -169,23 +190,23 @@ def selection_weights(strategy: str, archive: Archive, counts: LineageCounts, **
     m = archive.members()
     n = archive.size
     if strategy == "uniform":
-        _params(strategy, params, {})
+        check_params(strategy, params)
         return np.ones(n)
     if strategy == "fitness":
-        _params(strategy, params, {})
+        check_params(strategy, params)
         f = m["fitness"]
         lo, hi = f.min(), f.max()
         eps = 1e-6 * (hi - lo) if hi > lo else 1.0
         return (f - lo) + eps
     if strategy == "score_child":
-        p = _params(strategy, params, {"lam": 10.0, "midpoint": 0.5})
+        p = check_params(strategy, params)
         f = m["fitness"]
         lo, hi = f.min(), f.max()
         fn = (f - lo) / (hi - lo) if hi > lo else np.full(n, 0.5)
         sig = 1.0 / (1.0 + np.exp(-float(p["lam"]) * (fn - float(p["midpoint"]))))
         return sig / (1.0 + counts.children(m["agent_id"]))
     if strategy == "novelty":
-        p = _params(strategy, params, {"eps": 1e-9, "recent": DEFAULT_RECENT})
+        p = check_params(strategy, params)
         w = np.maximum(m["novelty"], float(p["eps"]))
         recent = _recent_slots(archive, int(p["recent"]))
         if recent is not None:
@@ -194,14 +215,10 @@ def selection_weights(strategy: str, archive: Archive, counts: LineageCounts, **
             w = w * mask
         return w
     if strategy == "curiosity":
-        _params(strategy, params, {})
+        check_params(strategy, params)
         ids = m["agent_id"]
         return (1.0 + counts.discoveries(ids)) / np.sqrt(1.0 + counts.children(ids))
     raise ValueError(f"unknown selection strategy {strategy!r}; valid strategies: {', '.join(SELECTION_STRATEGIES)}")
-
-
-# Steady-state novelty search: the "population" is the most recently admitted members.
-DEFAULT_RECENT = 250
 
 
 def _recent_slots(archive: Archive, recent: int) -> np.ndarray | None:
@@ -236,10 +253,10 @@ def select_parents(strategy: str, archive: Archive, counts: LineageCounts, rng: 
     if n == 0:
         return np.empty(0, dtype=np.int64)
     if strategy == "uniform":
-        _params(strategy, params, {})
+        check_params(strategy, params)
         return ids[rng.integers(0, size, size=n)].copy()
     if strategy == "tournament":
-        p = _params(strategy, params, {"size": 3})
+        p = check_params(strategy, params)
         t = p["size"]
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
             raise ValueError(f"tournament size must be an integer >= 1, got {t!r}")
@@ -248,7 +265,7 @@ def select_parents(strategy: str, archive: Archive, counts: LineageCounts, rng: 
         winners = entrants[np.arange(n), np.argmax(fit, axis=1)]
         return ids[winners].copy()
     if strategy == "novelty":
-        p = _params(strategy, params, {"eps": 1e-9, "recent": DEFAULT_RECENT})
+        p = check_params(strategy, params)
         recent = _recent_slots(archive, int(p["recent"]))
         if recent is not None:
             w = np.maximum(archive.members()["novelty"][recent], float(p["eps"]))

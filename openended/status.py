@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from archive_db import ArchiveDB
@@ -10,20 +11,23 @@ from archive_db import ArchiveDB
 def campaign_status(db_path: str | Path) -> dict:
     """Counts, archive statistics and run status of the campaign in ``db_path``, read-only."""
     with ArchiveDB(db_path, readonly=True) as db:
-        run = db.get_run()
-        if run is None:
-            raise ValueError(f"{db_path}: no campaign in this database")
-        counts = db.counts()
-        history = db.stats_history()
-        last = history[-1] if history else {}
-        best = db.best_agent()
-        elites = len(db.elites())
+        db.conn.execute("BEGIN")  # one read snapshot: every number from the same moment
+        try:
+            run = db.get_run()
+            if run is None:
+                raise ValueError(f"{db_path}: no campaign in this database")
+            counts = db.counts()
+            last = db.latest_stats() or {}
+            best = db.best_agent()
+            elites = db.elite_count()
+        finally:
+            db.conn.execute("COMMIT")
         config = run["config"]
         return {
             "db": str(db_path),
             "task": run["task"],
             "seed": run["seed"],
-            "status": run["status"],
+            "status": _live_status(db_path, run["status"]),
             "children_proposed": sum(counts.values()),
             "children_done": counts["archived"] + counts["rejected"] + counts["evaluated"],
             "children_failed": counts["failed"],
@@ -38,4 +42,17 @@ def campaign_status(db_path: str | Path) -> dict:
             "best_agent": None if best is None else best["id"],
             "max_children": config["budget"]["max_children"],
             "elapsed_seconds": run["state"].get("elapsed_seconds", 0.0),
+            "updated_at": run["updated_at"],
         }
+
+
+def _live_status(db_path, recorded: str) -> str:
+    """'running' only while a driver holds the campaign's lock; a driver that died says 'interrupted'."""
+    if recorded != "running":
+        return recorded
+    try:
+        with open(f"{db_path}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "running"
+    return "interrupted"

@@ -184,3 +184,14 @@ def test_archive_rebuilt_from_the_store_equals_the_live_one(tmp_path, ray_addres
     for key, values in live.members().items():
         np.testing.assert_array_equal(rebuilt.members()[key], values)
     assert rebuilt.stats() == live.stats()
+
+
+def test_store_refuses_descriptors_of_the_wrong_length_for_a_campaign_schema(tmp_path, ray_address):
+    from archive_db import ArchiveDB, InvalidValueError, Outcome, Proposal
+
+    run_campaign(_config(tmp_path, **{"budget.max_children": 5}))
+    with ArchiveDB(tmp_path / "c.db") as db:
+        db.propose([Proposal(5, 0, "gaussian", 1)])
+        with pytest.raises(InvalidValueError, match="length"):
+            db.record([Outcome(5, "archived", files={"weights.npy": b"x"}, fitness=0.0, descriptors=[0.0, 0.0, 0.0])])
+        assert db.agent(5)["status"] == "proposed"

@@ -58,3 +58,24 @@ def test_missing_file():
 def test_round_trip_through_dump():
     cfg = CampaignConfig(task="maze-hard", seed=4)
     assert CampaignConfig.model_validate(cfg.model_dump()) == cfg
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[selection]\nstrategy = "tournament"\nparams = { sizee = 3 }\n', "selection.params"),
+    ('[mutation]\nparams = { sigmaa = 9 }\n', "mutation.params"),
+    ('seed = "5"\n', "seed"),
+    ('[budget]\nstop_at_target = "yes"\n', "budget.stop_at_target"),
+])
+def test_parameter_tables_and_types_are_checked(tmp_path, text, key):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert key in str(err.value) and str(path) in str(err.value)
+
+
+def test_flag_into_a_scalar_key_is_a_config_error(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("budget = 5\n")
+    with pytest.raises(ConfigError, match="'budget' must be a table"):
+        load_config(path, {"budget.max_children": 10})

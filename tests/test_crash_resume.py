@@ -75,6 +75,9 @@ def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path, ray_addres
         con = sqlite3.connect(db)
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         con.close()
+    status = subprocess.run([python, "-m", "openended", "status", str(db), "--json"], env=cli_env,
+                            capture_output=True, text=True, timeout=60)
+    assert json.loads(status.stdout)["status"] == "interrupted"
     proc = subprocess.run([python, "-m", "openended", "resume", str(db), "--ray-address", ray_address, "--quiet"],
                           env=cli_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -116,6 +119,10 @@ def test_status_json_while_running(tmp_path, ray_address, python, cli_env):
             assert key in info
         assert info["status"] == "running"
         assert info["children_proposed"] >= 30
+        # A second driver on the same database is refused while the first runs.
+        second = subprocess.run([python, "-m", "openended", "resume", str(db), "--ray-address", ray_address],
+                                env=cli_env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and "being run by another process" in second.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)

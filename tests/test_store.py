@@ -313,9 +313,12 @@ def test_propose_refusals(tmp_path):
     with pytest.raises(InvalidValueError):
         db.propose([Proposal(id=1, parent_id=0, operator="d", seed=1), Proposal(id=1, parent_id=0, operator="d", seed=1)])
     with pytest.raises(UnknownAgentError, match="7"):
-        db.propose([Proposal(id=1, parent_id=0, operator="d", seed=1), Proposal(id=2, parent_id=7, operator="d", seed=1)])
+        db.propose([Proposal(id=1, parent_id=0, operator="d", seed=1), Proposal(id=9, parent_id=7, operator="d", seed=1)])
     with pytest.raises(UnknownAgentError, match="8"):
-        db.propose([Proposal(id=1, parent_id=0, parent2_id=8, operator="x", seed=1)])
+        db.propose([Proposal(id=10, parent_id=0, parent2_id=8, operator="x", seed=1)])
+    with pytest.raises(InvalidValueError, match="smaller id"):
+        db.propose([Proposal(id=1, parent_id=0, operator="d", seed=1), Proposal(id=2, parent_id=3, operator="d", seed=1),
+                    Proposal(id=3, parent_id=0, operator="d", seed=1)])
     assert snapshot(db) == before
     with pytest.raises(UnknownAgentError, match="123"):
         db.agent(123)

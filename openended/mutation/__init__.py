@@ -48,6 +48,18 @@ def _noop(parent: Files | None, rng: np.random.Generator, task: Task, params: di
 
 
 OPERATORS: dict[str, Operator] = {"seed": _seed, "random": _random, "gaussian": _gaussian, "noop": _noop}
+# The parameters each operator reads (from the task's [operators.NAME] table and the campaign's mutation.params).
+OPERATOR_PARAMS: dict[str, set[str]] = {"seed": set(), "random": {"scale"}, "gaussian": {"sigma"}, "noop": set()}
+
+
+def check_params(operator: str, params: dict) -> None:
+    """ValueError naming an unknown operator or a parameter the operator does not read."""
+    if operator not in OPERATOR_PARAMS:
+        raise ValueError(f"unknown mutation operator {operator!r}; known: {', '.join(OPERATORS)}")
+    unknown = sorted(set(params) - OPERATOR_PARAMS[operator])
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for mutation operator {operator!r} "
+                         f"(valid: {sorted(OPERATOR_PARAMS[operator]) or 'none'})")
 
 
 def mutate(operator: str, parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:
