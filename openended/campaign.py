@@ -354,14 +354,18 @@ class Campaign:
         outcomes: list[Outcome] = []
         elites: dict[int, int] = {}
         for r in results:
+            usage = dict(model=r.model, tokens_in=r.tokens_in, tokens_out=r.tokens_out, cost=r.cost)
+            self.counters.tokens += r.tokens_in + r.tokens_out
+            self.counters.cost += r.cost
             if r.fail_stage is not None:
-                outcomes.append(Outcome(r.agent_id, "failed", files=r.files, fail_stage=r.fail_stage, fail_reason=r.fail_reason))
+                outcomes.append(Outcome(r.agent_id, "failed", files=r.files, fail_stage=r.fail_stage,
+                                        fail_reason=r.fail_reason, **usage))
                 continue
             try:
                 checked = check_result(r.result, self.n_descriptors)
             except InvalidResult as exc:
                 outcomes.append(Outcome(r.agent_id, "failed", files=r.files, fail_stage="invalid", fail_reason=str(exc),
-                                        eval_seconds=r.eval_seconds))
+                                        eval_seconds=r.eval_seconds, **usage))
                 continue
             added = self.archive.add(r.agent_id, checked.fitness, checked.descriptors)
             archived = added.status != "not_added"
@@ -369,6 +373,7 @@ class Campaign:
                 r.agent_id,
                 "archived" if archived else "rejected",
                 files=r.files,
+                **usage,
                 fitness=checked.fitness,
                 descriptors=checked.descriptors,
                 metrics=checked.metrics,

@@ -42,6 +42,11 @@ class ChildResult:
     fail_stage: str | None = None
     fail_reason: str | None = None
     eval_seconds: float = 0.0
+    # what a foundation-model mutation spent (zero for the LLM-free operators)
+    model: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
 
 
 def _short_error(exc: BaseException) -> str:
@@ -51,7 +56,11 @@ def _short_error(exc: BaseException) -> str:
 
 def run_jobs(task_ref: TaskRef, jobs: list[Job], evaluate_args: dict | None = None) -> list[ChildResult]:
     """Mutate (where needed) and evaluate every job; returns one ChildResult per job, in order."""
-    task = load_ref(task_ref)
+    try:
+        task = load_ref(task_ref)
+    except Exception as exc:  # e.g. the task folder is missing on this node
+        return [ChildResult(j.agent_id, files=j.files, fail_stage="evaluation",
+                            fail_reason=f"cannot load task: {_short_error(exc)}") for j in jobs]
     results: list[ChildResult] = []
     to_evaluate: list[ChildResult] = []
     for job in jobs:
@@ -71,9 +80,9 @@ def run_jobs(task_ref: TaskRef, jobs: list[Job], evaluate_args: dict | None = No
         return results
 
     args = task.evaluate_args if evaluate_args is None else evaluate_args
-    module = evaluator_module(task)
     started = time.perf_counter()
     try:
+        module = evaluator_module(task)  # a SyntaxError in evaluate.py fails these children, not the worker
         evaluated = module.evaluate_batch([r.files for r in to_evaluate], args)
         if not isinstance(evaluated, list) or len(evaluated) != len(to_evaluate):
             raise ValueError(f"evaluate_batch returned {type(evaluated).__name__} of wrong length for {len(to_evaluate)} agents")

@@ -195,3 +195,20 @@ def test_store_refuses_descriptors_of_the_wrong_length_for_a_campaign_schema(tmp
         with pytest.raises(InvalidValueError, match="length"):
             db.record([Outcome(5, "archived", files={"weights.npy": b"x"}, fitness=0.0, descriptors=[0.0, 0.0, 0.0])])
         assert db.agent(5)["status"] == "proposed"
+
+
+def test_broken_evaluator_fails_children_with_a_reason_and_the_campaign_ends(tmp_path, ray_address):
+    import shutil
+
+    from conftest import TOY
+
+    task = tmp_path / "broken"
+    shutil.copytree(TOY, task)
+    (task / "evaluate.py").write_text("def evaluate_batch(genomes, args)\n    return []\n")  # a SyntaxError
+    cfg = load_config(None, {"task": f"{task}:plain", "db": str(tmp_path / "b.db"), "budget.max_children": 50})
+    summary = run_campaign(cfg)
+    assert summary.status == "failed" and summary.stop_reason == "every root agent failed"
+    con = sqlite3.connect(tmp_path / "b.db")
+    rows = con.execute("SELECT status, fail_stage, fail_reason FROM agents").fetchall()
+    assert len(rows) == 4  # the seed agent and three random roots; nothing to select parents from
+    assert all(r[0] == "failed" and r[1] == "evaluation" and "SyntaxError" in r[2] for r in rows)
