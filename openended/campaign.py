@@ -104,7 +104,7 @@ class Campaign:
             self.config = _merge_for_resume(run["config"], config, self.db.path)
             self.task = load_task(self.config.task)
         self._stop_requested = 0
-        self._stop_noted = False
+        self._cpus = 1  # CPUs in the Ray cluster, known once run() has joined it
         self._session_start = time.monotonic()
         self._inflight: dict[ray.ObjectRef, _InFlight] = {}
         self._parent_cache: OrderedDict[int, dict[str, bytes]] = OrderedDict()
@@ -199,6 +199,7 @@ class Campaign:
     def run(self) -> Summary:
         """Drive the campaign until a budget is spent, the target is reached, or a signal asks it to stop."""
         started_ray = _ensure_ray(self.config.ray_address)
+        self._cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self.db.update_run(status="running")
         stop_reason = "budget"
@@ -316,7 +317,10 @@ class Campaign:
     def _dispatch(self, jobs: list[Job]) -> None:
         ref = run_jobs_remote.remote(self.task.ref, jobs)
         now = time.monotonic()
-        self._inflight[ref] = _InFlight(jobs, now, now + self._task_timeout)
+        # The deadline is a backstop measured from dispatch: a task queued behind others on a
+        # full cluster gets a timeout for each round of tasks ahead of it.
+        rounds_ahead = len(self._inflight) // self._cpus
+        self._inflight[ref] = _InFlight(jobs, now, now + self._task_timeout * (1 + rounds_ahead))
 
     def _collect(self, timeout: float) -> None:
         """Take whichever Ray tasks finished; fail or split those that crashed or ran past their deadline."""

@@ -2,6 +2,8 @@
 -- Columns (lineage view): id, parent_id, parent2_id, depth, status, operator, fitness, novelty,
 -- cell, archive_event; ArchiveDB.agent(id) has the full row.
 -- best agent's archive cell: their cell differs from the best's cell, or they were never archived.
+-- Meaningful for grid and cvt archives; in `all` and `novelty` archives every member has a cell of
+-- its own, so every ancestor counts as a stepping stone.
 -- sqlite3 CLI:  sqlite3 campaign.db ".read archive_db/queries/stepping_stones.sql"
 WITH RECURSIVE best(id, cell) AS (
     SELECT id, cell FROM agents
