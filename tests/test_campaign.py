@@ -212,3 +212,18 @@ def test_broken_evaluator_fails_children_with_a_reason_and_the_campaign_ends(tmp
     rows = con.execute("SELECT status, fail_stage, fail_reason FROM agents").fetchall()
     assert len(rows) == 4  # the seed agent and three random roots; nothing to select parents from
     assert all(r[0] == "failed" and r[1] == "evaluation" and "SyntaxError" in r[2] for r in rows)
+
+
+def test_resume_needs_an_existing_campaign_and_never_inherits_the_ray_address(tmp_path, ray_address):
+    from archive_db import ArchiveDB
+
+    with pytest.raises(ConfigError, match="no such campaign database"):
+        Campaign(load_config(None, {"db": str(tmp_path / "none.db")}), resume_only=True)
+    ArchiveDB(tmp_path / "empty.db").close()
+    with pytest.raises(ConfigError, match="holds no campaign"):
+        Campaign(load_config(None, {"db": str(tmp_path / "empty.db")}), resume_only=True)
+    # A campaign started against a cluster resumes on a local Ray unless told otherwise.
+    run_campaign(_config(tmp_path, **{"budget.max_children": 10, "ray_address": ray_address}))
+    resumed = Campaign(load_config(None, {"db": str(tmp_path / "c.db")}), resume_only=True)
+    assert resumed.config.ray_address is None
+    resumed.db.close()
