@@ -982,6 +982,12 @@ class ArchiveDB:
         out.update(self.conn.execute("SELECT status, COUNT(*) FROM agents GROUP BY status").fetchall())
         return out
 
+    def progress_counts(self, counts: dict[str, int] | None = None) -> dict[str, int]:
+        """done (evaluated, archived or rejected), failed, and pending (proposed or mutated: left for resume)."""
+        c = self.counts() if counts is None else counts
+        return {"done": c["evaluated"] + c["archived"] + c["rejected"], "failed": c["failed"],
+                "pending": c["proposed"] + c["mutated"]}
+
     def query_names(self) -> list[str]:
         return query_names()
 

@@ -155,12 +155,12 @@ class Campaign:
         self.rng.bit_generator.state = self.state["rng"]
         self.lineage = LineageCounts.from_counts(self.db.children_counts(), self.db.discovery_counts())
         self.next_id = self.db.next_agent_id()
-        counts = self.db.counts()
+        progress = self.db.progress_counts()
         best = self.db.best_agent()
         usage = self.db.usage_totals()
         self.counters = _Counters(
-            done=counts["archived"] + counts["rejected"] + counts["evaluated"],
-            failed=counts["failed"],
+            done=progress["done"],
+            failed=progress["failed"],
             best_fitness=None if best is None else best["fitness"],
             tokens=usage["tokens"],
             cost=usage["cost"],
@@ -202,7 +202,6 @@ class Campaign:
         self._cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self.db.update_run(status="running")
-        stop_reason = "budget"
         last_stats = 0.0
         try:
             while True:
@@ -458,14 +457,14 @@ class Campaign:
     def _finish(self, status: str, stop_reason: str) -> Summary:
         snap = self._snapshot()
         self.db.update_run(status=status, state={**self.state, "elapsed_seconds": self._elapsed()})
-        pending = self.db.counts()
+        pending = self.db.progress_counts()["pending"]
         summary = Summary(
             db_path=str(self.db.path),
             status=status,
             stop_reason=stop_reason,
             children_done=snap["children_done"],
             children_failed=snap["children_failed"],
-            children_pending=pending["proposed"] + pending["mutated"],
+            children_pending=pending,
             archive_size=snap["archive_size"],
             best_fitness=snap["best_fitness"],
             qd_score=snap["qd_score"],

@@ -23,15 +23,16 @@ def campaign_status(db_path: str | Path) -> dict:
         finally:
             db.conn.execute("COMMIT")
         config = run["config"]
+        progress = db.progress_counts(counts)
         return {
             "db": str(db_path),
             "task": run["task"],
             "seed": run["seed"],
             "status": _live_status(db_path, run["status"]),
             "children_proposed": sum(counts.values()),
-            "children_done": counts["archived"] + counts["rejected"] + counts["evaluated"],
-            "children_failed": counts["failed"],
-            "children_pending": counts["proposed"] + counts["mutated"],
+            "children_done": progress["done"],
+            "children_failed": progress["failed"],
+            "children_pending": progress["pending"],
             "by_status": counts,
             "archive": config["archive"]["kind"],
             "selection": config["selection"]["strategy"],
