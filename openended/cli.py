@@ -127,5 +127,10 @@ def tasks():
         typer.echo(f"{name:14} {load_task(name).spec.get('description', '')}")
 
 
+from openended import inspect_cli  # noqa: E402  (after app: it registers commands on it)
+
+inspect_cli.register(app)
+
+
 if __name__ == "__main__":
     app()

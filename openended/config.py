@@ -51,13 +51,26 @@ class BudgetConfig(_Strict):
     max_cost: float | None = Field(default=None, ge=0)
 
 
+class SandboxConfig(_Strict):
+    # auto: docker where an engine answers, else process (with a warning that it does not isolate)
+    kind: Literal["auto", "docker", "process", "inprocess"] = "auto"
+    mode: Literal["pool", "fresh"] = Field(default="pool", description="docker: long-lived containers, or one per evaluation")
+    image: str = "openended-sandbox:latest"
+    pool_max_evaluations: int = Field(default=500, ge=1, description="docker pool: replace a container after this many")
+    timeout_s: float | None = Field(default=None, gt=0, description="per evaluation; default: the task's limits.timeout_s")
+    memory_mb: int | None = Field(default=None, ge=16, description="default: the task's limits.memory_mb")
+    cpus: float | None = Field(default=None, gt=0, description="default: the task's limits.cpus")
+    pids: int | None = Field(default=None, ge=8, description="default: the task's limits.pids (64)")
+    output_bytes: int = Field(default=1_000_000, ge=1000, description="stdout/stderr cap per stream; more is a failure")
+
+
 class CampaignConfig(_Strict):
     task: str = "maze-medium"
     db: str | None = Field(default=None, description="default: runs/<task>-seed<seed>.db")
     seed: int = 0
     max_in_flight: int = Field(default=4, ge=1, description="Ray tasks out at once (each carries batch_size children)")
     batch_size: int = Field(default=64, ge=1, description="children per Ray task, for batchable tasks")
-    sandbox: Literal["inprocess"] = "inprocess"
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     ray_address: str | None = None
     grace_seconds: float = Field(default=10.0, ge=0, description="wait for in-flight children after SIGINT/SIGTERM")
     task_timeout_seconds: float | None = Field(default=None, gt=0, description="default: the task's limits.timeout_s")
@@ -83,6 +96,7 @@ FLAG_KEYS = {
     "batch_size": "batch_size",
     "ray_address": "ray_address",
     "max_seconds": "budget.max_wall_seconds",
+    "sandbox": "sandbox.kind",
 }
 
 
