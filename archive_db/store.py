@@ -885,17 +885,38 @@ class ArchiveDB:
         started_at: float | None = None,
     ) -> None:
         """Record one evaluation stage of an agent (several per agent allowed)."""
+        self.add_evaluations([dict(agent_id=agent_id, stage=stage, seconds=seconds, exit_status=exit_status,
+                                   fitness=fitness, result=result, stdout_tail=stdout_tail, stderr_tail=stderr_tail,
+                                   failure_kind=failure_kind, started_at=started_at)])
+
+    def add_evaluations(self, evaluations: Iterable[dict]) -> None:
+        """Record many evaluations at once; each dict takes add_evaluation's keyword arguments plus ``agent_id``."""
         self._writable()
-        seconds = _finite(seconds, f"agent {agent_id}: seconds")
-        fit = None if fitness is None else _finite(fitness, f"agent {agent_id}: evaluation fitness")
-        res = None if result is None else _dumps(result, f"agent {agent_id}: result")
+        rows = []
+        ids = set()
+        for ev in evaluations:
+            agent_id = _as_int(ev["agent_id"], "evaluation agent_id")
+            ids.add(agent_id)
+            seconds = _finite(ev["seconds"], f"agent {agent_id}: seconds")
+            fitness = ev.get("fitness")
+            fit = None if fitness is None else _finite(fitness, f"agent {agent_id}: evaluation fitness")
+            result = ev.get("result")
+            res = None if result is None else _dumps(result, f"agent {agent_id}: result")
+            started_at = ev.get("started_at")
+            rows.append((agent_id, str(ev["stage"]), time.time() - seconds if started_at is None else float(started_at),
+                         seconds, ev.get("exit_status"), fit, res, ev.get("stdout_tail") or "",
+                         ev.get("stderr_tail") or "", ev.get("failure_kind")))
+        if not rows:
+            return
         with self.transaction():
-            self._agent_field(agent_id, "id")
-            self.conn.execute(
+            known = {r[0] for r in self.conn.execute(
+                "SELECT id FROM agents WHERE id IN (SELECT value FROM json_each(?))", (_ids_json(ids),))}
+            if ids - known:
+                raise UnknownAgentError(f"unknown agent id {min(ids - known)}")
+            self.conn.executemany(
                 "INSERT INTO evaluations(agent_id, stage, started_at, seconds, exit_status, fitness, result, "
                 "stdout_tail, stderr_tail, failure_kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (agent_id, str(stage), time.time() - seconds if started_at is None else float(started_at), seconds,
-                 exit_status, fit, res, stdout_tail or "", stderr_tail or "", failure_kind),
+                rows,
             )
 
     def evaluations(self, agent_id: int) -> list[dict]:

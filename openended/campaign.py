@@ -17,6 +17,7 @@ import signal
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -26,12 +27,14 @@ from openended.config import CampaignConfig, ConfigError, validate_config
 from openended.mutation import ROOT_OPERATORS
 from openended.qd import DescriptorSpace, make_archive, restore_archive
 from openended.results import InvalidResult, check_result
+from openended.sandbox import SandboxUnavailable, docker_engine, resolve as resolve_sandbox
 from openended.selection import LineageCounts, select_parents
 from openended.tasks import Task, load_task
 from openended.workers import ChildResult, Job, run_jobs_remote
 
 # Settings a resumed campaign may change; anything else must match what the run started with.
-RESUMABLE_OVERRIDES = ("max_in_flight", "batch_size", "ray_address", "grace_seconds", "stats_every_seconds", "budget")
+RESUMABLE_OVERRIDES = ("max_in_flight", "batch_size", "ray_address", "grace_seconds", "stats_every_seconds", "budget",
+                       "sandbox")
 PARENT_CACHE_SIZE = 4096
 
 
@@ -109,7 +112,15 @@ class Campaign:
         self._inflight: dict[ray.ObjectRef, _InFlight] = {}
         self._parent_cache: OrderedDict[int, dict[str, bytes]] = OrderedDict()
         self._parent_of: dict[int, int | None] = {}  # children not yet recorded -> their parent
-        self._task_timeout = self.config.task_timeout_seconds or float(self.task.limits.get("timeout_s", 600))
+        try:
+            self.sandbox, self.sandbox_note = resolve_sandbox(self.config.sandbox, task_limits=self.task.limits,
+                                                              db_path=self.db.path)
+        except SandboxUnavailable as exc:
+            self._lock.close()
+            raise ConfigError(f"key 'sandbox.kind': {exc}") from None
+        # A backstop for a Ray task that never returns; the sandbox enforces the real per-evaluation limit.
+        sandbox_slack = 0.0 if self.sandbox.kind == "inprocess" else 30.0
+        self._task_timeout = self.config.task_timeout_seconds or (self.sandbox.limits.timeout_s * 1.5 + sandbox_slack)
         self._op_params = {**self.task.operator_params(self.config.mutation.operator), **self.config.mutation.params}
         self._restore()
 
@@ -130,10 +141,14 @@ class Campaign:
         initial_random = self.config.mutation.initial_random
         if initial_random is None:
             initial_random = int(self.task.spec.get("initial_random", 0)) if self.task.genome_kind == "params" else 0
+        for i, folder in enumerate(self.config.mutation.initial_agents):
+            if not Path(folder).is_dir():
+                raise ConfigError(f"key 'mutation.initial_agents[{i}]': {folder!r} is not a folder")
         state = {
             "rng": np.random.default_rng(self.config.seed).bit_generator.state,
             "archive": archive.state(),
-            "n_roots": 1 + initial_random,
+            "n_given": len(self.config.mutation.initial_agents),
+            "n_roots": 1 + len(self.config.mutation.initial_agents) + initial_random,
             "elapsed_seconds": 0.0,
         }
         self.db.create_run(
@@ -198,6 +213,8 @@ class Campaign:
     # ------------------------------------------------------------ the loop
     def run(self) -> Summary:
         """Drive the campaign until a budget is spent, the target is reached, or a signal asks it to stop."""
+        if self.sandbox.kind == "docker":  # leftovers of an earlier session of this campaign (e.g. a kill -9)
+            docker_engine.sweep(self.sandbox.campaign_label)
         started_ray = _ensure_ray(self.config.ray_address)
         self._cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -236,6 +253,8 @@ class Campaign:
                 signal.signal(s, handler)
             if started_ray:
                 ray.shutdown()
+            if self.sandbox.kind == "docker":
+                docker_engine.sweep(self.sandbox.campaign_label)
 
     def _on_signal(self, signum, frame) -> None:
         # Only a flag: printing from a signal handler can re-enter a print in progress.
@@ -287,10 +306,13 @@ class Campaign:
         if limit is not None:
             n = min(n, limit - self.next_id)
         proposals: list[Proposal] = []
-        n_roots = self.state["n_roots"]
+        given: dict[int, dict[str, bytes]] = {}
+        n_roots, n_given = self.state["n_roots"], self.state.get("n_given", 0)
         while len(proposals) < n and self.next_id + len(proposals) < n_roots:
             agent_id = self.next_id + len(proposals)
-            operator = "seed" if agent_id == 0 else "random"
+            operator = "seed" if agent_id == 0 else "given" if agent_id <= n_given else "random"
+            if operator == "given":
+                given[agent_id] = _read_agent(self.config.mutation.initial_agents[agent_id - 1])
             proposals.append(Proposal(agent_id, None, operator, int(self.rng.integers(2**63))))
         n_children = n - len(proposals)
         if n_children > 0 and self.archive.size > 0:
@@ -309,12 +331,15 @@ class Campaign:
                 self.lineage.note_child(p.parent_id)
         with self.db.transaction():
             self.db.propose(proposals)
+            # A given agent's genome is known now: it is stored at once and only evaluated later.
+            self.db.record([Outcome(i, "mutated", files=files) for i, files in given.items()])
             self._save_state()
         self.next_id += len(proposals)
-        return [self._job(p.id, p.seed, p.operator, p.parent_id) for p in proposals]
+        return [Job(p.id, p.seed, p.operator, files=given[p.id]) if p.id in given
+                else self._job(p.id, p.seed, p.operator, p.parent_id) for p in proposals]
 
     def _dispatch(self, jobs: list[Job]) -> None:
-        ref = run_jobs_remote.remote(self.task.ref, jobs)
+        ref = run_jobs_remote.remote(self.task.ref, jobs, self.sandbox)
         now = time.monotonic()
         # The deadline is a backstop measured from dispatch: a task queued behind others on a
         # full cluster gets a timeout for each round of tasks ahead of it.
@@ -333,6 +358,9 @@ class Campaign:
                 results = ray.get(ref)
             except Exception as exc:  # the worker process died or the task could not run
                 self._lost(flight, "sandbox", f"worker failed: {_ray_error(exc)}")
+                continue
+            if len(flight.jobs) > 1 and any(r.batch_failure for r in results):
+                self._lost(flight, "sandbox", "batch failed")
                 continue
             self._record(results)
         now = time.monotonic()
@@ -356,6 +384,7 @@ class Campaign:
         """Write a batch of outcomes, the archive changes and the driver state in one transaction."""
         outcomes: list[Outcome] = []
         elites: dict[int, int] = {}
+        evaluations = [{"agent_id": r.agent_id, **r.evaluation} for r in results if r.evaluation is not None]
         for r in results:
             usage = dict(model=r.model, tokens_in=r.tokens_in, tokens_out=r.tokens_out, cost=r.cost)
             self.counters.tokens += r.tokens_in + r.tokens_out
@@ -397,6 +426,7 @@ class Campaign:
                 self.lineage.note_discovery(parent)
         with self.db.transaction():
             self.db.record(outcomes)
+            self.db.add_evaluations(evaluations)
             if elites:
                 self.db.set_elites(elites)
             self._save_state()
@@ -498,6 +528,16 @@ def _merge_for_resume(stored: dict, given: CampaignConfig, db_path) -> CampaignC
             )
     merged["db"] = str(db_path)
     return validate_config(merged, str(db_path))
+
+
+def _read_agent(folder: str) -> dict[str, bytes]:
+    """An agent's files from a folder (relative path -> bytes), caches and hidden files left out."""
+    root = Path(folder)
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+             if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")}
+    if not files:
+        raise ConfigError(f"key 'mutation.initial_agents': folder {folder!r} holds no files")
+    return files
 
 
 def _lock_campaign(path) -> object:

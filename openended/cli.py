@@ -33,6 +33,8 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
         _fail(str(exc))
     progress = Progress(title=f"{campaign.task.name} -> {campaign.db.path}", live=False if quiet else None)
     campaign.progress = progress
+    if campaign.sandbox_note:
+        progress.note(f"sandbox: {campaign.sandbox_note}")
     if campaign.resumed_pending:
         progress.note(f"resuming: {campaign.resumed_pending} children left in flight will be re-dispatched")
     with progress:
@@ -57,11 +59,14 @@ def run(
     batch_size: Annotated[Optional[int], typer.Option(help="children per Ray task (batchable tasks)")] = None,
     max_seconds: Annotated[Optional[float], typer.Option(help="wall-time budget in seconds")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="join a running Ray cluster (ray start --head)")] = None,
+    sandbox: Annotated[Optional[str], typer.Option(help="where children are evaluated: auto (docker if an engine "
+                                                        "answers), docker, process (no isolation), inprocess")] = None,
     quiet: Annotated[bool, typer.Option(help="plain log lines even on a terminal")] = False,
 ):
     """Start a campaign, or continue the one already in --db."""
     flags = dict(task=task, db=db, budget=budget, seed=seed, selection=selection, archive=archive,
-                 max_in_flight=max_in_flight, batch_size=batch_size, ray_address=ray_address, max_seconds=max_seconds)
+                 max_in_flight=max_in_flight, batch_size=batch_size, ray_address=ray_address, max_seconds=max_seconds,
+                 sandbox=sandbox)
     try:
         cfg = load_config(config, {FLAG_KEYS[k]: v for k, v in flags.items()})
     except ConfigError as exc:
@@ -75,6 +80,7 @@ def resume(
     budget: Annotated[Optional[int], typer.Option(help="raise the children budget")] = None,
     max_in_flight: Annotated[Optional[int], typer.Option()] = None,
     ray_address: Annotated[Optional[str], typer.Option()] = None,
+    sandbox: Annotated[Optional[str], typer.Option(help="auto, docker, process or inprocess")] = None,
     quiet: Annotated[bool, typer.Option()] = False,
 ):
     """Continue a stopped or crashed campaign exactly where it stopped."""
@@ -82,7 +88,7 @@ def resume(
         _fail(f"no such database: {db}")
     try:
         cfg = load_config(None, {"db": str(db), "budget.max_children": budget, "max_in_flight": max_in_flight,
-                                 "ray_address": ray_address})
+                                 "ray_address": ray_address, "sandbox.kind": sandbox})
     except ConfigError as exc:
         _fail(str(exc))
     _start(cfg, quiet=quiet, resume_only=True)

@@ -40,6 +40,9 @@ class MutationConfig(_Strict):
     initial_random: int | None = Field(
         default=None, ge=0, description="random root genomes before mutation starts (parameter tasks); task default"
     )
+    initial_agents: list[str] = Field(
+        default_factory=list, description="folders of agents added as roots after the task's seed (operator 'given')"
+    )
 
 
 class BudgetConfig(_Strict):

@@ -1,8 +1,10 @@
 """The remote side of a campaign: mutate and evaluate a batch of children in one Ray task.
 
-Only ids, seeds, operator names and small genomes cross Ray. Each child gets its own
-result, so one bad child never takes down its batch-mates (a crash of the whole worker
-process is handled by the driver, which re-runs the batch one child at a time).
+Only ids, seeds, operator names and small genomes cross Ray. Evaluation goes through the
+campaign's sandbox (docker, process or inprocess; see openended.sandbox). A failure of a
+whole sandboxed batch (a timeout, out of memory, a crash) comes back marked ``batch_failure``
+and the driver re-runs that batch one child at a time, so only the culprit fails; so does a
+crash of the whole worker process.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import ray
 
 from openended.mutation import mutate
+from openended.sandbox import EvalOutcome, SandboxSpec, get_sandbox
 from openended.tasks import TaskRef, evaluator_module, load_ref
 
 Files = dict[str, bytes]
@@ -47,6 +50,9 @@ class ChildResult:
     tokens_in: int = 0
     tokens_out: int = 0
     cost: float = 0.0
+    # how the sandbox ran it (None for inprocess evaluation)
+    evaluation: dict | None = None
+    batch_failure: bool = False  # the whole batch failed in the sandbox: re-run its children alone
 
 
 def _short_error(exc: BaseException) -> str:
@@ -54,7 +60,8 @@ def _short_error(exc: BaseException) -> str:
     return last[:500]
 
 
-def run_jobs(task_ref: TaskRef, jobs: list[Job], evaluate_args: dict | None = None) -> list[ChildResult]:
+def run_jobs(task_ref: TaskRef, jobs: list[Job], sandbox: SandboxSpec | None = None,
+             evaluate_args: dict | None = None) -> list[ChildResult]:
     """Mutate (where needed) and evaluate every job; returns one ChildResult per job, in order."""
     try:
         task = load_ref(task_ref)
@@ -80,6 +87,9 @@ def run_jobs(task_ref: TaskRef, jobs: list[Job], evaluate_args: dict | None = No
         return results
 
     args = task.evaluate_args if evaluate_args is None else evaluate_args
+    if sandbox is not None and sandbox.kind != "inprocess":
+        _evaluate_sandboxed(sandbox, task, to_evaluate, args)
+        return results
     started = time.perf_counter()
     try:
         module = evaluator_module(task)  # a SyntaxError in evaluate.py fails these children, not the worker
@@ -94,6 +104,26 @@ def run_jobs(task_ref: TaskRef, jobs: list[Job], evaluate_args: dict | None = No
     for r, res in zip(to_evaluate, evaluated):
         r.result, r.eval_seconds = res, per_child
     return results
+
+
+def _evaluate_sandboxed(spec: SandboxSpec, task, children: list[ChildResult], args: dict) -> None:
+    try:
+        outcome = get_sandbox(spec, str(task.root)).evaluate([c.files for c in children], args)
+    except Exception as exc:  # noqa: BLE001 - e.g. no Docker engine on this node
+        outcome = EvalOutcome(None, "sandbox_error", _short_error(exc))
+    per_child = outcome.seconds / len(children)
+    evaluation = {"stage": "evaluate", "seconds": outcome.seconds, "exit_status": outcome.exit_status,
+                  "failure_kind": outcome.failure_kind, "stdout_tail": outcome.stdout_tail,
+                  "stderr_tail": outcome.stderr_tail}
+    for i, child in enumerate(children):
+        child.eval_seconds = per_child
+        child.evaluation = evaluation
+        if outcome.failure_kind is None:
+            child.result = outcome.results[i]
+        else:
+            child.fail_stage = outcome.fail_stage
+            child.fail_reason = f"{outcome.failure_kind}: {outcome.reason}"
+            child.batch_failure = len(children) > 1
 
 
 run_jobs_remote = ray.remote(num_cpus=1, max_retries=0)(run_jobs)

@@ -17,7 +17,7 @@ BUDGET = 240
 
 
 def _start(python, env, db, ray_address, *extra, variant="slow"):
-    cmd = [python, "-m", "openended", "run", "--task", toy(variant), "--db", str(db), "--budget", str(BUDGET),
+    cmd = [python, "-m", "openended", "run", "--task", toy(variant), "--db", str(db), "--budget", str(BUDGET), "--sandbox", "inprocess",
            "--max-in-flight", "1", "--batch-size", "4", "--seed", "7", "--ray-address", ray_address, "--quiet", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -138,7 +138,7 @@ def test_campaign_on_a_two_node_cluster(tmp_path, python, cli_env):
         cluster.wait_for_nodes()
         db = tmp_path / "cluster.db"
         proc = subprocess.run(
-            [python, "-m", "openended", "run", "--task", toy("plain"), "--db", str(db), "--budget", "200",
+            [python, "-m", "openended", "run", "--task", toy("plain"), "--db", str(db), "--budget", "200", "--sandbox", "inprocess",
              "--max-in-flight", "4", "--batch-size", "5", "--ray-address", cluster.address, "--quiet"],
             env=cli_env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr

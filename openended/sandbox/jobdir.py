@@ -1,0 +1,56 @@
+"""The job folder both sandboxes hand to the runner: job.json plus one folder per agent."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path, PurePosixPath
+
+from openended.sandbox import EvalOutcome, Limits
+
+
+def write_job(root: Path, agents: list[dict[str, bytes]], *, task_dir: str, args: dict, limits: Limits,
+              work_root: str | None) -> Path:
+    """Write a job folder under ``root``; paths inside job.json are as the runner will see them."""
+    job_dir = root / uuid.uuid4().hex
+    job_dir.mkdir(parents=True)
+    names = []
+    for i, files in enumerate(agents):
+        name = f"agent{i}"
+        names.append(name)
+        for rel, data in files.items():
+            path = PurePosixPath(rel)
+            if path.is_absolute() or ".." in path.parts or not path.parts:
+                raise ValueError(f"agent {i}: file name {rel!r} must be a relative path inside the agent")
+            target = job_dir / name / Path(*path.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data if isinstance(data, bytes) else str(data).encode())
+        (job_dir / name).mkdir(exist_ok=True)
+    job = {"task_dir": task_dir, "agents": names, "args": args, "timeout_s": limits.timeout_s,
+           "output_bytes": limits.output_bytes, "work_root": work_root}
+    (job_dir / "job.json").write_text(json.dumps(job))
+    job_dir.chmod(0o755)
+    return job_dir
+
+
+def parse_report(stdout: bytes, stderr: bytes, exit_status: int | None, seconds: float) -> EvalOutcome:
+    """The runner's one-line JSON report, or a sandbox_error saying why there is none."""
+    lines = stdout.decode("utf-8", "replace").strip().splitlines()
+    if lines:
+        try:
+            report = json.loads(lines[-1])
+        except ValueError:
+            report = None
+        if isinstance(report, dict) and "failure_kind" in report:
+            return EvalOutcome(
+                results=report.get("results"),
+                failure_kind=report.get("failure_kind"),
+                reason=report.get("reason"),
+                exit_status=report.get("exit_status"),
+                seconds=float(report.get("seconds") or seconds),
+                stdout_tail=report.get("stdout_tail") or "",
+                stderr_tail=report.get("stderr_tail") or "",
+            )
+    tail = stderr.decode("utf-8", "replace").strip()[-2000:]
+    return EvalOutcome(None, "sandbox_error", f"the runner gave no report (exit status {exit_status}): "
+                       f"{tail.splitlines()[-1] if tail else 'no output'}", exit_status, seconds, "", tail)

@@ -1,0 +1,57 @@
+"""The ``process`` sandbox: the runner in a subprocess with rlimits, a timeout and a clean environment.
+
+It limits time, memory, file size and output, and passes no host environment variables
+(API keys stay out). It does NOT isolate: the child can read this machine's files and reach
+the network. Use it for trusted code or where no Docker engine runs.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from openended.sandbox import RUNNER, EvalOutcome, SandboxSpec
+from openended.sandbox.jobdir import parse_report, write_job
+
+# Address space is not resident memory: numpy and its BLAS reserve far more than they touch.
+ADDRESS_SPACE_SLACK_MB = 1024
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+class ProcessSandbox:
+    def __init__(self, spec: SandboxSpec, task_root: str):
+        self.spec = spec
+        self.task_root = str(task_root)
+        self.root = Path(tempfile.mkdtemp(prefix="openended-process-"))
+
+    def _limit(self) -> None:  # runs in the child between fork and exec
+        mem = (self.spec.limits.memory_mb + ADDRESS_SPACE_SLACK_MB) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    def evaluate(self, agents: list[dict[str, bytes]], args: dict) -> EvalOutcome:
+        limits = self.spec.limits
+        job_dir = write_job(self.root, agents, task_dir=self.task_root, args=args, limits=limits,
+                            work_root=str(self.root))
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-I", str(RUNNER), str(job_dir)],
+                capture_output=True, env={"PATH": "/usr/bin:/bin"}, cwd=str(self.root),
+                timeout=limits.timeout_s + 10, preexec_fn=self._limit, start_new_session=True,
+            )
+        except subprocess.TimeoutExpired:
+            return EvalOutcome(None, "timeout", f"no result within {limits.timeout_s:g}s (runner unresponsive); killed",
+                               None, time.monotonic() - started)
+        finally:
+            shutil.rmtree(job_dir, ignore_errors=True)
+        return parse_report(proc.stdout, proc.stderr, proc.returncode, time.monotonic() - started)
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,242 @@
+"""The in-sandbox runner: evaluate a batch of agents with a task's evaluate.py, under limits.
+
+Standard library only: it runs inside the sandbox image (Debian's python3 + numpy) and, for
+the ``process`` sandbox, on the host. It is started once per evaluation (a fresh process)
+and forks a fresh child that imports the task and runs ``evaluate_batch``; the runner itself
+never imports untrusted code. It prints exactly one JSON line on its stdout:
+
+    {"results": [...] | null, "failure_kind": null | "timeout" | "oom" | "pids" |
+     "output_limit" | "crash" | "no_result" | "bad_result", "reason": str | null,
+     "exit_status": int | null, "seconds": float, "stdout_tail": str, "stderr_tail": str}
+
+Usage: ``python3 runner.py JOB_DIR`` where JOB_DIR holds ``job.json`` (``{"task_dir",
+"agents": [relative dirs], "args", "timeout_s", "output_bytes", "work_root"}``) and one
+folder per agent.
+"""
+
+import ctypes
+import json
+import os
+import selectors
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+TAIL = 4000
+MAX_RESULT_BYTES = 8 * 1024 * 1024
+EXIT_OK = 0
+
+
+def _not_dumpable():
+    # The child runs as the same user: without this it could read or write the runner's
+    # memory and file descriptors through /proc and forge the runner's report.
+    try:
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        pass
+
+
+def _read_agent(folder):
+    files = {}
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as fh:
+                files[os.path.relpath(path, folder).replace(os.sep, "/")] = fh.read()
+    return files
+
+
+def _child(job, job_dir, work, out_path):
+    """In the forked child: import the task's evaluator, evaluate, write the results file."""
+    os.chdir(work)
+    os.environ.clear()
+    os.environ.update({"HOME": work, "TMPDIR": work, "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"})
+    sys.dont_write_bytecode = True
+    task_dir = job["task_dir"]
+    sys.path.insert(0, task_dir)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("task_evaluate", os.path.join(task_dir, "evaluate.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    genomes = [_read_agent(os.path.join(job_dir, a)) for a in job["agents"]]
+    results = module.evaluate_batch(genomes, job.get("args") or {})
+    with open(out_path, "w") as fh:
+        json.dump(results, fh, allow_nan=True)
+
+
+def _cgroup_value(*candidates):
+    for path in candidates:
+        try:
+            with open(path) as fh:
+                return fh.read()
+        except OSError:
+            continue
+    return None
+
+
+def _oom_count():
+    text = _cgroup_value("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
+    if not text:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key in ("oom_kill", "oom"):
+            return int(value)
+    return None
+
+
+def _pids_max_hits():
+    text = _cgroup_value("/sys/fs/cgroup/pids/pids.events", "/sys/fs/cgroup/pids.events")
+    if not text:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "max":
+            return int(value)
+    return None
+
+
+def _kill_group(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def run(job_dir):
+    started = time.monotonic()
+    with open(os.path.join(job_dir, "job.json")) as fh:
+        job = json.load(fh)
+    timeout = float(job.get("timeout_s", 60))
+    cap = int(job.get("output_bytes", 1000000))
+    work = tempfile.mkdtemp(prefix="eval-", dir=job.get("work_root") or None)
+    out_path = os.path.join(work, ".result.json")
+    oom_before, pids_before = _oom_count(), _pids_max_hits()
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the evaluation: a fresh process in its own process group
+        try:
+            os.setpgid(0, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            sys.stdout = os.fdopen(1, "w", buffering=1)
+            sys.stderr = os.fdopen(2, "w", buffering=1)
+            _child(job, job_dir, work, out_path)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_OK)
+        except SystemExit as exc:  # the evaluation may exit on purpose; keep its status
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        except BaseException:  # noqa: BLE001 - report any failure of the evaluation on stderr
+            try:
+                import traceback
+
+                traceback.print_exc()
+                sys.stderr.flush()
+            finally:
+                os._exit(1)
+    os.close(out_w)
+    os.close(err_w)
+
+    tails = {out_r: b"", err_r: b""}
+    counts = {out_r: 0, err_r: 0}
+    kind = reason = None
+    sel = selectors.DefaultSelector()
+    for fd in (out_r, err_r):
+        sel.register(fd, selectors.EVENT_READ)
+    deadline = started + timeout
+    open_fds = 2
+    while open_fds:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            kind, reason = "timeout", f"no result within {timeout:g}s (wall clock); killed"
+            break
+        for key, _ in sel.select(timeout=min(remaining, 0.5)):
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                sel.unregister(key.fd)
+                open_fds -= 1
+                continue
+            counts[key.fd] += len(chunk)
+            tails[key.fd] = (tails[key.fd] + chunk)[-TAIL:]
+            if counts[key.fd] > cap:
+                name = "stdout" if key.fd == out_r else "stderr"
+                kind, reason = "output_limit", f"wrote more than {cap} bytes to {name}; killed"
+                break
+        if kind:
+            break
+    if kind:
+        _kill_group(pid)
+    # Wait for the child: its pipes may have closed before it exited.
+    status = None
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline + 1:
+            _kill_group(pid)
+            if not kind:
+                kind, reason = "timeout", f"no result within {timeout:g}s (wall clock); killed"
+        time.sleep(0.002)
+    _kill_group(pid)  # grandchildren it left behind
+    exit_status = os.waitstatus_to_exitcode(status)
+
+    results = None
+    if kind is None:
+        oom_after, pids_after = _oom_count(), _pids_max_hits()
+        if exit_status == -signal.SIGKILL and oom_after is not None and oom_before is not None and oom_after > oom_before:
+            kind, reason = "oom", "out of memory: killed by the kernel at the memory limit"
+        elif exit_status == -signal.SIGKILL:
+            kind, reason = "oom", "killed by SIGKILL (most likely the memory limit)"
+        elif pids_after is not None and pids_before is not None and pids_after > pids_before:
+            kind, reason = "pids", f"hit the process limit (fork refused {pids_after - pids_before} times); exit status {exit_status}"
+        elif exit_status != 0 and "MemoryError" in tails[err_r].decode("utf-8", "replace")[-300:]:
+            kind, reason = "oom", "out of memory: MemoryError at the memory limit"
+        elif exit_status != 0:
+            last = tails[err_r].decode("utf-8", "replace").strip().splitlines()
+            kind, reason = "crash", f"evaluation exited with status {exit_status}: {last[-1] if last else 'no error output'}"
+        elif not os.path.exists(out_path):
+            kind, reason = "no_result", "the evaluation exited without writing a result"
+        else:
+            size = os.path.getsize(out_path)
+            if size > MAX_RESULT_BYTES:
+                kind, reason = "bad_result", f"result is {size} bytes (limit {MAX_RESULT_BYTES})"
+            else:
+                try:
+                    with open(out_path) as fh:
+                        results = json.load(fh)
+                except ValueError as exc:
+                    kind, reason = "bad_result", f"result is not valid JSON: {exc}"
+                if results is not None and (not isinstance(results, list) or len(results) != len(job["agents"])):
+                    kind, reason = "bad_result", (
+                        f"evaluate_batch returned {type(results).__name__} "
+                        f"{'of length ' + str(len(results)) if isinstance(results, list) else ''} "
+                        f"for {len(job['agents'])} agent(s)")
+                    results = None
+    shutil.rmtree(work, ignore_errors=True)
+    report = {
+        "results": results if kind is None else None,
+        "failure_kind": kind,
+        "reason": reason,
+        "exit_status": exit_status,
+        "seconds": time.monotonic() - started,
+        "stdout_tail": tails[out_r].decode("utf-8", "replace"),
+        "stderr_tail": tails[err_r].decode("utf-8", "replace"),
+    }
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _not_dumpable()
+    run(sys.argv[1])
