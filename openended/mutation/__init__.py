@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from openended.mutation.ast_edit import ast_mutate
 from openended.mutation.gaussian import gaussian, random_params
 from openended.tasks import Task
 
@@ -43,13 +44,21 @@ def _gaussian(parent: Files | None, rng: np.random.Generator, task: Task, params
     )
 
 
+def _ast(parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:
+    return ast_mutate(parent, rng, code_file=task.spec.get("code_file", "main.py"), params=params)
+
+
 def _noop(parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:
     return dict(parent)
 
 
-OPERATORS: dict[str, Operator] = {"seed": _seed, "random": _random, "gaussian": _gaussian, "noop": _noop}
+OPERATORS: dict[str, Operator] = {
+    "seed": _seed, "random": _random, "gaussian": _gaussian, "ast": _ast, "noop": _noop,
+}
 # The parameters each operator reads (from the task's [operators.NAME] table and the campaign's mutation.params).
-OPERATOR_PARAMS: dict[str, set[str]] = {"seed": set(), "random": {"scale"}, "gaussian": {"sigma"}, "noop": set()}
+OPERATOR_PARAMS: dict[str, set[str]] = {
+    "seed": set(), "random": {"scale"}, "gaussian": {"sigma"}, "ast": {"scale", "edits", "kinds"}, "noop": set(),
+}
 
 
 def check_params(operator: str, params: dict) -> None:
