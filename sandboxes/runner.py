@@ -156,12 +156,20 @@ def run(job_dir):
         sel.register(fd, selectors.EVENT_READ)
     deadline = started + timeout
     open_fds = 2
+    status = None
     while open_fds:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             kind, reason = "timeout", f"no result within {timeout:g}s (wall clock); killed"
             break
-        for key, _ in sel.select(timeout=min(remaining, 0.5)):
+        events = sel.select(timeout=min(remaining, 0.5))
+        if not events and status is None:
+            # Exited, but something it started still holds its pipes open: stop waiting for them.
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+                _kill_group(pid)
+        for key, _ in events:
             chunk = os.read(key.fd, 65536)
             if not chunk:
                 sel.unregister(key.fd)
@@ -178,10 +186,10 @@ def run(job_dir):
     if kind:
         _kill_group(pid)
     # Wait for the child: its pipes may have closed before it exited.
-    status = None
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+    while status is None:
+        done, st = os.waitpid(pid, os.WNOHANG)
         if done:
+            status = st
             break
         if time.monotonic() > deadline + 1:
             _kill_group(pid)
@@ -192,14 +200,17 @@ def run(job_dir):
     exit_status = os.waitstatus_to_exitcode(status)
 
     results = None
+    oom_after, pids_after = _oom_count(), _pids_max_hits()
+    oom_hit = None not in (oom_before, oom_after) and oom_after > oom_before
+    pids_hit = None not in (pids_before, pids_after) and pids_after > pids_before
+    # The limits explain a timeout or a crash better than the symptom does (a fork bomb spins until killed).
+    if kind in (None, "timeout") and oom_hit:
+        kind, reason = "oom", "out of memory: killed by the kernel at the memory limit"
+    elif kind in (None, "timeout") and pids_hit and exit_status != 0:
+        kind, reason = "pids", f"hit the process limit (fork refused {pids_after - pids_before} times)"
     if kind is None:
-        oom_after, pids_after = _oom_count(), _pids_max_hits()
-        if exit_status == -signal.SIGKILL and oom_after is not None and oom_before is not None and oom_after > oom_before:
-            kind, reason = "oom", "out of memory: killed by the kernel at the memory limit"
-        elif exit_status == -signal.SIGKILL:
+        if exit_status == -signal.SIGKILL:
             kind, reason = "oom", "killed by SIGKILL (most likely the memory limit)"
-        elif pids_after is not None and pids_before is not None and pids_after > pids_before:
-            kind, reason = "pids", f"hit the process limit (fork refused {pids_after - pids_before} times); exit status {exit_status}"
         elif exit_status != 0 and "MemoryError" in tails[err_r].decode("utf-8", "replace")[-300:]:
             kind, reason = "oom", "out of memory: MemoryError at the memory limit"
         elif exit_status != 0:

@@ -40,3 +40,19 @@ def cli_env():
 @pytest.fixture
 def python():
     return sys.executable
+
+
+SANDBOX_IMAGE = "openended-sandbox:latest"
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """The Docker engine and the sandbox image; skip without them by hand, fail under CI=true."""
+    from openended.sandbox.docker_engine import docker_problem
+
+    problem = docker_problem(SANDBOX_IMAGE)
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the Docker sandbox cannot run: {problem}")
+        pytest.skip(f"Docker sandbox unavailable: {problem}")
+    return SANDBOX_IMAGE
