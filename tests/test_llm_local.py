@@ -1,0 +1,68 @@
+"""The embedded model for real: llama.cpp's server with Gemma 3 270M, through the same client as
+remote models. Skipped when llama-cpp-python[server] or the GGUF package is missing, except on CI
+(CI=true), where a missing model is a failure."""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.request
+
+import pytest
+
+from openended.llm import LLMError, LocalModelServer, complete, local_model_unavailable, local_spec
+
+_UNAVAILABLE = local_model_unavailable()
+if _UNAVAILABLE and os.environ.get("CI", "").lower() != "true":
+    pytest.skip(_UNAVAILABLE, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server():
+    if _UNAVAILABLE:  # on CI: fail loudly instead of skipping
+        pytest.fail(f"the embedded model is required on CI: {_UNAVAILABLE}")
+    # A key in our environment must not reach the server process.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENENDED_PROBE_API_KEY", "sk-must-not-reach-the-server")
+        with LocalModelServer() as running:
+            yield running
+
+
+def test_completion_comes_back_with_tokens_counted(server):
+    spec = local_spec(server, max_tokens=40)
+    result = complete(spec, "def add(a, b):\n    return", seed=7)
+    assert result.text.strip()
+    assert result.model == "local-gemma3-270m"
+    assert 0 < result.tokens_out <= 40 + 1
+    assert result.tokens_in > 0 and result.cost == 0.0
+    assert result.seconds < spec.timeout_s
+
+
+def test_a_too_short_timeout_is_reported_not_hung(server):
+    spec = local_spec(server, max_tokens=2000, timeout_s=0.5, max_retries=0, max_total_s=1.0)
+    with pytest.raises(LLMError, match="timed out"):
+        complete(spec, "Write a very long story about a dragon.\n")
+
+
+def test_the_server_is_listed_and_sees_no_secrets(server):
+    with urllib.request.urlopen(server.base_url + "/models", timeout=5) as response:
+        assert server.model in response.read().decode()
+    environ = open(f"/proc/{server.process.pid}/environ", "rb").read().split(b"\0")
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+    assert "OPENENDED_PROBE_API_KEY" not in names
+    assert not [name for name in names if "KEY" in name or "SECRET" in name or "TOKEN" in name]
+
+
+def test_stop_closes_the_port_and_reaps_the_process():
+    if _UNAVAILABLE:
+        pytest.fail(f"the embedded model is required on CI: {_UNAVAILABLE}")
+    server = LocalModelServer().start()
+    process, port = server.process, server.port
+    assert process.poll() is None
+    server.stop()
+    assert process.returncode is not None  # reaped, not a zombie
+    with pytest.raises(ProcessLookupError):
+        os.kill(process.pid, 0)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    server.stop()  # idempotent
