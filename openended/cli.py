@@ -133,6 +133,49 @@ def tasks():
         typer.echo(f"{name:14} {load_task(name).spec.get('description', '')}")
 
 
+sandbox_app = typer.Typer(no_args_is_help=True, help="Build and check the Docker sandbox image.")
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("build")
+def sandbox_build(
+    image: Annotated[str, typer.Option(help="image name")] = "openended-sandbox:latest",
+    method: Annotated[str, typer.Option(help="auto (Dockerfile, then debootstrap), dockerfile, debootstrap")] = "auto",
+):
+    """Build the sandbox image (with no registry: debootstrap + docker import)."""
+    from openended.sandbox.image import ImageBuildError, build_image
+
+    if method not in ("auto", "dockerfile", "debootstrap"):
+        _fail(f"--method must be auto, dockerfile or debootstrap, not {method!r}")
+    try:
+        used = build_image(image, method=method, log=typer.echo)
+    except ImageBuildError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - most often: no engine
+        _fail(f"cannot build {image}: {type(exc).__name__}: {str(exc)[:300]}")
+    typer.echo(f"built {image} ({used})")
+
+
+@sandbox_app.command("check")
+def sandbox_check(
+    image: Annotated[str, typer.Option(help="image name")] = "openended-sandbox:latest",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+):
+    """Engine reachable, image present and its version, limits actually enforced (runs probe containers)."""
+    from openended.sandbox.image import check_sandbox
+
+    checks = check_sandbox(image)
+    if as_json:
+        typer.echo(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        table = Table(title=f"sandbox {image}", show_header=False)
+        for c in checks:
+            table.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
+        console.print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
 from openended import inspect_cli  # noqa: E402  (after app: it registers commands on it)
 
 inspect_cli.register(app)

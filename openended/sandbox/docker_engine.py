@@ -53,9 +53,14 @@ def docker_problem(image: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure to reach the engine means the same to the user
         return f"no Docker engine answers ({type(exc).__name__}); start dockerd or set DOCKER_HOST"
     try:
-        api.images.get(image)
+        img = api.images.get(image)
     except Exception:  # noqa: BLE001
         return f"image {image!r} is not present; build it with `openended sandbox build`"
+    from openended.sandbox.image import IMAGE_VERSION, VERSION_LABEL
+
+    found = (img.labels or {}).get(VERSION_LABEL)
+    if found != IMAGE_VERSION:
+        return f"image {image!r} is version {found}, this openended needs {IMAGE_VERSION}; rebuild it with `openended sandbox build`"
     return None
 
 

@@ -1,0 +1,180 @@
+"""The sandbox image: build it (from the Dockerfile, or with no registry via debootstrap) and check it.
+
+The image is a minimal Debian with python3 and python3-numpy, labelled
+``openended.sandbox.version``. Nothing of openended is baked in (the runner travels with each
+evaluation), so only a change of this version asks users to rebuild.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from openended.sandbox import RUNNER, Limits, SandboxSpec
+
+IMAGE_VERSION = "1"
+VERSION_LABEL = "openended.sandbox.version"
+SANDBOXES_DIR = RUNNER.parent
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# Files a sandbox never needs: smaller image, faster import.
+SLIM_PATHS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt",
+              "var/lib/apt/lists")
+
+
+class ImageBuildError(RuntimeError):
+    """The image could not be built; the message says which step failed and why."""
+
+
+def build_image(image: str = "openended-sandbox:latest", *, method: str = "auto", mirror: str = DEBIAN_MIRROR,
+                log=print) -> str:
+    """Build ``image``; ``method`` is ``dockerfile`` (needs a registry), ``debootstrap`` (needs none,
+    runs as root) or ``auto`` (the Dockerfile, then debootstrap if that fails). Returns the method used."""
+    from openended.sandbox.docker_engine import client
+
+    api = client(timeout=600)
+    api.ping()
+    if method in ("auto", "dockerfile"):
+        try:
+            log(f"building {image} from {SANDBOXES_DIR / 'Dockerfile'} ...")
+            api.images.build(path=str(SANDBOXES_DIR), dockerfile="Dockerfile", tag=image, rm=True, pull=False)
+            return "dockerfile"
+        except Exception as exc:  # noqa: BLE001 - no registry, most often
+            if method == "dockerfile":
+                raise ImageBuildError(f"docker build from {SANDBOXES_DIR / 'Dockerfile'} failed: {exc}") from None
+            log(f"Dockerfile build failed ({str(exc).splitlines()[0][:160]}); building with debootstrap instead")
+    _build_with_debootstrap(api, image, mirror, log)
+    return "debootstrap"
+
+
+def _build_with_debootstrap(api, image: str, mirror: str, log) -> None:
+    if shutil.which("debootstrap") is None:
+        raise ImageBuildError("debootstrap is not installed (Debian: apt-get install -y debootstrap)")
+    repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+    with tempfile.TemporaryDirectory(prefix="openended-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        log(f"debootstrap {DEBIAN_SUITE} with python3 and python3-numpy into {rootfs} (about a minute) ...")
+        started = time.monotonic()
+        proc = subprocess.run(
+            ["debootstrap", "--variant=minbase", "--include=python3,python3-numpy", DEBIAN_SUITE, str(rootfs), mirror],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise ImageBuildError(f"debootstrap failed (exit {proc.returncode}): " + " | ".join(tail))
+        for rel in SLIM_PATHS:
+            shutil.rmtree(rootfs / rel, ignore_errors=True)
+        tarball = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+        log(f"debootstrap took {time.monotonic() - started:.0f}s; importing {tarball.stat().st_size / 1e6:.0f} MB as {image}")
+        api.api.import_image_from_file(str(tarball), repository=repository, tag=tag,
+                                       changes=[f'LABEL {VERSION_LABEL}="{IMAGE_VERSION}"',
+                                                "ENV PATH=/usr/local/bin:/usr/bin:/bin"])
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+# A probe of each limit, run as the sandbox user inside a container made like any evaluation's.
+PROBE = r'''
+import json, os, socket
+# LC_CTYPE: set by python3 itself (PEP 538), not passed from the host
+report = {"uid": os.getuid(), "env": sorted(k for k in os.environ if k not in ("PATH", "HOSTNAME", "HOME", "LC_CTYPE"))}
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2); report["network"] = "reachable"
+except OSError as exc:
+    report["network"] = str(exc)
+try:
+    open("/etc/probe", "w"); report["rootfs"] = "writable"
+except OSError as exc:
+    report["rootfs"] = str(exc)
+try:
+    open("/work/probe", "w").write("x"); report["workdir"] = "writable"
+except OSError as exc:
+    report["workdir"] = str(exc)
+pids = []
+try:
+    for _ in range(200):
+        pid = os.fork()
+        if pid == 0:
+            import time; time.sleep(5); os._exit(0)
+        pids.append(pid)
+    report["pids"] = "200 forks allowed"
+except OSError as exc:
+    report["pids"] = f"fork refused after {len(pids)}: {exc}"
+for pid in pids:
+    os.kill(pid, 9)
+print(json.dumps(report))
+'''
+
+
+def check_sandbox(image: str = "openended-sandbox:latest") -> list[Check]:
+    """Engine, image and the limits as actually enforced (probe containers); one Check per line."""
+    from openended.sandbox.docker_engine import PYTHON, client, container_options
+
+    checks: list[Check] = []
+    try:
+        api = client(timeout=30)
+        version = api.version()
+        checks.append(Check("engine", True, f"Docker {version.get('Version')} ({api.info().get('Driver')}, "
+                                            f"cgroup v{api.info().get('CgroupVersion', '?')})"))
+    except Exception as exc:  # noqa: BLE001
+        return [Check("engine", False, f"no Docker engine answers: {type(exc).__name__}; start dockerd or set DOCKER_HOST")]
+    try:
+        img = api.images.get(image)
+    except Exception:  # noqa: BLE001
+        checks.append(Check("image", False, f"{image} is not present: run `openended sandbox build`"))
+        return checks
+    label = (img.labels or {}).get(VERSION_LABEL)
+    checks.append(Check("image", label == IMAGE_VERSION,
+                        f"{image} {img.short_id}, {img.attrs.get('Size', 0) / 1e6:.0f} MB, version {label} "
+                        f"(expected {IMAGE_VERSION}{'' if label == IMAGE_VERSION else ': rebuild with `openended sandbox build`'})"))
+    spec = SandboxSpec(kind="docker", image=image, limits=Limits(memory_mb=64, pids=32), campaign_label="check")
+    with tempfile.TemporaryDirectory(prefix="openended-check-") as tmp:
+        Path(tmp).chmod(0o755)
+        opts = container_options(spec, tmp, Path(tmp))
+        opts["log_config"] = {"type": "json-file"}
+        report = _probe(api, opts, [PYTHON, "-c", PROBE])
+        if isinstance(report, str):
+            checks.append(Check("probe", False, report))
+            return checks
+        checks.append(Check("non-root user", report["uid"] != 0, f"uid {report['uid']}"))
+        checks.append(Check("no network", report["network"] != "reachable", report["network"]))
+        checks.append(Check("read-only root", report["rootfs"] != "writable", report["rootfs"]))
+        checks.append(Check("tmpfs work dir", report["workdir"] == "writable", report["workdir"]))
+        checks.append(Check("pids limit", "refused" in report["pids"], report["pids"]))
+        checks.append(Check("no host environment", not report["env"], ", ".join(report["env"]) or "none passed"))
+        bomb = api.containers.run(command=[PYTHON, "-c", "b = bytearray(256 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"],
+                                  **opts)
+        try:
+            status = bomb.wait(timeout=60)
+            bomb.reload()
+            oom = bomb.attrs["State"].get("OOMKilled")
+            checks.append(Check("memory limit", bool(oom) or status.get("StatusCode") == 137,
+                                f"256 MB in a 64 MB container: exit {status.get('StatusCode')}, OOM-killed {oom}"))
+        finally:
+            bomb.remove(force=True)
+    return checks
+
+
+def _probe(api, opts: dict, command: list[str]) -> dict | str:
+    import json
+
+    container = api.containers.run(command=command, **opts)
+    try:
+        status = container.wait(timeout=60)
+        out = container.logs(stdout=True, stderr=False).decode().strip().splitlines()
+        if status.get("StatusCode") != 0 or not out:
+            err = container.logs(stdout=False, stderr=True).decode().strip()[-300:]
+            return f"probe container failed (exit {status.get('StatusCode')}): {err}"
+        return json.loads(out[-1])
+    finally:
+        container.remove(force=True)
