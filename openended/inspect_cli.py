@@ -1,9 +1,325 @@
-"""Inspection commands (top, show, lineage, diff, tree, query, export, plot, serve, compare)."""
+"""Inspection commands (top, show, lineage, diff, tree, query, export, plot, serve, compare).
+
+Each command reads the campaign database read-only (safe while the campaign writes to it), prints
+a table or text for people and, with ``--json``, the same data for programs. The data come from
+:mod:`openended.inspection`; this module only parses options and prints.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Iterator, List, Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from archive_db import ArchiveDBError
+
+DB_ARG = typer.Argument(help="campaign database", show_default=False)
+AGENT_ARG = typer.Argument(help="agent id, or 'best'", show_default=False)
+JSON_OPT = typer.Option("--json", help="machine-readable output")
+
+
+def _console() -> Console:
+    console = Console()
+    # a pipe gets wide tables instead of rich's 80-column default (no wrapped ids or numbers)
+    return console if console.is_terminal else Console(width=200)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Bad input and store errors become one ``error: ...`` line and exit status 2."""
+    from openended.inspection import InspectionError
+
+    try:
+        yield
+    except (InspectionError, ArchiveDBError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=_json_default))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=_json_default)
+    return str(value)
+
+
+def _table(rows: list[dict], columns: list[str], title: str | None = None) -> Table:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c.replace("_", " "), overflow="fold")
+    for r in rows:
+        table.add_row(*(_fmt(r.get(c)) for c in columns))
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+
+def top(
+    db: Annotated[Path, DB_ARG],
+    k: Annotated[int, typer.Option("-k", help="how many agents")] = 10,
+    by: Annotated[str, typer.Option(help="rank by 'fitness' or 'novelty'")] = "fitness",
+    as_json: Annotated[bool, JSON_OPT] = False,
+):
+    """The best agents by fitness or novelty."""
+    from openended import inspection
+
+    with _errors(), inspection.open_db(db) as store:
+        rows = inspection.top(store, k, by)
+    if as_json:
+        return _emit_json(rows)
+    _console().print(_table(rows, ["id", "parent_id", "depth", "operator", "model", "status", "fitness", "novelty",
+                                   "cell", "elite"], title=f"top {k} by {by}"))
+
+
+def show(
+    db: Annotated[Path, DB_ARG],
+    agent: Annotated[str, AGENT_ARG],
+    contents: Annotated[bool, typer.Option(help="include the files' text (and .npy values)")] = False,
+    as_json: Annotated[bool, JSON_OPT] = False,
+):
+    """One agent: metadata, evaluations, feedback and files."""
+    from openended import inspection
+
+    with _errors(), inspection.open_db(db) as store:
+        info = inspection.show(store, inspection.resolve_agent(store, agent), contents=contents)
+    if as_json:
+        return _emit_json(info)
+    console = _console()
+    a = info["agent"]
+    meta = Table(title=f"agent {a['id']}", show_header=False)
+    for key in ("status", "parent_id", "parent2_id", "depth", "operator", "model", "seed", "fitness", "novelty",
+                "descriptors", "cell", "archive_event", "fail_stage", "fail_reason", "metrics", "eval_seconds",
+                "tokens_in", "tokens_out", "cost", "duplicate_of", "genome_hash"):
+        if a.get(key) is not None:
+            meta.add_row(key.replace("_", " "), _fmt(a[key]))
+    meta.add_row("elite", "yes" if info["elite"] else "no")
+    meta.add_row("children", str(info["children"]))
+    console.print(meta)
+    if info["feedback"]:
+        console.print("[bold]feedback[/bold]")
+        console.print(info["feedback"], markup=False, highlight=False)
+    if info["evaluations"]:
+        console.print(_table(info["evaluations"], ["stage", "seconds", "exit_status", "fitness", "failure_kind"],
+                             title="evaluations"))
+    console.print(_table(info["files"], ["path", "bytes", "kind", "sha256"], title="files"))
+    for f in info["files"]:
+        if "text" in f:
+            console.rule(f["path"])
+            console.print(f["text"], markup=False, highlight=False)
+        elif "values" in f:
+            console.rule(f"{f['path']} {f['shape']} {f['dtype']}")
+            console.print(_fmt(f["values"]), markup=False, highlight=False)
+
+
+def lineage(
+    db: Annotated[Path, DB_ARG],
+    agent: Annotated[str, AGENT_ARG],
+    as_json: Annotated[bool, JSON_OPT] = False,
+):
+    """The lineage from the root to an agent: fitness, operator and cell at each step."""
+    from openended import inspection
+
+    with _errors(), inspection.open_db(db) as store:
+        aid = inspection.resolve_agent(store, agent)
+        steps = inspection.lineage(store, aid)
+    if as_json:
+        return _emit_json(steps)
+    _console().print(_table(steps, ["depth", "id", "parent_id", "operator", "model", "status", "fitness",
+                                    "delta_fitness", "cell", "archive_event"],
+                            title=f"lineage of agent {aid} ({len(steps)} steps, root first)"))
+
+
+def diff(
+    db: Annotated[Path, DB_ARG],
+    a: Annotated[str, typer.Argument(help="agent id or 'best' (diffed against its parent when B is not given)")],
+    b: Annotated[Optional[str], typer.Argument(help="second agent: diff A -> B")] = None,
+    as_json: Annotated[bool, JSON_OPT] = False,
+):
+    """What a mutation changed: unified diff of an agent's files against its parent (or A against B)."""
+    from rich.syntax import Syntax
+
+    from openended import inspection
+
+    with _errors(), inspection.open_db(db) as store:
+        first = inspection.resolve_agent(store, a)
+        second = None if b is None else inspection.resolve_agent(store, b)
+        result = inspection.diff(store, first, second)
+    if as_json:
+        return _emit_json(result)
+    if not result["text"]:
+        typer.echo(f"(no differences between agent {result['from']} and agent {result['to']})")
+        return
+    console = _console()
+    if console.is_terminal:
+        console.print(Syntax(result["text"], "diff", theme="ansi_dark", word_wrap=False))
+    else:
+        typer.echo(result["text"], nl=False)  # exact text in pipes: `openended diff ... | git apply` style
+
+
+def tree(
+    db: Annotated[Path, DB_ARG],
+    max_nodes: Annotated[int, typer.Option(help="prune to this many agents (best lineage and archived branches)")] = 200,
+    show_all: Annotated[bool, typer.Option("--all", help="every agent, no pruning")] = False,
+    as_json: Annotated[bool, JSON_OPT] = False,
+):
+    """The lineage tree as text (pruned to the best and archived branches for big runs)."""
+    from openended import inspection
+
+    with _errors(), inspection.open_db(db) as store:
+        result = inspection.tree(store, max_nodes=max_nodes, show_all=show_all)
+    if as_json:
+        return _emit_json(result)
+    typer.echo(inspection.format_tree(result))
+
+
+def _param(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise typer.BadParameter(f"expected NAME=VALUE, got {text!r}", param_hint="--param")
+    for cast in (int, float):
+        try:
+            return name, cast(value)
+        except ValueError:
+            pass
+    return name, value
+
+
+def query(
+    db: Annotated[Path, DB_ARG],
+    sql: Annotated[str, typer.Argument(help="one SELECT (or read-only PRAGMA) statement")],
+    param: Annotated[Optional[List[str]], typer.Option("--param", "-p", help="NAME=VALUE for :NAME in the SQL")] = None,
+    max_rows: Annotated[Optional[int], typer.Option(help="stop after this many rows")] = None,
+    as_json: Annotated[bool, JSON_OPT] = False,
+):
+    """Run read-only SQL (anything that writes, attaches or sets a pragma is refused)."""
+    from openended import inspection
+
+    params = dict(_param(p) for p in (param or []))
+    with _errors():
+        result = inspection.read_only_query(db, sql, params, max_rows=max_rows)
+    if as_json:
+        return _emit_json([dict(zip(result["columns"], r)) for r in result["rows"]])
+    table = Table()
+    for c in result["columns"]:
+        table.add_column(c, overflow="fold")
+    for r in result["rows"]:
+        table.add_row(*(_fmt(v) for v in r))
+    console = _console()
+    console.print(table)
+    console.print(f"{len(result['rows'])} rows" + (" (more not shown: --max-rows)" if result["truncated"] else ""))
+
+
+def export(
+    db: Annotated[Path, DB_ARG],
+    agent: Annotated[str, AGENT_ARG],
+    out_dir: Annotated[Path, typer.Argument(help="folder to write the agent's files into")],
+    overwrite: Annotated[bool, typer.Option(help="replace files that already exist")] = False,
+    as_json: Annotated[bool, JSON_OPT] = False,
+):
+    """Write an agent's files to a folder."""
+    from openended import inspection
+
+    with _errors(), inspection.open_db(db) as store:
+        aid = inspection.resolve_agent(store, agent)
+        written = inspection.export(store, aid, out_dir, overwrite=overwrite)
+    if as_json:
+        return _emit_json({"agent": aid, "files": [str(p) for p in written]})
+    for p in written:
+        typer.echo(str(p))
+
+
+def _dims(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected descriptor indices like 0,1, got {text!r}", param_hint="--dims") from None
+    return dims
+
+
+def plot(
+    db: Annotated[Path, DB_ARG],
+    out: Annotated[Path, typer.Option("--out", help="folder for the figures")],
+    fmt: Annotated[Optional[List[str]], typer.Option("--format", help="png and/or svg (default both)")] = None,
+    dims: Annotated[str, typer.Option(help="descriptor indices on the heatmap axes (more dimensions are projected)")] = "0,1",
+    max_nodes: Annotated[int, typer.Option(help="agents shown in the lineage tree figure")] = 500,
+    as_json: Annotated[bool, JSON_OPT] = False,
+):
+    """Figures: archive heatmap, progress curves, lineage tree, operator/model success rates."""
+    from openended import plots
+
+    with _errors():
+        written = plots.plot_all(db, out, formats=fmt or ("png", "svg"), dims=_dims(dims), max_nodes=max_nodes)
+    if as_json:
+        return _emit_json({"files": [str(p) for p in written]})
+    for p in written:
+        typer.echo(str(p))
+
+
+def serve(
+    db: Annotated[Path, DB_ARG],
+    host: Annotated[str, typer.Option(help="address to listen on (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8001,
+):
+    """Browse the database in datasette, read-only, with the named queries as canned queries."""
+    from openended import serve as serving
+
+    with _errors():
+        serving.serve(db, host=host, port=port)
+
+
+def compare(
+    dbs: Annotated[List[Path], typer.Argument(help="campaign databases", show_default=False)],
+    threshold: Annotated[Optional[float], typer.Option(help="fitness for 'evaluations to threshold' "
+                                                             "(default: each campaign's target)")] = None,
+    as_json: Annotated[bool, JSON_OPT] = False,
+):
+    """Campaigns side by side: QD score, coverage, best fitness, evaluations to a threshold."""
+    from openended import inspection
+
+    with _errors():
+        rows = inspection.compare(dbs, threshold)
+    if as_json:
+        return _emit_json(rows)
+    for r in rows:
+        r["coverage_pct"] = None if r["coverage"] is None else f"{100 * r['coverage']:.1f}%"
+    _console().print(_table(rows, ["db", "task", "archive", "evaluations", "qd_score", "coverage_pct", "best_fitness",
+                                   "threshold", "evaluations_to_threshold"], title="campaigns"))
+
+
+_COMMANDS = (top, show, lineage, diff, tree, query, export, plot, serve, compare)
 
 
 def register(app: typer.Typer) -> None:
     """Add the inspection commands to the ``openended`` app."""
+    for fn in _COMMANDS:
+        app.command(name=fn.__name__)(fn)
