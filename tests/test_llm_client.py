@@ -7,10 +7,13 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import random
 import socket
 import threading
 import time
 
+import numpy as np
+import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +30,7 @@ from llm_fault_server import (
     trickle,
 )
 
-from openended.llm import Completion, LLMError, ModelSpec, complete
+from openended.llm import Completion, LLMError, ModelSpec, choose_model, complete
 
 # Scheduling noise on a shared 2-core machine: how far past a limit a call may return.
 SLACK = 0.6
@@ -330,3 +333,43 @@ def test_bad_spec_fields_are_named(field, value):
     values[field] = value
     with pytest.raises(ValueError, match=field):
         ModelSpec(**values)
+
+
+# -- choosing a model -----------------------------------------------------------------------------
+
+
+def _specs(weights):
+    return [ModelSpec(name=f"m{i}", base_url="http://127.0.0.1:1/v1", model="x", weight=w)
+            for i, w in enumerate(weights)]
+
+
+@given(weights=st.lists(st.sampled_from([0.0, 0.5, 1.0, 3.0]), min_size=1, max_size=5),
+       seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_choose_model_never_picks_a_zero_weight_model(weights, seed):
+    specs = _specs(weights)
+    if sum(weights) == 0:
+        with pytest.raises(ValueError, match="weight 0"):
+            choose_model(specs, random.Random(seed))
+        return
+    rng = random.Random(seed)
+    for _ in range(20):
+        assert choose_model(specs, rng).weight > 0
+
+
+def test_choose_model_follows_the_weights():
+    specs = _specs([1.0, 3.0])
+    rng = np.random.default_rng(0)
+    picks = [choose_model(specs, rng).name for _ in range(4000)]
+    assert 0.72 < picks.count("m1") / len(picks) < 0.78
+
+
+def test_fault_server_answers_plain_json_too():
+    """Callers that do not stream (other engineers' tests) get well-formed OpenAI answers."""
+    with FaultServer([ok("whole answer", usage=(5, 2)), ok("text answer")]) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        chat = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+        assert chat.choices[0].message.content == "whole answer"
+        assert chat.usage.prompt_tokens == 5 and chat.usage.completion_tokens == 2
+        text = client.completions.create(model="m", prompt="q")
+        assert text.choices[0].text == "text answer"
+        client.close()

@@ -21,6 +21,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -142,6 +143,27 @@ class LLMError(Exception):
 
 def _rebuild_error(reason: str, kwargs: dict) -> LLMError:
     return LLMError(reason, **kwargs)
+
+
+def choose_model(specs: Sequence[ModelSpec], rng) -> ModelSpec:
+    """Pick one of a campaign's models with probability proportional to its `weight`.
+
+    `rng` is anything with a `.random()` method returning a float in [0, 1): `random.Random` or
+    `numpy.random.Generator`, seeded by the caller so the choice is reproducible. Models of
+    weight 0 are never picked.
+    """
+    if not specs:
+        raise ValueError("choose_model: no models configured")
+    total = sum(spec.weight for spec in specs)
+    if total <= 0:
+        raise ValueError("choose_model: every model has weight 0: "
+                         + ", ".join(spec.name for spec in specs))
+    point = float(rng.random()) * total
+    for spec in specs:
+        point -= spec.weight
+        if point < 0 and spec.weight > 0:
+            return spec
+    return next(spec for spec in reversed(specs) if spec.weight > 0)  # float rounding at the end
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,8 +291,9 @@ def _run_attempt(spec: ModelSpec, key: str, prompt: str, system: str | None, see
                 for chunk in stream:
                     if state.abandoned:
                         return
-                    if getattr(chunk, "usage", None) is not None and chunk.usage.completion_tokens is not None:
-                        state.usage = (chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens)
+                    usage = getattr(chunk, "usage", None)
+                    if usage is not None and usage.completion_tokens is not None:
+                        state.usage = (usage.prompt_tokens or 0, usage.completion_tokens)
                     for choice in chunk.choices or ():
                         piece = choice.delta.content if spec.api == "chat" else choice.text
                         if piece:
@@ -391,8 +414,9 @@ def complete(spec: ModelSpec, prompt: str, *, system: str | None = None, seed: i
         if rs.attempt_number > spec.max_retries:
             why = f"gave up after {rs.attempt_number} attempt{plural} in {elapsed:.1f}s"
         elif failure.retry_after is not None and failure.retry_after >= budget_end - time.monotonic():
-            why = (f"Retry-After {failure.retry_after:g}s exceeds the {max(0.0, budget_end - time.monotonic()):.1f}s "
-                   f"left of max_total_s={spec.max_total_s:g}s (after {rs.attempt_number} attempt{plural})")
+            left = max(0.0, budget_end - time.monotonic())
+            why = (f"Retry-After {failure.retry_after:g}s exceeds the {left:.1f}s left of "
+                   f"max_total_s={spec.max_total_s:g}s (after {rs.attempt_number} attempt{plural})")
         else:
             why = (f"gave up after {rs.attempt_number} attempt{plural} in {elapsed:.1f}s "
                    f"(max_total_s={spec.max_total_s:g}s)")
