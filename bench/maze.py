@@ -44,6 +44,7 @@ def run_engine(maze: str, method: str, seed: int, budget: int, workdir: Path, si
     kind, strategy, params = METHODS[method]
     db = workdir / f"{maze}-{method}-{seed}.db"
     cfg = load_config(None, {
+        "sandbox.kind": "inprocess",  # the search is measured here; bench/sandbox.py measures the sandbox
         "task": maze, "db": str(db), "seed": seed, "budget.max_children": budget,
         "archive.kind": kind, "selection.strategy": strategy, "selection.params": params,
         "mutation.params": {"sigma": sigma}, "batch_size": 32, "max_in_flight": 4,
