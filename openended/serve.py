@@ -1,0 +1,118 @@
+"""Browse a campaign database in datasette, read-only, with the archive_db named queries as canned queries.
+
+    openended serve campaign.db              # http://127.0.0.1:8001/ (loopback only)
+    openended serve campaign.db --port 9000 --host 0.0.0.0   # visible to the network: says so
+
+The database is served *mutable* (never ``-i``/immutable: the campaign may still be writing, and
+datasette would cache counts and hashes of a file it believes frozen) but read-only: datasette
+opens mutable files with ``?mode=ro`` for every read, no write canned queries are defined, and
+datasette's own SQL box only runs single SELECT statements on those read-only connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import re
+import sys
+from pathlib import Path
+
+from importlib import resources
+
+from archive_db import query_names
+from openended import inspection
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "canned_queries", "datasette_metadata", "make_datasette", "serve"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8001
+
+
+def _describe(sql: str, name: str) -> tuple[str, str]:
+    """Title and description of a named query from its leading ``--`` comment block."""
+    lines = []
+    for line in sql.splitlines():
+        if not line.startswith("--"):
+            break
+        text = line[2:].strip()
+        if text.lower().startswith("sqlite3 cli:"):
+            continue  # how to run it from the shell: not useful in the browser
+        lines.append(text)
+    text = " ".join(lines)
+    text = re.sub(rf"^{re.escape(name)}:\s*", "", text)
+    return name.replace("_", " "), text
+
+
+def canned_queries() -> dict[str, dict]:
+    """Every ``archive_db/queries/*.sql`` as a datasette canned query (read-only; :params become form fields)."""
+    out = {}
+    for name in query_names():
+        sql = resources.files("archive_db").joinpath("queries", f"{name}.sql").read_text(encoding="utf-8")
+        title, description = _describe(sql, name)
+        out[name] = {"sql": sql.strip(), "title": title, "description": description}
+    return out
+
+
+def datasette_metadata(db_path: str | os.PathLike) -> dict:
+    """Datasette metadata for one campaign database: title, canned queries, agents-table facets."""
+    with inspection.open_db(db_path) as db:
+        run = db.get_run()
+    name = Path(db_path).stem
+    return {
+        "title": f"openended: {run['task']} ({run['name']})",
+        "description": f"Campaign database {Path(db_path).name}, served read-only.",
+        "databases": {
+            name: {
+                "queries": canned_queries(),
+                "tables": {
+                    "agents": {
+                        "description": "Every child ever proposed, failures included (one row per agent).",
+                        "facets": ["status", "operator"],
+                    },
+                },
+            }
+        },
+    }
+
+
+def make_datasette(db_path: str | os.PathLike):
+    """A :class:`datasette.app.Datasette` serving ``db_path`` read-only (mutable, ``mode=ro``)."""
+    from datasette.app import Datasette
+
+    path = Path(db_path).resolve()
+    metadata = datasette_metadata(path)  # also checks it is a campaign database
+    ds = Datasette(files=[str(path)], metadata=metadata, crossdb=False,
+                   settings={"allow_download": False, "suggest_facets": False})
+    names = [n for n in ds.databases if n != "_internal"]
+    if names != [path.stem]:  # metadata is keyed by the name datasette derives from the file
+        raise inspection.InspectionError(f"serve: datasette named the database {names}, expected {path.stem!r}")
+    db = ds.databases[path.stem]
+    if not db.is_mutable:
+        raise inspection.InspectionError("serve: the database must be served mutable (read-only through mode=ro)")
+    return ds
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(db_path: str | os.PathLike, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Serve ``db_path`` with datasette on ``host:port`` until interrupted."""
+    import uvicorn
+
+    if not 0 < int(port) < 65536:
+        raise inspection.InspectionError(f"serve: --port must be in 1..65535, not {port}")
+    ds = make_datasette(db_path)
+    asyncio.run(ds.invoke_startup())
+    if not _is_loopback(host):
+        print(f"warning: serving on {host}, not loopback: anyone who can reach this machine can read the campaign",
+              file=sys.stderr)
+    print(f"serving {db_path} read-only at http://{host}:{port}/{Path(db_path).resolve().stem} (Ctrl-C stops)",
+          flush=True)
+    uvicorn.run(ds.app(), host=host, port=int(port), log_level="warning", lifespan="on", workers=1)
