@@ -584,3 +584,24 @@ def test_missing_or_foreign_database_gives_a_clear_error(tmp_path):
     (tmp_path / "text.db").write_text("hello")
     code, _, err = cli("lineage", tmp_path / "text.db", "1")
     assert code == 2 and "not an SQLite database" in err
+
+
+def test_long_lineage_prints_as_plain_aligned_text(tmp_path):
+    """Past RICH_MAX_ROWS steps the lineage is printed without rich (fast), one line per step."""
+    from openended.inspect_cli import RICH_MAX_ROWS
+
+    n = RICH_MAX_ROWS + 50
+    db = ArchiveDB(tmp_path / "chain.db")
+    db.create_run(name="chain", task="t", seed=0, config=CODE_CONFIG, descriptor_schema=CODE_SCHEMA)
+    db.propose([Proposal(id=i, parent_id=i - 1 if i else None, operator="op", seed=i) for i in range(n)])
+    db.record([Outcome(id=i, status="archived", files={"g": b"%d" % i}, fitness=float(i), descriptors=[0.5, 0.5])
+               for i in range(n)])
+    db.close()
+    code, out, _ = cli("lineage", tmp_path / "chain.db", str(n - 1))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"lineage of agent {n - 1} ({n} steps, root first)"
+    assert lines[1].split()[:3] == ["depth", "id", "parent"] and set(lines[2]) <= {"-", " "}
+    body = [line.split() for line in lines[3:]]
+    assert [int(b[1]) for b in body] == list(range(n))
+    assert body[0][2] == "-" and all(int(b[2]) == int(b[1]) - 1 for b in body[1:])
