@@ -22,6 +22,7 @@ from .store import (
     ArchiveDB,
     Outcome,
     Proposal,
+    genome_hash,
     query_names,
     split_sql,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidValueError",
     "RunExistsError",
     "query_names",
+    "genome_hash",
     "split_sql",
     "schema_sql",
 ]

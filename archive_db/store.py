@@ -276,6 +276,11 @@ def _check_header(path: Path) -> None:
         raise NotADatabaseError(f"{path} is not an SQLite database (bad header); refusing to open it")
 
 
+def genome_hash(files: dict[str, bytes]) -> str:
+    """The content address the store gives a file tree (equal trees, equal hashes)."""
+    return _genome_parts(files, "genome", {})[0]
+
+
 def _is_text(data: bytes) -> str | None:
     if b"\x00" in data:
         return None
@@ -1036,6 +1041,18 @@ class ArchiveDB:
         """Every agent below ``agent_id`` (itself excluded), by depth then id."""
         self._agent_field(agent_id, "id")
         return self.named_query("descendants", agent_id=agent_id)
+
+    def genome_firsts(self) -> dict[str, int]:
+        """Each genome hash -> the first agent that had it and was not itself a duplicate."""
+        return dict(self.conn.execute(
+            "SELECT genome_hash, MIN(id) FROM agents WHERE genome_hash IS NOT NULL AND duplicate_of IS NULL "
+            "GROUP BY genome_hash"))
+
+    def last_mutation_errors(self) -> dict[int, str]:
+        """Each parent -> the reason its most recent child failed at mutation (fed into the next prompt)."""
+        return dict(self.conn.execute(
+            "SELECT parent_id, fail_reason FROM agents WHERE fail_stage = 'mutation' AND parent_id IS NOT NULL "
+            "ORDER BY id"))
 
     def children_counts(self) -> dict[int, int]:
         return dict(self.conn.execute(_query_text("children_counts")).fetchall())

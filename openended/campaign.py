@@ -16,26 +16,28 @@ import fcntl
 import signal
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import ray
 
-from archive_db import ArchiveDB, Outcome, Proposal
+from archive_db import ArchiveDB, Outcome, Proposal, genome_hash
 from openended.config import CampaignConfig, ConfigError, validate_config
 from openended.mutation import ROOT_OPERATORS
+from openended.portfolio import LLM_OPERATORS, Arm, Portfolio
 from openended.qd import DescriptorSpace, make_archive, restore_archive
 from openended.results import InvalidResult, check_result
 from openended.sandbox import SandboxUnavailable, docker_engine, resolve as resolve_sandbox
 from openended.selection import LineageCounts, select_parents
 from openended.tasks import Task, load_task
-from openended.workers import ChildResult, Job, run_jobs_remote
+from openended.workers import ChildResult, Job, mutate_job_remote, run_jobs_remote
 
 # Settings a resumed campaign may change; anything else must match what the run started with.
 RESUMABLE_OVERRIDES = ("max_in_flight", "batch_size", "ray_address", "grace_seconds", "stats_every_seconds", "budget",
                        "sandbox")
 PARENT_CACHE_SIZE = 4096
+LOCAL_MODEL = "local-gemma3-270m"
 
 
 @dataclass
@@ -68,6 +70,7 @@ class _InFlight:
     jobs: list[Job]
     started: float
     deadline: float
+    mutation: bool = False  # a mutate-only task (code tasks): its genome is recorded before evaluation
 
 
 @dataclass
@@ -100,8 +103,8 @@ class Campaign:
         if run is None:
             if resume_only:
                 raise ConfigError(f"{path} holds no campaign; start one with `openended run --db {path}`")
-            self.config = config
             self.task = load_task(config.task)
+            self.config = _resolve_operators(config, self.task)
             self._create_run(self._new_archive(config) if new_archive is None else new_archive)
         else:
             self.config = _merge_for_resume(run["config"], config, self.db.path)
@@ -121,7 +124,20 @@ class Campaign:
         # A backstop for a Ray task that never returns; the sandbox enforces the real per-evaluation limit.
         sandbox_slack = 0.0 if self.sandbox.kind == "inprocess" else 30.0
         self._task_timeout = self.config.task_timeout_seconds or (self.sandbox.limits.timeout_s * 1.5 + sandbox_slack)
-        self._op_params = {**self.task.operator_params(self.config.mutation.operator), **self.config.mutation.params}
+        self._split = self.task.genome_kind == "code"  # code: mutate, store and de-duplicate, then evaluate
+        llm = self.config.llm
+        if llm.local:
+            from openended.llm.local import local_model_unavailable
+
+            problem = local_model_unavailable()
+            if problem:
+                self._lock.close()
+                raise ConfigError(f"key 'llm.local': {problem}")
+        self.model_names = ([LOCAL_MODEL] if llm.local else []) + [m.name for m in llm.models]
+        self.models: dict = {}  # name -> ModelSpec, once run() has started the local model
+        self._llm_server = None
+        self.portfolio = Portfolio.build(self.config.mutation.portfolio or [self.config.mutation.operator],
+                                         self.model_names, explore=llm.explore)
         self._restore()
 
     # ----------------------------------------------------------------- set-up
@@ -181,20 +197,61 @@ class Campaign:
             cost=usage["cost"],
         )
         self._finished_at_start = self.counters.done + self.counters.failed
+        self.portfolio.restore(self.db.named_query("operator_success"))
+        self._arm_of: dict[int, Arm] = {}  # children not yet finished -> the arm that made them
+        self._seen = self.db.genome_firsts() if self._split else {}  # genome hash -> first agent with it
+        self._parked: dict[int, list[int]] = {}  # agent -> later duplicates waiting for its outcome
+        self._last_error = self.db.last_mutation_errors() if self._split else {}
         self._pending: deque[Job] = deque()
         self._isolate: set[int] = set()  # children of a crashed batch, re-run one per Ray task
         for row in self.db.agents_by_status("mutated"):
             self._parent_of[row["id"]] = row["parent_id"]
-            self._pending.append(Job(row["id"], row["seed"], row["operator"], files=self.db.agent_files(row["id"])))
+            self._arm_of[row["id"]] = Arm(row["operator"], row["model"])
+            files = self.db.agent_files(row["id"])
+            if self._split and self._seen.get(genome_hash(files), row["id"]) != row["id"]:
+                self._duplicate(row["id"], self._seen[genome_hash(files)])
+                continue
+            self._pending.append(Job(row["id"], row["seed"], row["operator"], files=files))
         for row in self.db.agents_by_status("proposed"):
-            self._pending.append(self._job(row["id"], row["seed"], row["operator"], row["parent_id"]))
+            self._arm_of[row["id"]] = Arm(row["operator"], row["model"])
+            self._pending.append(self._job(row["id"], row["seed"], row["operator"], row["parent_id"],
+                                           row["model"], row["parent2_id"]))
         self.resumed_pending = len(self._pending)
 
-    def _job(self, agent_id: int, seed: int, operator: str, parent_id: int | None) -> Job:
+    def _job(self, agent_id: int, seed: int, operator: str, parent_id: int | None, model: str | None = None,
+             parent2_id: int | None = None) -> Job:
         self._parent_of[agent_id] = parent_id
         parent_files = None if parent_id is None else self._parent_files(parent_id)
-        params = self._op_params if operator not in ROOT_OPERATORS else {}
-        return Job(agent_id, seed, operator, params, parent_files)
+        if operator in ROOT_OPERATORS:
+            return Job(agent_id, seed, operator, {}, parent_files)
+        params = {**self.task.operator_params(operator),
+                  **(self.config.mutation.params if operator == self.config.mutation.operator else {})}
+        if not self._split:
+            return Job(agent_id, seed, operator, params, parent_files)
+        context = self._context(parent_id, parent_files, parent2_id) if operator in LLM_OPERATORS else None
+        return Job(agent_id, seed, operator, params, parent_files, mutate_only=True, model=model, context=context,
+                   templates_dir=self.config.llm.templates_dir)
+
+    def _context(self, parent_id: int, parent_files: dict[str, bytes], parent2_id: int | None):
+        """What an LLM operator's prompt is built from: the parent, its evaluation, inspirations, its last error."""
+        from openended.mutation.prompts import Inspiration, MutationContext
+
+        parent = self.db.agent(parent_id)
+        inspirations = []
+        if self.config.llm.inspirations and self.archive.size > 1:
+            picks = select_parents("uniform", self.archive, self.lineage, self.rng, n=self.config.llm.inspirations)
+            for other in dict.fromkeys(int(i) for i in picks if int(i) != parent_id):
+                row = self.db.agent(other)
+                inspirations.append(Inspiration(self._parent_files(other), row["fitness"], row["feedback"] or ""))
+        second = {}
+        if parent2_id is not None:
+            row = self.db.agent(parent2_id)
+            second = dict(parent2_files=self._parent_files(parent2_id), parent2_fitness=row["fitness"],
+                          parent2_feedback=row["feedback"] or "")
+        return MutationContext.for_task(
+            self.task, parent_files, parent_fitness=parent["fitness"], parent_feedback=parent["feedback"] or "",
+            parent_metrics=parent["metrics"] or {}, inspirations=inspirations,
+            last_error=self._last_error.get(parent_id), **second)
 
     def _parent_files(self, agent_id: int) -> dict[str, bytes]:
         files = self._parent_cache.get(agent_id)
@@ -217,6 +274,7 @@ class Campaign:
             docker_engine.sweep(self.sandbox.campaign_label)
         started_ray = _ensure_ray(self.config.ray_address)
         self._cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._start_models()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self.db.update_run(status="running")
         last_stats = 0.0
@@ -253,8 +311,26 @@ class Campaign:
                 signal.signal(s, handler)
             if started_ray:
                 ray.shutdown()
+            if self._llm_server is not None:
+                self._llm_server.stop()
             if self.sandbox.kind == "docker":
                 docker_engine.sweep(self.sandbox.campaign_label)
+
+    def _start_models(self) -> None:
+        """The model specs this session's LLM operators call; the embedded model is started here."""
+        from openended.llm import ModelSpec
+
+        if self.config.llm.local and self._llm_server is None:
+            from openended.llm.local import LocalModelServer, local_spec
+
+            self._llm_server = LocalModelServer()
+            self._llm_server.start()
+            self.models[LOCAL_MODEL] = local_spec(self._llm_server)
+            if self.progress is not None:
+                self.progress.note(f"embedded model {LOCAL_MODEL} serving at {self._llm_server.base_url} "
+                                   f"(started in {self._llm_server.startup_seconds:.1f}s)")
+        for m in self.config.llm.models:
+            self.models[m.name] = ModelSpec(**m.model_dump())
 
     def _on_signal(self, signum, frame) -> None:
         # Only a flag: printing from a signal handler can re-enter a print in progress.
@@ -286,17 +362,24 @@ class Campaign:
         """Dispatch batches until max_in_flight Ray tasks are out (or nothing can be dispatched yet)."""
         batch = self.config.batch_size if self.task.batchable else 1
         while len(self._inflight) < self.config.max_in_flight:
+            if self._pending and self._pending[0].mutate_only:
+                self._dispatch_mutation(self._pending.popleft())
+                continue
             if self._pending and self._pending[0].agent_id in self._isolate:
                 job = self._pending.popleft()
                 self._isolate.discard(job.agent_id)
                 self._dispatch([job])
                 continue
             jobs = []
-            while self._pending and len(jobs) < batch and self._pending[0].agent_id not in self._isolate:
+            while (self._pending and len(jobs) < batch and self._pending[0].agent_id not in self._isolate
+                   and not self._pending[0].mutate_only):
                 jobs.append(self._pending.popleft())
             if not self._pending:
-                jobs += self._propose(batch - len(jobs))
+                for job in self._propose(batch - len(jobs)):
+                    (self._pending.append if job.mutate_only else jobs.append)(job)
             if not jobs:
+                if self._pending and self._pending[0].mutate_only:
+                    continue
                 return
             self._dispatch(jobs)
 
@@ -322,8 +405,15 @@ class Campaign:
             )
             for parent in parents:
                 agent_id = self.next_id + len(proposals)
+                arm = self.portfolio.choose(self.rng)
+                parent2 = None
+                if arm.operator == "llm_crossover":
+                    parent2 = int(select_parents(self.config.selection.strategy, self.archive, self.lineage, self.rng,
+                                                 n=1, **self.config.selection.params)[0])
                 seed = int(self.rng.integers(2**63))
-                proposals.append(Proposal(agent_id, int(parent), self.config.mutation.operator, seed))
+                self._arm_of[agent_id] = arm
+                proposals.append(Proposal(agent_id, int(parent), arm.operator, seed, model=arm.model,
+                                          parent2_id=parent2))
         if not proposals:
             return []
         for p in proposals:
@@ -336,7 +426,7 @@ class Campaign:
             self._save_state()
         self.next_id += len(proposals)
         return [Job(p.id, p.seed, p.operator, files=given[p.id]) if p.id in given
-                else self._job(p.id, p.seed, p.operator, p.parent_id) for p in proposals]
+                else self._job(p.id, p.seed, p.operator, p.parent_id, p.model, p.parent2_id) for p in proposals]
 
     def _dispatch(self, jobs: list[Job]) -> None:
         ref = run_jobs_remote.remote(self.task.ref, jobs, self.sandbox)
@@ -345,6 +435,18 @@ class Campaign:
         # full cluster gets a timeout for each round of tasks ahead of it.
         rounds_ahead = len(self._inflight) // self._cpus
         self._inflight[ref] = _InFlight(jobs, now, now + self._task_timeout * (1 + rounds_ahead))
+
+    def _dispatch_mutation(self, job: Job) -> None:
+        spec = self.models.get(job.model) if job.model is not None else None
+        if job.model is not None and spec is None:
+            self._record_mutation(ChildResult(job.agent_id, fail_stage="mutation", model=job.model,
+                                              fail_reason=f"model {job.model!r} is not configured in this session"))
+            return
+        ref = mutate_job_remote.remote(self.task.ref, replace(job, model=spec))
+        now = time.monotonic()
+        limit = 60.0 if spec is None else spec.max_total_s + 30.0
+        self._inflight[ref] = _InFlight([job], now, now + limit * (1 + len(self._inflight) // max(1, self.config.max_in_flight)),
+                                        mutation=True)
 
     def _collect(self, timeout: float) -> None:
         """Take whichever Ray tasks finished; fail or split those that crashed or ran past their deadline."""
@@ -358,6 +460,9 @@ class Campaign:
                 results = ray.get(ref)
             except Exception as exc:  # the worker process died or the task could not run
                 self._lost(flight, "sandbox", f"worker failed: {_ray_error(exc)}")
+                continue
+            if flight.mutation:
+                self._record_mutation(results)
                 continue
             if len(flight.jobs) > 1 and any(r.batch_failure for r in results):
                 self._lost(flight, "sandbox", "batch failed")
@@ -378,7 +483,65 @@ class Campaign:
             self._pending.extendleft(reversed(flight.jobs))
             return
         job = flight.jobs[0]
+        if flight.mutation:
+            self._record_mutation(ChildResult(job.agent_id, fail_stage="mutation", model=job.model,
+                                              fail_reason=f"{stage}: {reason}"))
+            return
         self._record([ChildResult(job.agent_id, files=job.files, fail_stage=stage, fail_reason=reason)])
+
+    def _record_mutation(self, r: ChildResult) -> None:
+        """Store a code child's genome (or its mutation failure) before any evaluation; skip duplicates."""
+        usage = dict(model=r.model, tokens_in=r.tokens_in, tokens_out=r.tokens_out, cost=r.cost)
+        self.counters.tokens += r.tokens_in + r.tokens_out
+        self.counters.cost += r.cost
+        parent = self._parent_of.get(r.agent_id)
+        if r.fail_stage is not None:
+            if parent is not None:
+                self._last_error[parent] = r.fail_reason
+            self._finish_children([Outcome(r.agent_id, "failed", fail_stage=r.fail_stage, fail_reason=r.fail_reason,
+                                           **usage)])
+            return
+        with self.db.transaction():
+            self.db.record([Outcome(r.agent_id, "mutated", files=r.files, **usage)])
+            self._save_state()
+        first = self._seen.setdefault(genome_hash(r.files), r.agent_id)
+        if first != r.agent_id:
+            self._duplicate(r.agent_id, first)
+            return
+        self._pending.appendleft(Job(r.agent_id, 0, "", files=r.files))
+
+    def _duplicate(self, agent_id: int, first: int) -> None:
+        """A child whose genome agent ``first`` already had: not evaluated again; it takes first's result."""
+        row = self.db.agent(first)
+        if row["status"] in ("archived", "rejected"):
+            outcome = Outcome(agent_id, "rejected", fitness=row["fitness"], descriptors=row["descriptors"],
+                              metrics=row["metrics"], feedback=f"duplicate of agent {first}", duplicate_of=first)
+        elif row["status"] == "failed":
+            outcome = Outcome(agent_id, "failed", fail_stage=row["fail_stage"], duplicate_of=first,
+                              fail_reason=f"duplicate of agent {first}, which failed: {row['fail_reason']}")
+        else:  # first is still being evaluated: decide when its outcome is in
+            self._parked.setdefault(first, []).append(agent_id)
+            return
+        self._finish_children([outcome])
+
+    def _finish_children(self, outcomes: list[Outcome]) -> None:
+        """Record terminal outcomes that need no archive change (failures and duplicates)."""
+        for o in outcomes:
+            self._parent_of.pop(o.id, None)
+            arm = self._arm_of.pop(o.id, None)
+            if arm is not None:
+                self.portfolio.update(arm, False)
+        with self.db.transaction():
+            self.db.record(outcomes)
+            self._save_state()
+        for o in outcomes:
+            if o.status == "failed":
+                self.counters.failed += 1
+            else:
+                self.counters.done += 1
+        for o in outcomes:
+            for later in self._parked.pop(o.id, []):
+                self._duplicate(later, o.id)
 
     def _record(self, results: list[ChildResult]) -> None:
         """Write a batch of outcomes, the archive changes and the driver state in one transaction."""
@@ -424,6 +587,11 @@ class Campaign:
             parent = self._parent_of.pop(o.id, None)
             if o.archive_event == "new_cell" and parent is not None:
                 self.lineage.note_discovery(parent)
+            arm = self._arm_of.pop(o.id, None)
+            if arm is not None:
+                self.portfolio.update(arm, o.status == "archived")
+            if self._split and o.files is not None:
+                self._seen.setdefault(genome_hash(o.files), o.id)
         with self.db.transaction():
             self.db.record(outcomes)
             self.db.add_evaluations(evaluations)
@@ -435,6 +603,9 @@ class Campaign:
                 self.counters.failed += 1
             else:
                 self.counters.done += 1
+        for o in outcomes:
+            for later in self._parked.pop(o.id, []):
+                self._duplicate(later, o.id)
 
     def _save_state(self) -> None:
         self.state["rng"] = self.rng.bit_generator.state
@@ -506,6 +677,33 @@ class Campaign:
         return summary
 
 
+def _resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
+    """Fill in the operator(s) the task's kind calls for, and refuse operators it cannot use."""
+    mutation = config.mutation
+    has_model = config.llm.local or bool(config.llm.models)
+    code = task.genome_kind == "code"
+    operator, portfolio = mutation.operator, list(mutation.portfolio)
+    if operator is None:
+        if not code:
+            operator = "gaussian"
+        elif has_model and not portfolio:
+            operator, portfolio = "llm_diff", ["llm_diff", "llm_rewrite", "llm_crossover", "ast"]
+        else:
+            operator = portfolio[0] if portfolio else "ast"
+    allowed = ("ast", "noop", *LLM_OPERATORS) if code else ("gaussian", "noop")
+    for key, names in (("mutation.operator", [operator]), ("mutation.portfolio", portfolio)):
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            raise ConfigError(f"key '{key}': task {task.name!r} has a {task.genome_kind} genome; operator(s) {bad} "
+                              f"do not apply (use {', '.join(allowed)})")
+        if not has_model and any(n in LLM_OPERATORS for n in names):
+            raise ConfigError(f"key '{key}': LLM operators need a model: set [llm] local = true (--llm local) "
+                              "or add [[llm.models]]")
+    data = config.model_dump()
+    data["mutation"].update(operator=operator, portfolio=portfolio)
+    return validate_config(data, "campaign")
+
+
 def _merge_for_resume(stored: dict, given: CampaignConfig, db_path) -> CampaignConfig:
     """The stored config, with the settings a resume may change taken from ``given`` where it set them."""
     merged = dict(stored)
@@ -555,7 +753,8 @@ def _ensure_ray(address: str | None) -> bool:
     """Start a local Ray, or join ``address``; returns whether this call started it."""
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False, logging_level="ERROR", configure_logging=True)
+    # Workers' own log lines would garble the progress display; every failure is in the database.
+    ray.init(address=address, include_dashboard=False, logging_level="ERROR", configure_logging=True, log_to_driver=False)
     return True
 
 

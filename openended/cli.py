@@ -61,14 +61,22 @@ def run(
     ray_address: Annotated[Optional[str], typer.Option(help="join a running Ray cluster (ray start --head)")] = None,
     sandbox: Annotated[Optional[str], typer.Option(help="where children are evaluated: auto (docker if an engine "
                                                         "answers), docker, process (no isolation), inprocess")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="'local': serve the embedded Gemma 3 270M for the LLM operators")] = None,
+    operator: Annotated[Optional[str], typer.Option(help="mutation operator (default: by the task's genome)")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="token budget (model input + output)")] = None,
     quiet: Annotated[bool, typer.Option(help="plain log lines even on a terminal")] = False,
 ):
     """Start a campaign, or continue the one already in --db."""
     flags = dict(task=task, db=db, budget=budget, seed=seed, selection=selection, archive=archive,
                  max_in_flight=max_in_flight, batch_size=batch_size, ray_address=ray_address, max_seconds=max_seconds,
-                 sandbox=sandbox)
+                 sandbox=sandbox, operator=operator, max_tokens=max_tokens)
+    if llm not in (None, "local"):
+        _fail(f"--llm takes 'local' (hosted or self-hosted models go in the config's [[llm.models]]), not {llm!r}")
     try:
-        cfg = load_config(config, {FLAG_KEYS[k]: v for k, v in flags.items()})
+        overrides = {FLAG_KEYS[k]: v for k, v in flags.items()}
+        if llm == "local":
+            overrides["llm.local"] = True
+        cfg = load_config(config, overrides)
     except ConfigError as exc:
         _fail(str(exc))
     _start(cfg, quiet=quiet)
@@ -121,7 +129,21 @@ def status(
             value = f"{value:.4g}"
         table.add_row(key.replace("_", " "), str(value))
     table.add_row("by status", ", ".join(f"{k} {v}" for k, v in info["by_status"].items()))
+    table.add_row("duplicates", str(info["duplicates"]))
+    if info["tokens"]:
+        table.add_row("tokens / cost", f"{info['tokens']} / {info['cost']:.4g}")
     console.print(table)
+    for key in ("operators", "models"):
+        rates = info[key]
+        if not rates or list(rates) == ["none"]:
+            continue
+        t = Table(title=f"success by {key[:-1]} (archived / finished)")
+        for col in (key[:-1], "children", "finished", "archived", "failed", "success"):
+            t.add_column(col)
+        for name, r in rates.items():
+            rate = "n/a" if r["success_rate"] is None else f"{r['success_rate']:.1%}"
+            t.add_row(name, str(r["children"]), str(r["finished"]), str(r["archived"]), str(r["failed"]), rate)
+        console.print(t)
 
 
 @app.command()

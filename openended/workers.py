@@ -33,6 +33,11 @@ class Job:
     params: dict = field(default_factory=dict)
     parent_files: Files | None = None
     files: Files | None = None  # set when the child was already mutated (resume): evaluate only
+    # mutation only (code tasks): the driver records the genome before evaluation is dispatched
+    mutate_only: bool = False
+    model: object | None = None  # an openended.llm.ModelSpec for the LLM operators
+    context: object | None = None  # an openended.mutation.prompts.MutationContext for the LLM operators
+    templates_dir: str | None = None
 
 
 @dataclass(slots=True)
@@ -106,6 +111,41 @@ def run_jobs(task_ref: TaskRef, jobs: list[Job], sandbox: SandboxSpec | None = N
     return results
 
 
+def mutate_job(task_ref: TaskRef, job: Job) -> ChildResult:
+    """Make one child's genome (an LLM call or an LLM-free edit); usage is counted even when it fails."""
+    from openended.llm import LLMError, complete
+    from openended.mutation.llm_ops import LLM_OPERATORS, MutationFailed, llm_mutate
+
+    out = ChildResult(job.agent_id)
+    try:
+        task = load_ref(task_ref)
+        if job.operator in LLM_OPERATORS:
+            out.model = job.model.name
+            seed = job.seed % (2**31)
+            child = llm_mutate(job.operator, job.context, lambda prompt: complete(job.model, prompt, seed=seed),
+                               templates_dir=job.templates_dir)
+            out.files = child.files
+            _usage(out, child.completion)
+        else:
+            out.files = mutate(job.operator, job.parent_files, np.random.default_rng(job.seed), task, job.params)
+    except LLMError as exc:
+        out.fail_stage, out.fail_reason = "mutation", f"model {job.model.name}: {exc.reason}"
+        out.tokens_in, out.tokens_out, out.cost = exc.tokens_in, exc.tokens_out, exc.cost
+    except MutationFailed as exc:
+        out.fail_stage, out.fail_reason = "mutation", exc.reason
+        _usage(out, exc.completion)
+    except Exception as exc:  # noqa: BLE001 - a bad mutation fails this child only
+        out.fail_stage, out.fail_reason = "mutation", _short_error(exc)
+    return out
+
+
+def _usage(out: ChildResult, completion) -> None:
+    if completion is not None:
+        out.tokens_in = int(getattr(completion, "tokens_in", 0) or 0)
+        out.tokens_out = int(getattr(completion, "tokens_out", 0) or 0)
+        out.cost = float(getattr(completion, "cost", 0.0) or 0.0)
+
+
 def _evaluate_sandboxed(spec: SandboxSpec, task, children: list[ChildResult], args: dict) -> None:
     try:
         outcome = get_sandbox(spec, str(task.root)).evaluate([c.files for c in children], args)
@@ -127,3 +167,5 @@ def _evaluate_sandboxed(spec: SandboxSpec, task, children: list[ChildResult], ar
 
 
 run_jobs_remote = ray.remote(num_cpus=1, max_retries=0)(run_jobs)
+# A model call waits on the network or the local server, not on this node's CPU.
+mutate_job_remote = ray.remote(num_cpus=0, max_retries=0)(mutate_job)

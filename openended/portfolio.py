@@ -1,0 +1,79 @@
+"""The mutation portfolio: which operator (and which model) makes the next child.
+
+Each arm is an (operator, model) pair: LLM operators once per configured model, LLM-free
+operators with no model. A Bernoulli Thompson-sampling bandit shares children out by how
+often each arm's finished children entered the archive, with a floor of uniform exploration.
+Its counts are the store's own rows (operator, model, status), so it survives any stop and
+resume without state of its own; draws use the campaign's seeded generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LLM_OPERATORS = ("llm_diff", "llm_rewrite", "llm_crossover")
+
+
+@dataclass(frozen=True)
+class Arm:
+    operator: str
+    model: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.operator if self.model is None else f"{self.operator}@{self.model}"
+
+
+class Portfolio:
+    """A Thompson-sampling bandit over arms, counting archived vs finished children."""
+
+    def __init__(self, arms: list[Arm], *, explore: float = 0.1):
+        if not arms:
+            raise ValueError("a mutation portfolio needs at least one operator")
+        self.arms = list(arms)
+        self.explore = float(explore)
+        self.archived = np.zeros(len(arms))
+        self.finished = np.zeros(len(arms))
+        self._index = {arm: i for i, arm in enumerate(self.arms)}
+
+    @classmethod
+    def build(cls, operators: list[str], models: list[str], *, explore: float = 0.1) -> "Portfolio":
+        arms = []
+        for op in operators:
+            if op in LLM_OPERATORS:
+                if not models:
+                    raise ValueError(f"operator {op!r} needs a model: set [llm] local = true or add [[llm.models]]")
+                arms.extend(Arm(op, m) for m in models)
+            else:
+                arms.append(Arm(op))
+        return cls(arms, explore=explore)
+
+    def restore(self, rows: list[dict]) -> None:
+        """Counts from the store's operator_success rows (operator, model, finished, archived)."""
+        for row in rows:
+            model = None if row["model"] in (None, "none") else row["model"]
+            i = self._index.get(Arm(row["operator"], model))
+            if i is not None:
+                self.finished[i] = row["finished"] or 0
+                self.archived[i] = row["archived"] or 0
+
+    def choose(self, rng: np.random.Generator) -> Arm:
+        if len(self.arms) == 1:
+            return self.arms[0]
+        if rng.random() < self.explore:
+            return self.arms[int(rng.integers(len(self.arms)))]
+        draws = rng.beta(1.0 + self.archived, 1.0 + self.finished - self.archived)
+        return self.arms[int(np.argmax(draws))]
+
+    def update(self, arm: Arm, archived: bool) -> None:
+        i = self._index.get(arm)
+        if i is not None:
+            self.finished[i] += 1
+            self.archived[i] += bool(archived)
+
+    def shares(self) -> dict[str, float]:
+        """Each arm's expected success rate (posterior mean), by label."""
+        means = (1.0 + self.archived) / (2.0 + self.finished)
+        return {arm.label: float(m) for arm, m in zip(self.arms, means)}
