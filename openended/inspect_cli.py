@@ -116,6 +116,9 @@ def top(
         rows = inspection.top(store, k, by)
     if as_json:
         return _emit_json(rows)
+    if not rows:
+        typer.echo(f"no evaluated agents with a {by} yet")
+        return
     _print_rows(rows, ["id", "parent_id", "depth", "operator", "model", "status", "fitness", "novelty", "cell", "elite"],
                 title=f"top {k} by {by}")
 

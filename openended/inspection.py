@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from archive_db import ArchiveDB, ArchiveDBError, UnknownAgentError
+from archive_db import ArchiveDB, ArchiveDBError
 
 __all__ = [
     "InspectionError",
@@ -46,10 +46,6 @@ __all__ = [
     "campaign_metrics",
     "compare",
 ]
-
-_TERMINAL = ("archived", "rejected", "failed")
-_EVALUATED = ("evaluated", "archived", "rejected")
-
 
 class InspectionError(ValueError):
     """Bad input to an inspection view (unknown agent, missing database, bad option...)."""
@@ -349,6 +345,8 @@ def format_tree(t: dict) -> str:
     by_id = {n["id"]: n for n in t["nodes"]}
     for n in t["nodes"]:
         kids.setdefault(n["parent_id"], []).append(n["id"])
+    if not t["nodes"]:
+        return "(no agents yet)"
     lines: list[str] = []
     if t["pruned"]:
         lines.append(f"(showing {t['shown']} of {t['total']} agents: the best lineage and branches to archived "

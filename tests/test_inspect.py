@@ -605,3 +605,16 @@ def test_long_lineage_prints_as_plain_aligned_text(tmp_path):
     body = [line.split() for line in lines[3:]]
     assert [int(b[1]) for b in body] == list(range(n))
     assert body[0][2] == "-" and all(int(b[2]) == int(b[1]) - 1 for b in body[1:])
+
+
+def test_a_campaign_with_no_agents_yet(tmp_path):
+    db = ArchiveDB(tmp_path / "new.db")
+    db.create_run(name="new", task="t", seed=0, config=CODE_CONFIG, descriptor_schema=CODE_SCHEMA)
+    db.close()
+    assert cli("top", tmp_path / "new.db")[1].strip() == "no evaluated agents with a fitness yet"
+    assert cli_json("top", tmp_path / "new.db") == []
+    assert cli("tree", tmp_path / "new.db")[1].strip() == "(no agents yet)"
+    code, _, err = cli("lineage", tmp_path / "new.db", "best")
+    assert code == 2 and "no evaluated agent yet" in err
+    (row,) = cli_json("compare", tmp_path / "new.db")
+    assert (row["evaluations"], row["qd_score"], row["best_fitness"]) == (0, 0.0, None)

@@ -3,7 +3,6 @@ the success-rate bars, and the files `openended plot` writes."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
