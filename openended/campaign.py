@@ -363,6 +363,8 @@ class Campaign:
         batch = self.config.batch_size if self.task.batchable else 1
         while len(self._inflight) < self.config.max_in_flight:
             if self._pending and self._pending[0].mutate_only:
+                if not self._model_free(self._pending[0].model):
+                    return
                 self._dispatch_mutation(self._pending.popleft())
                 continue
             if self._pending and self._pending[0].agent_id in self._isolate:
@@ -435,6 +437,13 @@ class Campaign:
         # full cluster gets a timeout for each round of tasks ahead of it.
         rounds_ahead = len(self._inflight) // self._cpus
         self._inflight[ref] = _InFlight(jobs, now, now + self._task_timeout * (1 + rounds_ahead))
+
+    def _model_free(self, model: str | None) -> bool:
+        # The embedded llama.cpp server generates for one request at a time: queued calls would only
+        # run down their time limits, so its children wait here instead.
+        if model != LOCAL_MODEL:
+            return True
+        return not any(f.mutation and f.jobs[0].model == LOCAL_MODEL for f in self._inflight.values())
 
     def _dispatch_mutation(self, job: Job) -> None:
         spec = self.models.get(job.model) if job.model is not None else None

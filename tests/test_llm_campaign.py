@@ -1,0 +1,181 @@
+"""Foundation-model mutation inside real campaigns: a misbehaving OpenAI-compatible server (a real
+local HTTP server), the embedded model, duplicate rejection, the operator portfolio, config errors."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from archive_db import ArchiveDB
+from llm_fault_server import FaultServer, empty, error, hang, malformed, ok, rate_limit, trickle
+from openended.config import ConfigError, load_config
+from openended.portfolio import Arm, Portfolio
+
+KEY_ENV = "OPENENDED_FAULT_TEST_KEY"
+# Continues the diff prompt, which ends with an opened "<<<<<<< SEARCH" line.
+GOOD_DIFF = "    return -(bins - item)\n=======\n    return -(bins - item) + 0.5 * (bins == bins.max())\n>>>>>>> REPLACE\n"
+
+
+def _config_toml(path: Path, db: Path, base_url: str, budget: int, **model) -> None:
+    fields = {"name": "fault", "base_url": base_url, "model": "fault-model", "api_key_env": KEY_ENV,
+              "api": "completion", "timeout_s": 1.5, "max_retries": 1, "max_total_s": 6.0, **model}
+    body = ", ".join(f"{k} = {v!r}".replace("'", '"') for k, v in fields.items())
+    path.write_text("\n".join([
+        'task = "binpack"', f'db = "{db}"', "max_in_flight = 1",
+        "[sandbox]", 'kind = "inprocess"',
+        "[mutation]", 'operator = "llm_diff"', "[llm]", "inspirations = 0", f"models = [ {{ {body} }} ]",
+        "[budget]", f"max_children = {budget}",
+    ]) + "\n")
+
+
+def test_a_misbehaving_server_fails_children_with_reasons_and_the_campaign_goes_on(tmp_path, cli_env, python):
+    key = "sk-fault-" + uuid.uuid4().hex
+    script = [
+        rate_limit(retry_after=1), ok(GOOD_DIFF),          # child 1: waits out the 429, then applies
+        error(500), error(500),                            # child 2: 500 twice (max_retries 1)
+        hang(30), hang(30),                                # child 3: no answer within timeout_s, twice
+        malformed("no_divider"),                           # child 4: a SEARCH block without =======
+        empty(),                                           # child 5: empty content
+        trickle("slow " * 200, 0.05), trickle("slow " * 200, 0.05),  # child 6: tokens keep coming, too slowly
+        ok(GOOD_DIFF),                                     # child 7: the same edit as child 1
+    ]
+    with FaultServer(script, default=empty()) as server:
+        config = tmp_path / "campaign.toml"
+        db = tmp_path / "fault.db"
+        _config_toml(config, db, server.base_url, budget=9)
+        started = time.monotonic()
+        proc = subprocess.run([python, "-m", "openended", "run", str(config), "--quiet"],
+                              env={**cli_env, KEY_ENV: key}, capture_output=True, text=True, timeout=240)
+        seconds = time.monotonic() - started
+        requests = list(server.requests)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # 1 s Retry-After, 2 x 1.5 s hang, 2 x 1.5 s trickle, backoffs, Ray's start: well under a minute.
+    assert seconds < 90
+
+    with ArchiveDB(db, readonly=True) as store:
+        rows = {a["id"]: a for a in (store.agent(i) for i in range(9))}
+        evaluated = {e for e in range(9) if store.evaluations(e)} | {
+            r[0] for r in store.conn.execute("SELECT id FROM agents WHERE eval_seconds IS NOT NULL")}
+        assert rows[0]["status"] == "archived"
+        assert rows[1]["status"] in ("archived", "rejected") and rows[1]["model"] == "fault"
+        assert "0.5 * (bins == bins.max())" in store.diff(1)
+        expect = {2: "500", 3: "timed out", 4: "=======", 5: "empty completion", 6: "timed out"}
+        for agent_id, word in expect.items():
+            row = rows[agent_id]
+            assert (row["status"], row["fail_stage"]) == ("failed", "mutation"), row
+            assert word in row["fail_reason"], (agent_id, row["fail_reason"])
+        # The reason of a parent's last failed child is fed back into its next prompt.
+        assert any("Retry" not in r.prompt and "empty completion" in r.prompt for r in requests[8:]), \
+            "a later prompt shows the previous failure"
+        # Child 7 repeats child 1's genome: not evaluated again, it points at child 1.
+        assert rows[7]["duplicate_of"] == 1 and rows[7]["genome_hash"] == rows[1]["genome_hash"]
+        assert rows[7]["fitness"] == rows[1]["fitness"] and 7 not in evaluated and 1 in evaluated
+        assert rows[1]["tokens_out"] > 0 and sum(r["tokens_in"] for r in rows.values()) > 0
+
+    # The key reached the server, and nothing else: not the database, not the output.
+    assert all(r.headers.get("authorization") == f"Bearer {key}" for r in requests)
+    assert key.encode() not in db.read_bytes()
+    wal = Path(f"{db}-wal")
+    assert not wal.exists() or key.encode() not in wal.read_bytes()
+    assert key not in proc.stdout + proc.stderr
+    conn = sqlite3.connect(db)
+    assert key not in "\n".join(conn.iterdump())
+    conn.close()
+
+
+def test_token_budget_stops_a_campaign(tmp_path, cli_env, python):
+    with FaultServer([], default=ok(GOOD_DIFF, usage=(400, 100))) as server:
+        config = tmp_path / "campaign.toml"
+        db = tmp_path / "tokens.db"
+        _config_toml(config, db, server.base_url, budget=500)
+        proc = subprocess.run([python, "-m", "openended", "run", str(config), "--quiet", "--max-tokens", "1200"],
+                              env={**cli_env, KEY_ENV: "k"}, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "token budget" in proc.stdout
+    with ArchiveDB(db, readonly=True) as store:
+        assert 1200 <= store.usage_totals()["tokens"] < 1200 + 500
+        assert store.next_agent_id() < 10
+
+
+def test_llm_operators_need_a_model_and_a_code_genome(tmp_path):
+    from openended.campaign import Campaign
+
+    with pytest.raises(ConfigError, match="need a model"):
+        Campaign(load_config(None, {"task": "binpack", "db": str(tmp_path / "a.db"), "mutation.operator": "llm_diff"}))
+    with pytest.raises(ConfigError, match="parameter|params genome"):
+        Campaign(load_config(None, {"task": "maze-medium", "db": str(tmp_path / "b.db"), "mutation.operator": "ast"}))
+    assert not (tmp_path / "a.db").exists() or ArchiveDB(tmp_path / "a.db").get_run() is None
+
+
+def test_portfolio_prefers_the_arm_whose_children_enter_the_archive():
+    portfolio = Portfolio([Arm("llm_diff", "a"), Arm("llm_diff", "b"), Arm("ast")], explore=0.0)
+    rng = np.random.default_rng(0)
+    truth = {"llm_diff@a": 0.05, "llm_diff@b": 0.6, "ast": 0.2}
+    picks = []
+    for _ in range(600):
+        arm = portfolio.choose(rng)
+        picks.append(arm.label)
+        portfolio.update(arm, rng.random() < truth[arm.label])
+    assert picks[-200:].count("llm_diff@b") > 140
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.booleans()), max_size=60))
+def test_portfolio_restored_from_store_counts_equals_the_live_one(events):
+    arms = [Arm("llm_diff", "m"), Arm("llm_rewrite", "m"), Arm("ast")]
+    live = Portfolio(arms)
+    rows: dict = {}
+    for i, archived in events:
+        live.update(arms[i], archived)
+        row = rows.setdefault(arms[i], {"operator": arms[i].operator, "model": arms[i].model or "none",
+                                        "finished": 0, "archived": 0})
+        row["finished"] += 1
+        row["archived"] += archived
+    restored = Portfolio(arms)
+    restored.restore(list(rows.values()))
+    assert restored.shares() == live.shares()
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    assert [live.choose(a) for _ in range(20)] == [restored.choose(b) for _ in range(20)]
+
+
+def _local_unavailable() -> str | None:
+    from openended.llm.local import local_model_unavailable
+
+    return local_model_unavailable()
+
+
+def test_embedded_model_binpack_campaign(tmp_path, cli_env, python, docker_engine):
+    problem = _local_unavailable()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the embedded model is unavailable: {problem}")
+        pytest.skip(problem)
+    db = tmp_path / "local.db"
+    proc = subprocess.run([python, "-m", "openended", "run", "--task", "binpack", "--llm", "local", "--db", str(db),
+                           "--budget", "200", "--max-tokens", "6000", "--quiet"],
+                          env=cli_env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "token budget" in proc.stdout, proc.stdout[-1000:]
+    with ArchiveDB(db, readonly=True) as store:
+        llm_children = [store.agent(r["id"]) for r in store.conn.execute(
+            "SELECT id FROM agents WHERE model = 'local-gemma3-270m'").fetchall()]
+        assert llm_children and all(c["tokens_in"] > 0 for c in llm_children)
+        assert 6000 <= store.usage_totals()["tokens"]
+        made = [c for c in llm_children if c["genome_hash"] is not None]
+        assert made, "the model made at least one usable child"
+        for child in made:
+            assert child["genome_hash"] != store.agent(child["parent_id"])["genome_hash"]
+            assert store.diff(child["id"]).strip(), "its code differs from its parent's"
+        diffs = [c for c in made if c["operator"] == "llm_diff"]
+        assert diffs, "at least one SEARCH/REPLACE edit applied cleanly"
+        # Evaluated in the Docker sandbox.
+        assert store.evaluations(diffs[0]["id"]) or diffs[0]["duplicate_of"] is not None
