@@ -93,9 +93,11 @@ class Campaign:
         if not path.exists():
             if resume_only:
                 raise ConfigError(f"no such campaign database: {path}")
-            # A bad task or archive parameter fails before any file is created.
+            # A bad task, archive parameter, operator or initial agent fails before any file is created.
             self.task = load_task(config.task)
             new_archive = self._new_archive(config)
+            _resolve_operators(config, self.task)
+            _check_initial_agents(config)
             path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _lock_campaign(path)
         self.db = ArchiveDB(path)
@@ -157,9 +159,7 @@ class Campaign:
         initial_random = self.config.mutation.initial_random
         if initial_random is None:
             initial_random = int(self.task.spec.get("initial_random", 0)) if self.task.genome_kind == "params" else 0
-        for i, folder in enumerate(self.config.mutation.initial_agents):
-            if not Path(folder).is_dir():
-                raise ConfigError(f"key 'mutation.initial_agents[{i}]': {folder!r} is not a folder")
+        _check_initial_agents(self.config)
         state = {
             "rng": np.random.default_rng(self.config.seed).bit_generator.state,
             "archive": archive.state(),
@@ -735,6 +735,12 @@ def _merge_for_resume(stored: dict, given: CampaignConfig, db_path) -> CampaignC
             )
     merged["db"] = str(db_path)
     return validate_config(merged, str(db_path))
+
+
+def _check_initial_agents(config: CampaignConfig) -> None:
+    for i, folder in enumerate(config.mutation.initial_agents):
+        if not Path(folder).is_dir():
+            raise ConfigError(f"key 'mutation.initial_agents[{i}]': {folder!r} is not a folder")
 
 
 def _read_agent(folder: str) -> dict[str, bytes]:

@@ -129,8 +129,12 @@ def test_status_json_while_running(tmp_path, ray_address, python, cli_env):
     assert proc.returncode == 0, out
 
 
-def test_campaign_on_a_two_node_cluster(tmp_path, python, cli_env):
+@pytest.mark.parametrize("sandbox", ["inprocess", "docker"])
+def test_campaign_on_a_two_node_cluster(tmp_path, python, cli_env, sandbox, request):
     from ray.cluster_utils import Cluster
+
+    if sandbox == "docker":
+        request.getfixturevalue("docker_engine")
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
@@ -138,11 +142,17 @@ def test_campaign_on_a_two_node_cluster(tmp_path, python, cli_env):
         cluster.wait_for_nodes()
         db = tmp_path / "cluster.db"
         proc = subprocess.run(
-            [python, "-m", "openended", "run", "--task", toy("plain"), "--db", str(db), "--budget", "200", "--sandbox", "inprocess",
+            [python, "-m", "openended", "run", "--task", toy("plain"), "--db", str(db), "--budget", "200", "--sandbox", sandbox,
              "--max-in-flight", "4", "--batch-size", "5", "--ray-address", cluster.address, "--quiet"],
             env=cli_env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         rows = _rows(db)
         assert len(rows) == 200 and all(r[4] in ("archived", "rejected") for r in rows)
+        if sandbox == "docker":
+            from openended.sandbox import campaign_label
+
+            left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={campaign_label(db)}"],
+                                  capture_output=True, text=True).stdout.split()
+            assert left == [], "the campaign's containers are removed at its end"
     finally:
         cluster.shutdown()

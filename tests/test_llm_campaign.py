@@ -113,7 +113,7 @@ def test_llm_operators_need_a_model_and_a_code_genome(tmp_path):
         Campaign(load_config(None, {"task": "binpack", "db": str(tmp_path / "a.db"), "mutation.operator": "llm_diff"}))
     with pytest.raises(ConfigError, match="parameter|params genome"):
         Campaign(load_config(None, {"task": "maze-medium", "db": str(tmp_path / "b.db"), "mutation.operator": "ast"}))
-    assert not (tmp_path / "a.db").exists() or ArchiveDB(tmp_path / "a.db").get_run() is None
+    assert not (tmp_path / "a.db").exists() and not (tmp_path / "b.db").exists(), "no file for a refused campaign"
 
 
 def test_portfolio_prefers_the_arm_whose_children_enter_the_archive():
