@@ -49,9 +49,8 @@ class Progress:
     def update(self, snap: dict) -> None:
         now = time.monotonic()
         finished = snap["children_done"] + snap["children_failed"]
-        if self._last is None:
-            self._last = (self._started, snap.get("session_start_finished", finished))
-        if now > self._last[0]:
+        # The rate starts at the first update (the loop's start), so Ray's start-up does not count.
+        if self._last is not None and now > self._last[0]:
             rate = (finished - self._last[1]) / (now - self._last[0])
             self._rate = rate if self._rate == 0.0 else 0.7 * self._rate + 0.3 * rate
         self._last = (now, finished)
