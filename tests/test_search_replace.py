@@ -73,6 +73,20 @@ def test_fences_inside_sections_are_dropped():
     assert b.search == ("    score = -gap",) and b.replace == ("    score = gap",)
 
 
+def test_closing_fence_ends_a_block_without_replace_marker():
+    response = "```python\n<<<<<<< SEARCH\n    score = -gap\n=======\n    score = gap\n```\nSome prose.\n"
+    [b] = parse_blocks(response)
+    assert b.replace == ("    score = gap",)
+    assert "    score = gap\n" in apply_patch(SOURCE, response, "priority.py")
+
+
+def test_max_blocks_ignores_what_follows():
+    response = block("    score = -gap", "    score = gap") + "<<<<<<< SEARCH\n    gap = 1\n"
+    assert len(parse_blocks(response, max_blocks=1)) == 1
+    with pytest.raises(PatchError, match="block 2: unterminated"):
+        parse_blocks(response)
+
+
 def test_crlf_response():
     out = apply_patch(SOURCE, block("    score = -gap", "    score = gap").replace("\n", "\r\n"), "priority.py")
     assert "    score = gap\n" in out and "\r" not in out

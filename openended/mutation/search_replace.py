@@ -11,7 +11,8 @@ A block::
     >>>>>>> REPLACE
 
 Markers tolerate a wrong number of marker characters (three or more), missing spaces and any
-letter case; code fences around a block or inside its sections are dropped. Matching is exact
+letter case; code fences around a block or inside its sections are dropped, and a closing fence
+ends a block whose ``>>>>>>> REPLACE`` line is missing. Matching is exact
 first, then tolerant of whitespace (trailing whitespace, blank lines, a uniform indentation shift,
 in which case the replacement is re-indented by the same shift). Every failure is a
 :class:`PatchError` whose reason says what to do differently, because it is fed back to the model.
@@ -71,10 +72,12 @@ def _filename_before(lines: list[str], marker: int) -> str | None:
     return m.group(1) if m else None
 
 
-def parse_blocks(response: str) -> list[Block]:
-    """Every SEARCH/REPLACE block in ``response``, in order.
+def parse_blocks(response: str, max_blocks: int | None = None) -> list[Block]:
+    """Every SEARCH/REPLACE block in ``response``, in order, or only the first ``max_blocks``.
 
-    Text outside blocks (prose, fences, a trailing partial sentence) is ignored.
+    Text outside blocks (prose, fences, a trailing partial sentence) is ignored, and so is
+    everything after the ``max_blocks``-th block: like a stop sequence, for prompts that ask for a
+    fixed number of edits from a model that goes on writing.
 
     Raises:
         PatchError: no block at all, or a block without its ``=======`` divider or its
@@ -83,7 +86,7 @@ def parse_blocks(response: str) -> list[Block]:
     lines = response.replace("\r\n", "\n").split("\n")
     blocks: list[Block] = []
     i = 0
-    while i < len(lines):
+    while i < len(lines) and (max_blocks is None or len(blocks) < max_blocks):
         if not _SEARCH.match(lines[i]):
             i += 1
             continue
@@ -101,10 +104,17 @@ def parse_blocks(response: str) -> list[Block]:
         k = j + 1
         while k < len(lines) and not (_REPLACE.match(lines[k]) or _SEARCH.match(lines[k]) or _DIVIDER.match(lines[k])):
             k += 1
-        if k == len(lines):
-            raise PatchError(f"block {n}: unterminated (no >>>>>>> REPLACE)")
-        if not _REPLACE.match(lines[k]):
-            raise PatchError(f"block {n}: unterminated (no >>>>>>> REPLACE before the next marker line {lines[k].strip()!r})")
+        if k == len(lines) or not _REPLACE.match(lines[k]):
+            # No REPLACE marker: a closing code fence still ends the replacement unambiguously
+            # (a fence is never Python), so only a block with neither is unterminated.
+            fence = next((f for f in range(j + 1, k) if _FENCE.match(lines[f])), None)
+            if fence is None:
+                if k == len(lines):
+                    raise PatchError(f"block {n}: unterminated (no >>>>>>> REPLACE)")
+                raise PatchError(
+                    f"block {n}: unterminated (no >>>>>>> REPLACE before the next marker line {lines[k].strip()!r})"
+                )
+            k = fence
         replace = lines[j + 1:k]
         blocks.append(Block(n, tuple(_strip_fences(search)), tuple(_strip_fences(replace)), filename))
         i = k + 1
@@ -225,6 +235,6 @@ def apply_blocks(source: str, blocks: list[Block], filename: str = "the file") -
     return result
 
 
-def apply_patch(source: str, response: str, filename: str = "the file") -> str:
+def apply_patch(source: str, response: str, filename: str = "the file", max_blocks: int | None = None) -> str:
     """Parse ``response`` and apply its blocks to ``source``; PatchError with the reason otherwise."""
-    return apply_blocks(source, parse_blocks(response), filename)
+    return apply_blocks(source, parse_blocks(response, max_blocks), filename)
