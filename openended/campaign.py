@@ -228,13 +228,21 @@ class Campaign:
                   **(self.config.mutation.params if operator == self.config.mutation.operator else {})}
         if not self._split:
             return Job(agent_id, seed, operator, params, parent_files)
-        context = self._context(parent_id, parent_files, parent2_id) if operator in LLM_OPERATORS else None
+        context = self._context(parent_id, parent_files, parent2_id, focused=operator == "llm_diff" and self._base_model(model)) \
+            if operator in LLM_OPERATORS else None
         return Job(agent_id, seed, operator, params, parent_files, mutate_only=True, model=model, context=context,
                    templates_dir=self.config.llm.templates_dir)
 
-    def _context(self, parent_id: int, parent_files: dict[str, bytes], parent2_id: int | None):
-        """What an LLM operator's prompt is built from: the parent, its evaluation, inspirations, its last error."""
-        from openended.mutation.prompts import Inspiration, MutationContext
+    def _base_model(self, model: str | None) -> bool:
+        """Whether ``model`` is spoken to with completion-style framing (a base model, like the embedded one)."""
+        if model == LOCAL_MODEL:
+            return True
+        return any(m.name == model and m.api == "completion" for m in self.config.llm.models)
+
+    def _context(self, parent_id: int, parent_files: dict[str, bytes], parent2_id: int | None, focused: bool = False):
+        """What an LLM operator's prompt is built from: the parent, its evaluation, inspirations, its last error.
+        ``focused``: the driver picks the statement to edit (the SEARCH text) and the model writes its replacement."""
+        from openended.mutation.prompts import Inspiration, MutationContext, choose_focus
 
         parent = self.db.agent(parent_id)
         inspirations = []
@@ -248,10 +256,13 @@ class Campaign:
             row = self.db.agent(parent2_id)
             second = dict(parent2_files=self._parent_files(parent2_id), parent2_fitness=row["fitness"],
                           parent2_feedback=row["feedback"] or "")
-        return MutationContext.for_task(
+        context = MutationContext.for_task(
             self.task, parent_files, parent_fitness=parent["fitness"], parent_feedback=parent["feedback"] or "",
             parent_metrics=parent["metrics"] or {}, inspirations=inspirations,
             last_error=self._last_error.get(parent_id), **second)
+        if focused:
+            context.focus = choose_focus(context.parent_code, context.entry_point, self.rng)
+        return context
 
     def _parent_files(self, agent_id: int) -> dict[str, bytes]:
         files = self._parent_cache.get(agent_id)

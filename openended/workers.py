@@ -9,6 +9,7 @@ crash of the whole worker process.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -111,6 +112,10 @@ def run_jobs(task_ref: TaskRef, jobs: list[Job], sandbox: SandboxSpec | None = N
     return results
 
 
+# Where each LLM operator's answer ends: the diff's closing marker, the rewritten program's closing fence.
+STOP = {"llm_diff": ">>>>>>> REPLACE", "llm_rewrite": "\n```", "llm_crossover": "\n```"}
+
+
 def mutate_job(task_ref: TaskRef, job: Job) -> ChildResult:
     """Make one child's genome (an LLM call or an LLM-free edit); usage is counted even when it fails."""
     from openended.llm import LLMError, complete
@@ -122,8 +127,14 @@ def mutate_job(task_ref: TaskRef, job: Job) -> ChildResult:
         if job.operator in LLM_OPERATORS:
             out.model = job.model.name
             seed = job.seed % (2**31)
-            child = llm_mutate(job.operator, job.context, lambda prompt: complete(job.model, prompt, seed=seed),
-                               templates_dir=job.templates_dir)
+            stop = STOP[job.operator]
+
+            def call(prompt: str):
+                # Generation ends where the answer does; the stop string itself is not returned.
+                completion = complete(job.model, prompt, seed=seed, stop=[stop])
+                return dataclasses.replace(completion, text=completion.text + stop)
+
+            child = llm_mutate(job.operator, job.context, call, templates_dir=job.templates_dir)
             out.files = child.files
             _usage(out, child.completion)
         else:

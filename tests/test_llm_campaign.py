@@ -21,13 +21,14 @@ from openended.config import ConfigError, load_config
 from openended.portfolio import Arm, Portfolio
 
 KEY_ENV = "OPENENDED_FAULT_TEST_KEY"
-# Continues the diff prompt, which ends with an opened "<<<<<<< SEARCH" line.
+# Continues the diff prompt of a chat model, which ends with an opened "<<<<<<< SEARCH" line
+# (base models get the SEARCH text and the divider too, and write only the replacement).
 GOOD_DIFF = "    return -(bins - item)\n=======\n    return -(bins - item) + 0.5 * (bins == bins.max())\n>>>>>>> REPLACE\n"
 
 
 def _config_toml(path: Path, db: Path, base_url: str, budget: int, **model) -> None:
     fields = {"name": "fault", "base_url": base_url, "model": "fault-model", "api_key_env": KEY_ENV,
-              "api": "completion", "timeout_s": 1.5, "max_retries": 1, "max_total_s": 6.0, **model}
+              "api": "chat", "timeout_s": 1.5, "max_retries": 1, "max_total_s": 6.0, **model}
     body = ", ".join(f"{k} = {v!r}".replace("'", '"') for k, v in fields.items())
     path.write_text("\n".join([
         'task = "binpack"', f'db = "{db}"', "max_in_flight = 1",
@@ -160,16 +161,18 @@ def test_embedded_model_binpack_campaign(tmp_path, cli_env, python, docker_engin
             pytest.fail(f"CI=true but the embedded model is unavailable: {problem}")
         pytest.skip(problem)
     db = tmp_path / "local.db"
+    # llm_diff alone: about 14 proposals before the token budget, each applying about half the time.
     proc = subprocess.run([python, "-m", "openended", "run", "--task", "binpack", "--llm", "local", "--db", str(db),
-                           "--budget", "200", "--max-tokens", "6000", "--quiet"],
+                           "--operator", "llm_diff", "--budget", "200", "--max-tokens", "10000", "--quiet"],
                           env=cli_env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "token budget" in proc.stdout, proc.stdout[-1000:]
     with ArchiveDB(db, readonly=True) as store:
-        llm_children = [store.agent(r["id"]) for r in store.conn.execute(
+        llm_children = [store.agent(r[0]) for r in store.conn.execute(
             "SELECT id FROM agents WHERE model = 'local-gemma3-270m'").fetchall()]
-        assert llm_children and all(c["tokens_in"] > 0 for c in llm_children)
-        assert 6000 <= store.usage_totals()["tokens"]
+        asked = [c for c in llm_children if c["status"] != "proposed"]  # proposed: waiting when the budget ran out
+        assert asked and all(c["tokens_in"] > 0 for c in asked)
+        assert 10000 <= store.usage_totals()["tokens"]
         made = [c for c in llm_children if c["genome_hash"] is not None]
         assert made, "the model made at least one usable child"
         for child in made:

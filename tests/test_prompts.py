@@ -165,3 +165,28 @@ def test_property_truncate_fits_and_keeps_a_prefix(text, limit):
         assert out == text.strip()
     else:  # cut: a prefix of the text marked with "...", or nothing when there is no room for the mark
         assert out == "" or (out.endswith("\n...") and text.strip().startswith(out[:-4]))
+
+
+def test_focused_diff_primes_the_search_text_and_takes_a_replacement_only_answer():
+    import numpy as np
+
+    from openended.mutation.llm_ops import llm_mutate
+    from openended.mutation.prompts import FOCUSED_EXAMPLE, choose_focus, primed_suffix
+    from openended.tasks import load_task
+
+    task = load_task("binpack")
+    ctx = MutationContext.for_task(task, task.seed_files(), parent_fitness=-4.5)
+    ctx.focus = choose_focus(ctx.parent_code, ctx.entry_point, np.random.default_rng(1))
+    assert ctx.focus == "    return -(bins - item)"  # best fit's only statement (the docstring is skipped)
+    prompt = build_prompt("llm_diff", ctx)
+    assert prompt.endswith("<<<<<<< SEARCH\n    return -(bins - item)\n=======\n")
+    assert primed_suffix(prompt) == "<<<<<<< SEARCH\n    return -(bins - item)\n=======\n"
+    # The example edits another line than the one asked for, so copying it is no answer.
+    assert FOCUSED_EXAMPLE[1] in prompt
+
+    class Answer:
+        text = "    return -(bins - item) ** 2\n>>>>>>> REPLACE"
+
+    child = llm_mutate("llm_diff", ctx, lambda p: Answer())
+    assert "return -(bins - item) ** 2" in child.files["priority.py"].decode()
+    assert "return -(bins - item)\n" not in child.files["priority.py"].decode().split('"""')[-1]

@@ -35,8 +35,10 @@ KINDS = ("diff", "rewrite", "crossover")
 PLACEHOLDERS = (
     "task_prompt", "code_file", "entry_point", "parent_code", "parent_fitness", "parent_feedback",
     "parent_metrics", "parent2_code", "parent2_fitness", "parent2_feedback", "inspirations", "last_error",
-    "primed_code", "example_search", "example_replace",
+    "primed_code", "example_search", "example_replace", "focus",
 )
+# The example edit of a focused diff whose focus is the parent's own example line.
+FOCUSED_EXAMPLE = ("    waste = capacity - size", "    waste = (capacity - size) ** 2")
 # Character budgets: about 3.5 characters per token for code, so the default whole-prompt budget
 # leaves room for a 150-token answer in a 2048-token context.
 MAX_PROMPT_CHARS = 5_600
@@ -76,6 +78,9 @@ class MutationContext:
     parent2_fitness: float | None = None
     parent2_feedback: str = ""
     last_error: str | None = None
+    # diff: lines of the parent chosen as the SEARCH text, so the model writes only their REPLACE
+    # (a small base model copies a SEARCH line reliably but rarely goes on to write "=======")
+    focus: str | None = None
 
     @classmethod
     def for_task(cls, task, parent_files: Files, **fields) -> "MutationContext":
@@ -176,13 +181,33 @@ def example_edit(code: str, entry_point: str | None) -> tuple[str, str]:
     return line, f"{indent}result = {ast.unparse(returns[-1].value)}\n{indent}return result"
 
 
+def choose_focus(code: str, entry_point: str | None, rng) -> str | None:
+    """A statement of ``entry_point``'s body (its docstring left out), drawn with ``rng``, as the SEARCH
+    text of a focused diff; None when the function has no such statement."""
+    node = _entry_def(code, entry_point)
+    if node is None:
+        return None
+    body = [n for n in node.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+                                        and isinstance(n.value.value, str))]
+    if not body:
+        return None
+    lines = code.splitlines()
+    stmt = body[int(rng.integers(len(body)))]
+    return "\n".join(lines[stmt.lineno - 1: stmt.end_lineno])
+
+
 def primed_suffix(prompt: str) -> str:
-    """What the prompt started that the completion continues: an open SEARCH block's marker line,
-    or the code after an unclosed code fence; "" if the prompt ends with neither."""
+    """What the prompt started that the completion continues: an open SEARCH block (its marker line,
+    and its SEARCH text and divider when the prompt gave them), or the code after an unclosed code
+    fence; "" if the prompt ends with neither."""
     lines = prompt.split("\n")
     content = [i for i, line in enumerate(lines) if line.strip()]
     if content and _SEARCH_LINE.match(lines[content[-1]]):
         return "\n".join(lines[content[-1]:])
+    if content and lines[content[-1]].strip() == "=======":
+        opened = [i for i in content if _SEARCH_LINE.match(lines[i])]
+        if opened and not any(">>>>" in lines[i] for i in content if i > opened[-1]):
+            return "\n".join(lines[opened[-1]:])
     fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
     if len(fences) % 2 == 1:  # an odd number of fences: the last one is still open
         return "\n".join(lines[fences[-1] + 1:])
@@ -228,6 +253,9 @@ def template_path(kind: str, templates_dir: str | Path | None = None) -> Path:
 def _values(ctx: MutationContext, task_chars: int, n_inspirations: int) -> dict[str, str]:
     code = ctx.parent_code
     search, replace = example_edit(code, ctx.entry_point)
+    if ctx.focus and ctx.focus.strip() == search.strip():
+        # The example would edit the very line the model is asked to edit: it would copy it.
+        search, replace = FOCUSED_EXAMPLE
     last_error = ""
     if ctx.last_error:
         last_error = ("The previous attempt to change this program failed: "
@@ -248,6 +276,7 @@ def _values(ctx: MutationContext, task_chars: int, n_inspirations: int) -> dict[
         "primed_code": primed_code(code, ctx.entry_point),
         "example_search": search,
         "example_replace": replace,
+        "focus": f"{ctx.focus}\n=======" if ctx.focus else "",
     }
     if ctx.parent2_files is not None:
         values["parent2_code"] = code_of(ctx.parent2_files, ctx.code_file, "second parent").strip("\n")

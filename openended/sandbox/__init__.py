@@ -22,9 +22,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# The runner lives in the top-level `sandboxes` package (installed beside `openended`).
 RUNNER = Path(__file__).resolve().parent.parent.parent / "sandboxes" / "runner.py"
-if not RUNNER.exists():  # installed as a wheel: the runner ships inside the package
-    RUNNER = Path(__file__).resolve().parent / "runner.py"
 
 # failure kind (reported by the runner or the host) -> the child's fail_stage in the store
 FAIL_STAGE = {

@@ -1,0 +1,1 @@
+"""The container side of the Docker sandbox: the image definition and the in-sandbox runner (see README.md)."""
