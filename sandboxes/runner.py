@@ -1,17 +1,28 @@
 """The in-sandbox runner: evaluate a batch of agents with a task's evaluate.py, under limits.
 
 Standard library only: it runs inside the sandbox image (Debian's python3 + numpy) and, for
-the ``process`` sandbox, on the host. It is started once per evaluation (a fresh process)
-and forks a fresh child that imports the task and runs ``evaluate_batch``; the runner itself
-never imports untrusted code. It prints exactly one JSON line on its stdout:
+the ``process`` sandbox, on the host. For every evaluation it forks a fresh child, in a
+fresh work dir, that imports the task and runs ``evaluate_batch``; the runner itself never
+imports untrusted code. It prints exactly one JSON line per evaluation on its stdout:
 
     {"results": [...] | null, "failure_kind": null | "timeout" | "oom" | "pids" |
-     "output_limit" | "crash" | "no_result" | "bad_result", "reason": str | null,
-     "exit_status": int | null, "seconds": float, "stdout_tail": str, "stderr_tail": str}
+     "output_limit" | "crash" | "no_result" | "bad_result" | "sandbox_error",
+     "reason": str | null, "exit_status": int | null, "seconds": float,
+     "stdout_tail": str, "stderr_tail": str}
 
-Usage: ``python3 runner.py JOB_DIR`` where JOB_DIR holds ``job.json`` (``{"task_dir",
-"agents": [relative dirs], "args", "timeout_s", "output_bytes", "work_root"}``) and one
-folder per agent.
+Usage:
+
+- ``python3 runner.py JOB_DIR``: evaluate one job and exit (the ``process`` sandbox).
+- ``python3 runner.py --serve``: the main process (PID 1) of every docker sandbox container.
+  It reads job folders from stdin, one per line, until stdin closes (after one job in
+  ``fresh`` mode), evaluates each in turn and adds ``"job": JOB_DIR`` to each report.
+  Between jobs it kills whatever an evaluation left running and empties /tmp and the work
+  root. The host reads its stdout through the container's attach stream, which no child can
+  reach: children get other pipes and /dev/null for stdin, the runner is non-dumpable, so
+  its /proc fds and memory are closed to them, and as PID 1 it ignores their signals.
+
+JOB_DIR holds ``job.json`` (``{"task_dir", "agents": [relative dirs], "args", "timeout_s",
+"output_bytes", "work_root"}``) and one folder per agent.
 """
 
 import ctypes
@@ -27,6 +38,7 @@ import time
 TAIL = 4000
 MAX_RESULT_BYTES = 8 * 1024 * 1024
 EXIT_OK = 0
+MAX_FD = 1 << 20
 
 
 def _not_dumpable():
@@ -46,6 +58,35 @@ def _read_agent(folder):
             with open(path, "rb") as fh:
                 files[os.path.relpath(path, folder).replace(os.sep, "/")] = fh.read()
     return files
+
+
+def _close_fds_from(first):
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc (macOS)
+        fds = range(first, min(os.sysconf("SC_OPEN_MAX"), MAX_FD))
+    for fd in fds:
+        if fd >= first:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _detach_from_runner(out_w, err_w):
+    """In the forked child: stdout/stderr to the runner's pipes, stdin from /dev/null, no other fd.
+
+    In ``--serve`` mode the runner's own stdin and stdout are the host's channel; the child
+    must hold neither, or it could read the next job or write a report of its own."""
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    _close_fds_from(3)
+    sys.stdin = open(0, closefd=False)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _child(job, job_dir, work, out_path):
@@ -106,10 +147,15 @@ def _kill_group(pid):
         pass
 
 
-def run(job_dir):
-    started = time.monotonic()
+def load_job(job_dir):
     with open(os.path.join(job_dir, "job.json")) as fh:
-        job = json.load(fh)
+        return json.load(fh)
+
+
+def run(job_dir, job=None):
+    """Evaluate the job in ``job_dir`` in a fresh child; the report (a dict, see the module docstring)."""
+    started = time.monotonic()
+    job = load_job(job_dir) if job is None else job
     timeout = float(job.get("timeout_s", 60))
     cap = int(job.get("output_bytes", 1000000))
     work = tempfile.mkdtemp(prefix="eval-", dir=job.get("work_root") or None)
@@ -122,12 +168,7 @@ def run(job_dir):
     if pid == 0:  # the evaluation: a fresh process in its own process group
         try:
             os.setpgid(0, 0)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            for fd in (out_r, out_w, err_r, err_w):
-                os.close(fd)
-            sys.stdout = os.fdopen(1, "w", buffering=1)
-            sys.stderr = os.fdopen(2, "w", buffering=1)
+            _detach_from_runner(out_w, err_w)
             _child(job, job_dir, work, out_path)
             sys.stdout.flush()
             sys.stderr.flush()
@@ -157,18 +198,22 @@ def run(job_dir):
     deadline = started + timeout
     open_fds = 2
     status = None
+    settle = None  # once the child has exited: when to stop reading pipes that its leftovers hold open
     while open_fds:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        now = time.monotonic()
+        if now >= deadline:
             kind, reason = "timeout", f"no result within {timeout:g}s (wall clock); killed"
             break
-        events = sel.select(timeout=min(remaining, 0.5))
-        if not events and status is None:
-            # Exited, but something it started still holds its pipes open: stop waiting for them.
+        if settle is not None and now >= settle:
+            break
+        events = sel.select(timeout=min(deadline - now, 0.5 if settle is None else settle - now))
+        if status is None:
             done, st = os.waitpid(pid, os.WNOHANG)
             if done:
                 status = st
                 _kill_group(pid)
+                _kill_leftovers()  # as a container's PID 1: also what it started outside its group
+                settle = time.monotonic() + 0.5
         for key, _ in events:
             chunk = os.read(key.fd, 65536)
             if not chunk:
@@ -235,7 +280,10 @@ def run(job_dir):
                         f"for {len(job['agents'])} agent(s)")
                     results = None
     shutil.rmtree(work, ignore_errors=True)
-    report = {
+    sel.close()
+    for fd in (out_r, err_r):  # a serving runner lives for many evaluations: no fd may leak
+        os.close(fd)
+    return {
         "results": results if kind is None else None,
         "failure_kind": kind,
         "reason": reason,
@@ -244,10 +292,88 @@ def run(job_dir):
         "stdout_tail": tails[out_r].decode("utf-8", "replace"),
         "stderr_tail": tails[err_r].decode("utf-8", "replace"),
     }
-    sys.stdout.write(json.dumps(report) + "\n")
-    sys.stdout.flush()
+
+
+def _emit(report):
+    data = (json.dumps(report) + "\n").encode()
+    while data:  # os.write, not sys.stdout: one unbuffered line per report, whatever its size
+        data = data[os.write(1, data):]
+
+
+def _kill_leftovers():
+    """Kill and reap every other process in the container (an evaluation's daemons included).
+
+    Only as PID 1, the init of the container's own pid namespace: there kill(-1) reaches
+    exactly the container's processes, and every orphan is re-parented to us to be reaped."""
+    if os.getpid() != 1:
+        return
+    while True:
+        try:
+            os.kill(-1, signal.SIGKILL)  # again on every turn: a process may have forked meanwhile
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _empty(folder):
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _failed(reason):
+    return {"results": None, "failure_kind": "sandbox_error", "reason": reason, "exit_status": None,
+            "seconds": 0.0, "stdout_tail": "", "stderr_tail": ""}
+
+
+def serve():
+    """Evaluate the job folders named on stdin until it closes; one report line each (``--serve``)."""
+    # As PID 1 a signal with no handler is dropped, so a child cannot interrupt the runner with SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    import importlib.util  # noqa: F401 - once here rather than in every child
+
+    stdin = sys.stdin.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            return
+        job_dir = line.decode("utf-8", "replace").strip()
+        work_root = None
+        try:
+            job = load_job(job_dir)
+            work_root = job.get("work_root")
+            report = run(job_dir, job)
+        except Exception as exc:  # noqa: BLE001 - a broken job must not end the runner
+            report = _failed(f"runner: {type(exc).__name__}: {exc}")
+        report["job"] = job_dir
+        _emit(report)
+        if os.getpid() == 1:  # a container's main process: nothing of this evaluation reaches the next
+            _kill_leftovers()
+            for folder in (work_root, "/tmp"):
+                if folder:
+                    _empty(folder)
+
+
+def main(argv):
+    _not_dumpable()
+    if argv[1:] == ["--serve"]:
+        serve()
+    else:
+        _emit(run(argv[1]))
 
 
 if __name__ == "__main__":
-    _not_dumpable()
-    run(sys.argv[1])
+    main(sys.argv)

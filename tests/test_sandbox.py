@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import threading
 
 import pytest
 
@@ -24,12 +25,13 @@ def _agent(body: str) -> dict[str, bytes]:
 
 
 OK = _agent("return {'fitness': 0.25, 'descriptors': [0.1, 0.2], 'feedback': 'fine'}")
+# A container's hostname is (the start of) its id: which container ran an evaluation.
+HOSTNAME = _agent("import socket\nreturn {'fitness': 0.25, 'descriptors': [0, 0], 'feedback': socket.gethostname()}")
 
 
-def _docker(mode="pool", label="test-sandbox", **limits) -> DockerSandbox:
-    spec = SandboxSpec(kind="docker", mode=mode, campaign_label=label,
-                       limits=Limits(**{"timeout_s": 3, "memory_mb": 128, "pids": 32, **limits}),
-                       pool_max_evaluations=limits.pop("pool_max", 500) if "pool_max" in limits else 3)
+def _docker(mode="pool", label="test-sandbox", pool_max=3, **limits) -> DockerSandbox:
+    spec = SandboxSpec(kind="docker", mode=mode, campaign_label=label, pool_max_evaluations=pool_max,
+                       limits=Limits(**{"timeout_s": 3, "memory_mb": 128, "pids": 32, **limits}))
     return DockerSandbox(spec, str(HOSTILE))
 
 
@@ -64,18 +66,20 @@ def test_maze_results_are_the_same_in_docker_process_and_inprocess(docker_engine
 def test_pool_replaces_its_container_after_a_failure_and_after_n_evaluations(docker_engine):
     box = _docker(label="test-pool")
     try:
-        ids = []
+        hosts = []
         for _ in range(4):
-            assert box.evaluate([OK], {}).results[0]["fitness"] == 0.25
-            ids.append(box._container.id)
-        assert ids[0] == ids[1] == ids[2] != ids[3], "a new container after pool_max_evaluations (3)"
+            out = box.evaluate([HOSTNAME], {})
+            assert out.failure_kind is None, out.reason
+            hosts.append(out.results[0]["feedback"])
+        assert hosts[0] == hosts[1] == hosts[2] != hosts[3], "a new container after pool_max_evaluations (3)"
         crash = box.evaluate([_agent("raise ValueError('boom')")], {})
         assert (crash.failure_kind, crash.fail_stage) == ("crash", "evaluation")
         assert "ValueError: boom" in crash.reason and "boom" in crash.stderr_tail
         assert box._container is None, "a failure discards the container"
-        assert box.evaluate([OK], {}).failure_kind is None
+        after = box.evaluate([HOSTNAME], {})
+        assert after.failure_kind is None and after.results[0]["feedback"] not in hosts
         # A container swept away between evaluations (the end of a campaign) is replaced, not a failure.
-        assert sweep("test-pool") == 1
+        assert sweep("test-pool") >= 1
         assert box.evaluate([OK], {}).failure_kind is None
     finally:
         box.close()
@@ -87,6 +91,8 @@ def test_fresh_mode_leaves_no_container_and_keeps_output_tails(docker_engine):
     try:
         out = box.evaluate([_agent("print('hello from the child')\nreturn {'fitness': 1.0, 'descriptors': [0, 0]}")], {})
         assert out.failure_kind is None and "hello from the child" in out.stdout_tail
+        hosts = [box.evaluate([HOSTNAME], {}).results[0]["feedback"] for _ in range(3)]
+        assert len(set(hosts)) == 3, "every evaluation in a container of its own"
         timeout = box.evaluate([_agent("import time\ntime.sleep(60)")], {})
         assert timeout.failure_kind == "timeout" and timeout.fail_stage == "timeout"
         assert 3 <= timeout.seconds < 15
@@ -131,3 +137,115 @@ def test_sandbox_check_reports_every_limit_enforced(docker_engine, cli_env, pyth
     assert {"engine", "image", "no network", "read-only root", "pids limit", "memory limit",
             "no host environment", "non-root user"} <= set(checks)
     assert all(c["ok"] for c in checks.values())
+
+
+# A child that tries to forge the runner's report on the container's stdout (the host's channel),
+# to read the channel, and to stop or kill the runner; it says what was refused.
+FORGER = _agent("""
+    import json, os, signal
+    job = "/agents/" + os.listdir("/agents")[0]
+    fake = json.dumps({"results": [{"fitness": 99.0, "descriptors": [0.9, 0.9]}], "failure_kind": None,
+                       "reason": None, "exit_status": 0, "seconds": 0.0, "stdout_tail": "", "stderr_tail": "",
+                       "job": job}) + "\\n"
+    refused = []
+    for path in ("/proc/1/fd/1", "/proc/%d/fd/1" % os.getppid(), "/proc/1/fd/2", "/proc/1/mem"):
+        try:
+            with open(path, "w") as fh:
+                fh.write(fake)
+        except OSError:
+            refused.append(path)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGSTOP, signal.SIGKILL):
+        os.kill(1, sig)
+    channel = os.read(0, 100).decode()
+    print(fake)
+    return {"fitness": 0.5, "descriptors": [0.1, 0.1], "feedback": json.dumps([refused, channel])}
+""")
+
+# Leaves a daemon (in a session of its own, out of its process group) and files in /tmp and /work.
+LITTERER = _agent("""
+    import os, time
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        if os.fork() == 0:
+            while True:
+                with open("/tmp/daemon", "w") as fh:
+                    fh.write(str(time.time()))
+                time.sleep(0.01)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    for path in ("/tmp/left", "/work/left"):
+        with open(path, "w") as fh:
+            fh.write("x")
+    time.sleep(0.1)
+    return {"fitness": 0.5, "descriptors": [0.1, 0.1], "feedback": __import__("socket").gethostname()}
+""")
+
+LOOKER = _agent("""
+    import json, os, socket
+    others = sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid()))
+    seen = {"host": socket.gethostname(), "others": others, "tmp": os.listdir("/tmp"),
+            "work": [n for n in os.listdir("/work") if n != os.path.basename(os.getcwd())]}
+    return {"fitness": 0.5, "descriptors": [0.1, 0.1], "feedback": json.dumps(seen)}
+""")
+
+
+@pytest.mark.parametrize("mode", ["pool", "fresh"])
+def test_a_child_cannot_forge_the_report_nor_reach_the_runner(docker_engine, mode):
+    box = _docker(mode=mode, label=f"test-forge-{mode}")
+    try:
+        out = box.evaluate([FORGER], {})
+        assert out.failure_kind is None, out.reason
+        assert out.results[0]["fitness"] == 0.5, "the runner's report, not the forged one"
+        refused, channel = json.loads(out.results[0]["feedback"])
+        assert len(refused) == 4, refused
+        assert channel == "", "the child's stdin is not the runner's"
+        assert '"fitness": 99.0' in out.stdout_tail, "what it printed went to its own captured stdout"
+        # The runner shrugged off the signals: it still serves.
+        assert box.evaluate([OK], {}).results[0]["fitness"] == 0.25
+    finally:
+        box.close()
+    assert _labelled(f"test-forge-{mode}") == []
+
+
+def test_pool_evaluations_see_nothing_the_previous_one_left(docker_engine):
+    box = _docker(label="test-litter")
+    try:
+        first = box.evaluate([LITTERER], {})
+        assert first.failure_kind is None, first.reason
+        second = box.evaluate([LOOKER], {})
+        seen = json.loads(second.results[0]["feedback"])
+        assert seen["host"] == first.results[0]["feedback"], "the same pool container"
+        assert seen == {"host": seen["host"], "others": [], "tmp": [], "work": []}
+    finally:
+        box.close()
+
+
+def test_pool_container_killed_during_an_evaluation_is_a_sandbox_error_then_replaced(docker_engine):
+    box = _docker(label="test-killed")
+    try:
+        assert box.evaluate([OK], {}).failure_kind is None
+        victim = box._container.id
+        threading.Timer(0.5, lambda: box.api.api.kill(victim)).start()
+        out = box.evaluate([_agent("import time\ntime.sleep(2.5)\nreturn {'fitness': 1.0, 'descriptors': [0, 0]}")],
+                           {})
+        assert (out.failure_kind, out.fail_stage) == ("sandbox_error", "sandbox"), out
+        assert "no report" in out.reason and out.exit_status == 137
+        assert box.evaluate([OK], {}).failure_kind is None
+    finally:
+        box.close()
+    assert _labelled("test-killed") == []
+
+
+def test_sweep_is_not_upset_by_containers_removed_while_it_lists(docker_engine):
+    box = _docker(label="test-sweep-race")
+    try:
+        ids = [box._create(["/bin/true"]) for _ in range(8)]
+        remover = threading.Thread(target=lambda: [box.api.api.remove_container(i, force=True) for i in ids])
+        remover.start()
+        while remover.is_alive():
+            assert sweep("test-sweep-race", only_dead_owners=True) == 0, "their owner (this process) is alive"
+        remover.join()
+    finally:
+        box.close()
+    assert _labelled("test-sweep-race") == []

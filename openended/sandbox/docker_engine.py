@@ -3,9 +3,22 @@
 Every container has no network, memory (no swap), CPU and pids limits, a read-only root
 filesystem with tmpfs at /work and /tmp, a non-root user, no capabilities, no host
 environment, and exactly two read-only mounts: the task folder (/task) and the folder the
-host writes agents into (/agents). Each evaluation is a fresh runner process (``docker exec``
-in ``pool`` mode, a new container in ``fresh`` mode) with a fresh work dir; a hard wall-clock
-limit kills what overruns.
+host writes agents into (/agents). Every evaluation runs in a fresh process with a fresh work
+dir, forked by the runner (``sandboxes/runner.py``); a hard wall-clock limit kills the
+container of an evaluation that overruns.
+
+A container's main process is the runner in ``--serve`` mode. The host writes a job folder
+under /agents, sends its path on the container's stdin and reads the report line from its
+stdout, both through one attach stream: no ``docker exec`` (50-100 ms each on a busy
+machine), about 1 ms of round trip. No child can reach that stream (see the runner), and
+between jobs the runner kills whatever a child left running and empties /tmp and /work.
+
+- ``pool``: a worker keeps its container for up to ``pool_max_evaluations`` jobs.
+- ``fresh``: every container gets exactly one job, after which its stdin is closed.
+
+A retired container is removed in the background, and its successor is started in the
+background at once (it runs nothing until the next evaluation hands it a job), so neither
+delays the result nor, given any gap between evaluations, the next one.
 
 Containers carry the labels ``openended.campaign`` (the campaign), ``openended.host`` and
 ``openended.pid`` (the worker that owns them). A pool replaces its container after any
@@ -16,12 +29,14 @@ failure and after ``pool_max_evaluations``; :func:`sweep` removes a campaign's l
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
+import struct
 import tempfile
-import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from openended.sandbox import RUNNER, EvalOutcome, SandboxSpec
@@ -32,6 +47,10 @@ LABEL = "openended.campaign"
 KILL_MARGIN_S = 5.0
 RUNNER_SOURCE = RUNNER.read_text()
 PYTHON = "/usr/bin/python3"
+# container_options keys that belong to the engine's HostConfig (the rest go to create_container)
+HOST_CONFIG_KEYS = ("network_mode", "read_only", "mem_limit", "memswap_limit", "nano_cpus", "pids_limit", "cap_drop",
+                    "security_opt", "tmpfs", "log_config")
+STDERR_TAIL = 4000
 
 
 def client(timeout: int = 120):
@@ -93,16 +112,18 @@ def container_options(spec: SandboxSpec, task_root: str, agents_dir: Path) -> di
 def sweep(label: str, *, only_dead_owners: bool = False) -> int:
     """Remove this engine's containers of a campaign; with ``only_dead_owners``, only those whose
     owning worker process (on this host) is gone. Returns how many were removed."""
-    api = client()
+    api = client().api
     removed = 0
     host = socket.gethostname()
-    for container in api.containers.list(all=True, filters={"label": f"{LABEL}={label}"}):
-        if only_dead_owners:
-            labels = container.labels
-            if labels.get("openended.host") != host or _alive(int(labels.get("openended.pid", "0") or 0)):
-                continue
+    # The plain listing, not containers.list(): that inspects each container, and one removed
+    # meanwhile (a worker retiring it) would fail the whole sweep with NotFound.
+    for container in api.containers(all=True, filters={"label": f"{LABEL}={label}"}):
+        labels = container.get("Labels") or {}
+        if only_dead_owners and (labels.get("openended.host") != host
+                                 or _alive(int(labels.get("openended.pid", "0") or 0))):
+            continue
         try:
-            container.remove(force=True)
+            api.remove_container(container["Id"], force=True)
             removed += 1
         except Exception:  # noqa: BLE001 - already gone
             pass
@@ -121,8 +142,116 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="openended-docker")
+
+
+class ContainerGone(RuntimeError):
+    """The container's attach stream ended: the container was removed, or its runner died."""
+
+
+class Channel:
+    """The attach stream of one container: lines to the runner's stdin, its stdout and stderr back.
+
+    Without a TTY the engine multiplexes stdout and stderr into frames of an 8-byte header
+    (stream number, three zero bytes, big-endian payload size) and the payload."""
+
+    def __init__(self, api, container_id: str):
+        self._io = api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        self._sock = getattr(self._io, "_sock", self._io)
+        self._pending = bytearray()
+        self.stderr_tail = b""
+
+    def ended(self) -> bool:
+        """Whether the stream has ended; only meaningful between jobs, when the runner writes nothing."""
+        try:
+            poller = select.poll()  # not select.select(): a busy worker's fds may pass 1024
+            poller.register(self._sock, select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):  # closed
+            return True
+
+    def send(self, line: str) -> None:
+        try:
+            self._sock.sendall(line.encode() + b"\n")
+        except OSError as exc:
+            raise ContainerGone(f"stdin closed: {exc}") from exc
+
+    def end_input(self) -> None:
+        """Close the runner's stdin (the container was created with stdin_once): it takes no more jobs."""
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise ContainerGone(f"stdin closed: {exc}") from exc
+
+    def read_line(self, deadline: float) -> bytes:
+        """The next complete line the runner writes on stdout; TimeoutError past ``deadline``."""
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            stream, payload = self._frame(deadline)
+            if stream is None:
+                raise ContainerGone("the stream ended before a report")
+            self._route(stream, payload, line)
+        return bytes(line)
+
+    def close(self) -> None:
+        for closable in (self._sock, self._io):
+            try:
+                closable.close()
+            except OSError:
+                pass
+
+    def _route(self, stream: int, payload: bytes, stdout: bytearray) -> None:
+        if stream == 2:
+            self.stderr_tail = (self.stderr_tail + payload)[-STDERR_TAIL:]
+        else:
+            stdout += payload
+
+    def _frame(self, deadline: float) -> tuple[int | None, bytes]:
+        header = self._read(8, deadline)
+        if header is None:
+            return None, b""
+        payload = self._read(struct.unpack(">I", header[4:])[0], deadline)
+        return (None, b"") if payload is None else (header[0], payload)
+
+    def _read(self, size: int, deadline: float) -> bytes | None:
+        while len(self._pending) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            self._sock.settimeout(remaining)
+            try:
+                chunk = self._sock.recv(max(65536, size - len(self._pending)))
+            except socket.timeout:
+                raise TimeoutError from None
+            except OSError:
+                chunk = b""
+            if not chunk:
+                return None
+            self._pending += chunk
+        data = bytes(self._pending[:size])
+        del self._pending[:size]
+        return data
+
+
+class Serving:
+    """A started container whose main process is the serving runner: its id, its channel, its job count."""
+
+    def __init__(self, container_id: str, channel: Channel | None):
+        self.id = container_id
+        self.channel = channel
+        self.uses = 0
+
+
 class DockerSandbox:
-    """Evaluations of one task in containers owned by this worker process."""
+    """Evaluations of one task in containers owned by this worker process.
+
+    Both modes evaluate in a :class:`Serving` container. ``pool`` keeps one until a failure or
+    ``pool_max_evaluations``; ``fresh`` gives each container exactly one job (and closes its
+    stdin, so the runner takes no other). Whenever the current container is retired the next
+    one is started in the background, so its start overlaps the gap before the next evaluation;
+    it has run nothing until then.
+    """
 
     def __init__(self, spec: SandboxSpec, task_root: str):
         self.spec = spec
@@ -130,121 +259,155 @@ class DockerSandbox:
         self.api = client()
         self.root = Path(tempfile.mkdtemp(prefix="openended-docker-"))
         self.root.chmod(0o755)
-        self._container = None
-        self._uses = 0
+        self._container: Serving | None = None
+        self._next: Future | None = None  # of the Serving container that will replace _container
+        self._background = _executor()  # container starts and removals, off the evaluations' path
         sweep(spec.campaign_label, only_dead_owners=True)
 
-    # ------------------------------------------------------------------ pool
-    def _pool_container(self):
-        if self._container is not None and self._uses >= self.spec.pool_max_evaluations:
-            self._discard()
+    @property
+    def _max_uses(self) -> int:
+        return 1 if self.spec.mode == "fresh" else max(1, self.spec.pool_max_evaluations)
+
+    # ------------------------------------------------------------ containers
+    def _create(self, command: list[str]) -> str:
+        """Create (not start) a sandbox container; its id. Its stdin stays open for the first
+        attached client and closes when that client goes: the serving runner then exits."""
+        opts = container_options(self.spec, self.task_root, self.root)
+        opts.pop("detach")
+        api = self.api.api
+        volumes = opts.pop("volumes")
+        host_config = api.create_host_config(binds=volumes, **{key: opts.pop(key) for key in HOST_CONFIG_KEYS})
+        return api.create_container(
+            opts.pop("image"), command, name=f"openended-{self.spec.campaign_label}-{uuid.uuid4().hex[:8]}",
+            volumes=[v["bind"] for v in volumes.values()], host_config=host_config,
+            stdin_open=True, detach=False, **opts,
+        )["Id"]
+
+    def _launch(self) -> Serving:
+        """A started serving container, attached before the start so that no output is lost."""
+        container_id = self._create([PYTHON, "-I", "-c", RUNNER_SOURCE, "--serve"])
+        try:
+            channel = Channel(self.api.api, container_id)
+            self.api.api.start(container_id)
+        except BaseException:
+            self._remove_later(Serving(container_id, None))
+            raise
+        return Serving(container_id, channel)
+
+    def _prepare(self) -> None:
+        """Start the next container in the background, unless one is current or on its way."""
+        if self._container is None and self._next is None:
+            self._next = self._background.submit(self._launch)
+
+    def _take(self) -> Serving:
+        """The container for this evaluation: the current one, else the prepared one, else a new one."""
+        current = self._container
+        if current is not None and (current.uses >= self._max_uses or current.channel.ended()):
+            self._retire()  # worn out, or stopped between evaluations (swept at a campaign's end, killed)
         if self._container is None:
-            self._container = self.api.containers.run(
-                command=["/bin/sleep", "infinity"], name=f"openended-{self.spec.campaign_label}-{uuid.uuid4().hex[:8]}",
-                **container_options(self.spec, self.task_root, self.root),
-            )
-            self._uses = 0
+            prepared, self._next = self._next, None
+            try:
+                self._container = prepared.result() if prepared is not None else None
+            except Exception:  # noqa: BLE001 - launched again below, where its error is this evaluation's
+                self._container = None
+            if self._container is None:
+                self._container = self._launch()
         return self._container
 
-    def _discard(self) -> None:
+    def _retire(self) -> None:
         if self._container is not None:
-            try:
-                self._container.remove(force=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+            self._remove_later(self._container)
             self._container = None
 
-    def _exec(self, container, job: str, wall: float) -> tuple[int | None, bytes, bytes, bool]:
-        """Run the runner in ``container`` with a hard wall-clock limit; (exit, stdout, stderr, killed)."""
-        api = self.api.api
-        exec_id = api.exec_create(container.id, [PYTHON, "-I", "-c", RUNNER_SOURCE, job], user="65534:65534",
-                                  workdir="/work", environment={})["Id"]
-        box: dict = {}
-
-        def run() -> None:
+    def _remove_later(self, serving: Serving) -> None:
+        """Kill and remove a container in the background, off the evaluation's critical path.
+        close() waits for these; sweep() catches any that a dead worker left."""
+        def remove() -> None:
             try:
-                box["out"] = api.exec_start(exec_id, demux=True)
-            except Exception as exc:  # noqa: BLE001 - the container was killed under it
-                box["error"] = exc
+                self.api.api.remove_container(serving.id, force=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            if serving.channel is not None:
+                serving.channel.close()
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        thread.join(wall)
-        killed = thread.is_alive()
-        if killed:
-            self._discard()  # kills the exec with its container
-            thread.join(10)
-        stdout, stderr = box.get("out") or (b"", b"")
-        exit_code = None if killed else api.exec_inspect(exec_id).get("ExitCode")
-        return exit_code, stdout or b"", stderr or b"", killed
+        self._background.submit(remove)
+
+    def _ended_state(self, container_id: str) -> dict | None:
+        """The State of a container whose stream ended, once it has stopped; None when it is gone."""
+        import docker
+
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                state = self.api.api.inspect_container(container_id).get("State") or {}
+            except docker.errors.NotFound:
+                return None
+            if not state.get("Running") or time.monotonic() > deadline:
+                return state
+            time.sleep(0.01)
+
+    # ------------------------------------------------------------ evaluation
+    def _run(self, job: str, wall: float, started: float, *, retry: bool = True) -> EvalOutcome:
+        serving = self._take()
+        serving.uses += 1
+        try:
+            serving.channel.send(job)
+            if serving.uses >= self._max_uses:
+                serving.channel.end_input()  # its last job: the runner exits after it, whatever comes
+            line = serving.channel.read_line(started + wall)
+        except TimeoutError:
+            self._retire()  # the hard kill: the evaluation dies with its container
+            return self._timed_out(started)
+        except ContainerGone:
+            self._container = None
+            state = self._ended_state(serving.id)
+            self._remove_later(serving)
+            if state is None and retry:  # removed under us (a sweep), which no child can do: once more
+                return self._run(job, wall, started, retry=False)
+            return self._runner_died(state, serving.channel.stderr_tail, started)
+        outcome = parse_report(line, serving.channel.stderr_tail, None, time.monotonic() - started, job=job)
+        if outcome.failure_kind is not None or serving.uses >= self._max_uses:
+            self._retire()  # a failed child may have left anything behind in the container
+        return outcome
+
+    def _timed_out(self, started: float) -> EvalOutcome:
+        return EvalOutcome(None, "timeout", f"no result within {self.spec.limits.timeout_s:g}s; container killed",
+                           None, time.monotonic() - started)
+
+    def _runner_died(self, state: dict | None, stderr: bytes, started: float) -> EvalOutcome:
+        """The outcome when the runner gave no report: its container was OOM-killed, or it failed."""
+        state = state or {}
+        outcome = parse_report(b"", stderr, state.get("ExitCode"), time.monotonic() - started)
+        if state.get("OOMKilled"):
+            outcome.failure_kind, outcome.reason = "oom", "out of memory: the container was OOM-killed"
+        return outcome
 
     # ------------------------------------------------------------------ API
     def evaluate(self, agents: list[dict[str, bytes]], args: dict) -> EvalOutcome:
         limits = self.spec.limits
         job_dir = write_job(self.root, agents, task_dir="/task", args=args, limits=limits, work_root="/work")
         job = f"/agents/{job_dir.name}"
-        wall = limits.timeout_s + KILL_MARGIN_S
         started = time.monotonic()
         try:
-            if self.spec.mode == "fresh":
-                outcome = self._fresh(job, wall, started)
-            else:
-                outcome = self._pooled(job, wall, started)
+            outcome = self._run(job, limits.timeout_s + KILL_MARGIN_S, started)
         except Exception as exc:  # noqa: BLE001 - the engine failed, not the child
-            self._discard()
+            self._retire()
             outcome = EvalOutcome(None, "sandbox_error", f"docker: {type(exc).__name__}: {str(exc)[:300]}", None,
                                   time.monotonic() - started)
         finally:
             shutil.rmtree(job_dir, ignore_errors=True)
+        self._prepare()
         return outcome
-
-    def _pooled(self, job: str, wall: float, started: float) -> EvalOutcome:
-        import docker
-
-        container = self._pool_container()
-        try:
-            exit_code, stdout, stderr, killed = self._exec(container, job, wall)
-        except (docker.errors.NotFound, docker.errors.APIError):
-            # The container went away between evaluations (swept at a campaign's end, or killed): start another.
-            self._container = None
-            container = self._pool_container()
-            exit_code, stdout, stderr, killed = self._exec(container, job, wall)
-        self._uses += 1
-        if killed:
-            return EvalOutcome(None, "timeout", f"no result within {self.spec.limits.timeout_s:g}s; container killed",
-                               None, time.monotonic() - started)
-        outcome = parse_report(stdout, stderr, exit_code, time.monotonic() - started)
-        if outcome.failure_kind is not None:
-            self._discard()  # a failed child may have left anything behind in the container
-        return outcome
-
-    def _fresh(self, job: str, wall: float, started: float) -> EvalOutcome:
-        container = self.api.containers.run(
-            command=[PYTHON, "-I", "-c", RUNNER_SOURCE, job],
-            name=f"openended-{self.spec.campaign_label}-{uuid.uuid4().hex[:8]}",
-            **{**container_options(self.spec, self.task_root, self.root), "log_config": {"type": "json-file"}},
-        )
-        try:
-            try:
-                status = container.wait(timeout=wall)
-            except Exception:  # noqa: BLE001 - the wait timed out: a hard kill
-                return EvalOutcome(None, "timeout", f"no result within {self.spec.limits.timeout_s:g}s; container killed",
-                                   None, time.monotonic() - started)
-            stdout = container.logs(stdout=True, stderr=False)
-            stderr = container.logs(stdout=False, stderr=True)
-            code = status.get("StatusCode")
-            outcome = parse_report(stdout, stderr, code, time.monotonic() - started)
-            if outcome.failure_kind == "sandbox_error" and container.attrs is not None:
-                container.reload()
-                if container.attrs.get("State", {}).get("OOMKilled"):
-                    outcome.failure_kind, outcome.reason = "oom", "out of memory: the container was OOM-killed"
-            return outcome
-        finally:
-            try:
-                container.remove(force=True)
-            except Exception:  # noqa: BLE001
-                pass
 
     def close(self) -> None:
-        self._discard()
+        """Remove this sandbox's containers (waiting until they are gone) and its job folders."""
+        self._retire()
+        prepared, self._next = self._next, None
+        if prepared is not None:
+            try:
+                self._remove_later(prepared.result(timeout=120))
+            except Exception:  # noqa: BLE001 - it never started; sweep() removes what is left
+                pass
+        self._background.shutdown(wait=True)
+        self._background = _executor()  # still usable: a later evaluation starts a new container
         shutil.rmtree(self.root, ignore_errors=True)

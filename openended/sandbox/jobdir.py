@@ -33,15 +33,18 @@ def write_job(root: Path, agents: list[dict[str, bytes]], *, task_dir: str, args
     return job_dir
 
 
-def parse_report(stdout: bytes, stderr: bytes, exit_status: int | None, seconds: float) -> EvalOutcome:
-    """The runner's one-line JSON report, or a sandbox_error saying why there is none."""
+def parse_report(stdout: bytes, stderr: bytes, exit_status: int | None, seconds: float, *,
+                 job: str | None = None) -> EvalOutcome:
+    """The runner's one-line JSON report, or a sandbox_error saying why there is none.
+
+    With ``job``, only a report naming that job folder counts (a serving runner's reports do)."""
     lines = stdout.decode("utf-8", "replace").strip().splitlines()
     if lines:
         try:
             report = json.loads(lines[-1])
         except ValueError:
             report = None
-        if isinstance(report, dict) and "failure_kind" in report:
+        if isinstance(report, dict) and "failure_kind" in report and (job is None or report.get("job") == job):
             return EvalOutcome(
                 results=report.get("results"),
                 failure_kind=report.get("failure_kind"),
