@@ -22,8 +22,10 @@ def main() -> None:
         sys.exit(code)
     print(f"\nThe campaign database is {db}. Inspect it with:\n"
           f"  openended status {db}\n"
-          f"  openended status {db} --json\n"
-          f"  sqlite3 {db} 'SELECT id, parent_id, status, fitness FROM agents ORDER BY fitness DESC LIMIT 5'\n"
+          f"  openended top {db} -k 5\n"
+          f"  openended lineage {db} best\n"
+          f"  openended plot {db} --out figures/\n"
+          f"  openended serve {db}              # browse it in datasette\n"
           f"Resume or extend it with:  openended resume {db} --budget 50000")
 
 
