@@ -554,14 +554,7 @@ class Campaign:
         with self.db.transaction():
             self.db.record(outcomes)
             self._save_state()
-        for o in outcomes:
-            if o.status == "failed":
-                self.counters.failed += 1
-            else:
-                self.counters.done += 1
-        for o in outcomes:
-            for later in self._parked.pop(o.id, []):
-                self._duplicate(later, o.id)
+        self._recorded(outcomes)
 
     def _record(self, results: list[ChildResult]) -> None:
         """Write a batch of outcomes, the archive changes and the driver state in one transaction."""
@@ -618,6 +611,10 @@ class Campaign:
             if elites:
                 self.db.set_elites(elites)
             self._save_state()
+        self._recorded(outcomes)
+
+    def _recorded(self, outcomes: list[Outcome]) -> None:
+        """Count outcomes now in the store, and settle the duplicates that were waiting for them."""
         for o in outcomes:
             if o.status == "failed":
                 self.counters.failed += 1
