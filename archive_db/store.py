@@ -1043,10 +1043,14 @@ class ArchiveDB:
         return self.named_query("descendants", agent_id=agent_id)
 
     def genome_firsts(self) -> dict[str, int]:
-        """Each genome hash -> the first agent that had it and was not itself a duplicate."""
-        return dict(self.conn.execute(
-            "SELECT genome_hash, MIN(id) FROM agents WHERE genome_hash IS NOT NULL AND duplicate_of IS NULL "
-            "GROUP BY genome_hash"))
+        """Each genome hash -> the agent whose result stands for it: one already evaluated if any
+        (the first such), else the first still waiting for evaluation; duplicates never."""
+        firsts: dict[str, int] = {}
+        for genome, agent_id in self.conn.execute(
+                "SELECT genome_hash, id FROM agents WHERE genome_hash IS NOT NULL AND duplicate_of IS NULL "
+                "ORDER BY status = 'mutated', id"):
+            firsts.setdefault(genome, agent_id)
+        return firsts
 
     def last_mutation_errors(self) -> dict[int, str]:
         """Each parent -> the reason its most recent child failed at mutation (fed into the next prompt)."""

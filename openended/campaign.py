@@ -13,6 +13,7 @@ and sends ``mutated`` ones straight to evaluation.
 from __future__ import annotations
 
 import fcntl
+import os
 import signal
 import time
 from collections import OrderedDict, deque
@@ -98,6 +99,7 @@ class Campaign:
             new_archive = self._new_archive(config)
             _resolve_operators(config, self.task)
             _check_initial_agents(config)
+            _check_api_keys(config)
             path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _lock_campaign(path)
         self.db = ArchiveDB(path)
@@ -111,6 +113,7 @@ class Campaign:
         else:
             self.config = _merge_for_resume(run["config"], config, self.db.path)
             self.task = load_task(self.config.task)
+            _check_api_keys(self.config)
         self._stop_requested = 0
         self._cpus = 1  # CPUs in the Ray cluster, known once run() has joined it
         self._session_start = time.monotonic()
@@ -118,8 +121,9 @@ class Campaign:
         self._parent_cache: OrderedDict[int, dict[str, bytes]] = OrderedDict()
         self._parent_of: dict[int, int | None] = {}  # children not yet recorded -> their parent
         try:
-            self.sandbox, self.sandbox_note = resolve_sandbox(self.config.sandbox, task_limits=self.task.limits,
-                                                              db_path=self.db.path)
+            self.sandbox, self.sandbox_note = resolve_sandbox(
+                self.config.sandbox, task_limits=self.task.limits, db_path=self.db.path,
+                secrets=any(m.api_key_env for m in self.config.llm.models))
         except SandboxUnavailable as exc:
             self._lock.close()
             raise ConfigError(f"key 'sandbox.kind': {exc}") from None
@@ -228,10 +232,17 @@ class Campaign:
                   **(self.config.mutation.params if operator == self.config.mutation.operator else {})}
         if not self._split:
             return Job(agent_id, seed, operator, params, parent_files)
-        context = self._context(parent_id, parent_files, parent2_id, focused=operator == "llm_diff" and self._base_model(model)) \
-            if operator in LLM_OPERATORS else None
+        context = error = None
+        if operator in LLM_OPERATORS:
+            try:
+                # Drawn from the child's own seed: the campaign's stream stays the same whether or
+                # not a resume rebuilds this context.
+                context = self._context(parent_id, parent_files, parent2_id, np.random.default_rng([seed, 1]),
+                                        focused=operator == "llm_diff" and self._base_model(model))
+            except (ValueError, UnicodeDecodeError) as exc:  # e.g. the parent has no readable code file
+                error = f"cannot build the prompt: {exc}"
         return Job(agent_id, seed, operator, params, parent_files, mutate_only=True, model=model, context=context,
-                   templates_dir=self.config.llm.templates_dir)
+                   templates_dir=self.config.llm.templates_dir, error=error)
 
     def _base_model(self, model: str | None) -> bool:
         """Whether ``model`` is spoken to with completion-style framing (a base model, like the embedded one)."""
@@ -239,7 +250,8 @@ class Campaign:
             return True
         return any(m.name == model and m.api == "completion" for m in self.config.llm.models)
 
-    def _context(self, parent_id: int, parent_files: dict[str, bytes], parent2_id: int | None, focused: bool = False):
+    def _context(self, parent_id: int, parent_files: dict[str, bytes], parent2_id: int | None,
+                 rng: np.random.Generator, focused: bool = False):
         """What an LLM operator's prompt is built from: the parent, its evaluation, inspirations, its last error.
         ``focused``: the driver picks the statement to edit (the SEARCH text) and the model writes its replacement."""
         from openended.mutation.prompts import Inspiration, MutationContext, choose_focus
@@ -247,7 +259,7 @@ class Campaign:
         parent = self.db.agent(parent_id)
         inspirations = []
         if self.config.llm.inspirations and self.archive.size > 1:
-            picks = select_parents("uniform", self.archive, self.lineage, self.rng, n=self.config.llm.inspirations)
+            picks = select_parents("uniform", self.archive, self.lineage, rng, n=self.config.llm.inspirations)
             for other in dict.fromkeys(int(i) for i in picks if int(i) != parent_id):
                 row = self.db.agent(other)
                 inspirations.append(Inspiration(self._parent_files(other), row["fitness"], row["feedback"] or ""))
@@ -261,7 +273,7 @@ class Campaign:
             parent_metrics=parent["metrics"] or {}, inspirations=inspirations,
             last_error=self._last_error.get(parent_id), **second)
         if focused:
-            context.focus = choose_focus(context.parent_code, context.entry_point, self.rng)
+            context.focus = choose_focus(context.parent_code, context.entry_point, rng)
         return context
 
     def _parent_files(self, agent_id: int) -> dict[str, bytes]:
@@ -285,15 +297,17 @@ class Campaign:
             docker_engine.sweep(self.sandbox.campaign_label)
         started_ray = _ensure_ray(self.config.ray_address)
         self._cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._start_models()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self.db.update_run(status="running")
         last_stats = 0.0
         try:
+            self._start_models()
             while True:
                 reason = self._stop_reason()
                 if reason is None:
                     self._fill()
+                elif reason in ("token budget", "cost budget"):
+                    self._fill(evaluations_only=True)
                 elif reason == "signal":
                     stop_reason = reason
                     if self.progress is not None:
@@ -369,13 +383,21 @@ class Campaign:
             return "children budget"
         return None
 
-    def _fill(self) -> None:
-        """Dispatch batches until max_in_flight Ray tasks are out (or nothing can be dispatched yet)."""
+    def _fill(self, *, evaluations_only: bool = False) -> None:
+        """Dispatch batches until max_in_flight Ray tasks are out (or nothing can be dispatched yet).
+        ``evaluations_only``: a spending budget is used up, so only children already mutated (and paid
+        for) are sent out: no new proposals, no more model calls."""
         batch = self.config.batch_size if self.task.batchable else 1
+        waiting = lambda job: job.mutate_only and (evaluations_only or not self._model_free(job.model))  # noqa: E731
         while len(self._inflight) < self.config.max_in_flight:
-            if self._pending and self._pending[0].mutate_only:
-                if not self._model_free(self._pending[0].model):
-                    return
+            if self._pending and waiting(self._pending[0]):
+                # Let work that can go now pass a mutation waiting for its model.
+                ready = next((i for i, job in enumerate(self._pending) if not waiting(job)), None)
+                if ready is not None:
+                    job = self._pending[ready]
+                    del self._pending[ready]
+                    self._pending.appendleft(job)
+            if self._pending and self._pending[0].mutate_only and not waiting(self._pending[0]):
                 self._dispatch_mutation(self._pending.popleft())
                 continue
             if self._pending and self._pending[0].agent_id in self._isolate:
@@ -387,11 +409,13 @@ class Campaign:
             while (self._pending and len(jobs) < batch and self._pending[0].agent_id not in self._isolate
                    and not self._pending[0].mutate_only):
                 jobs.append(self._pending.popleft())
-            if not self._pending:
+            # New children when nothing is queued, or only a few mutations wait for a busy model.
+            if not evaluations_only and (not self._pending or (
+                    all(map(waiting, self._pending)) and len(self._pending) < self.config.max_in_flight)):
                 for job in self._propose(batch - len(jobs)):
                     (self._pending.append if job.mutate_only else jobs.append)(job)
             if not jobs:
-                if self._pending and self._pending[0].mutate_only:
+                if self._pending and not all(map(waiting, self._pending)):
                     continue
                 return
             self._dispatch(jobs)
@@ -457,6 +481,10 @@ class Campaign:
         return not any(f.mutation and f.jobs[0].model == LOCAL_MODEL for f in self._inflight.values())
 
     def _dispatch_mutation(self, job: Job) -> None:
+        if job.error is not None:
+            self._record_mutation(ChildResult(job.agent_id, fail_stage="mutation", model=job.model,
+                                              fail_reason=job.error))
+            return
         spec = self.models.get(job.model) if job.model is not None else None
         if job.model is not None and spec is None:
             self._record_mutation(ChildResult(job.agent_id, fail_stage="mutation", model=job.model,
@@ -521,16 +549,17 @@ class Campaign:
             self._finish_children([Outcome(r.agent_id, "failed", fail_stage=r.fail_stage, fail_reason=r.fail_reason,
                                            **usage)])
             return
-        with self.db.transaction():
-            self.db.record([Outcome(r.agent_id, "mutated", files=r.files, **usage)])
-            self._save_state()
+        mutated = Outcome(r.agent_id, "mutated", files=r.files, **usage)
         first = self._seen.setdefault(genome_hash(r.files), r.agent_id)
         if first != r.agent_id:
-            self._duplicate(r.agent_id, first)
+            self._duplicate(r.agent_id, first, stored=[mutated])
             return
+        with self.db.transaction():
+            self.db.record([mutated])
+            self._save_state()
         self._pending.appendleft(Job(r.agent_id, 0, "", files=r.files))
 
-    def _duplicate(self, agent_id: int, first: int) -> None:
+    def _duplicate(self, agent_id: int, first: int, stored: list[Outcome] = ()) -> None:
         """A child whose genome agent ``first`` already had: not evaluated again; it takes first's result."""
         row = self.db.agent(first)
         if row["status"] in ("archived", "rejected"):
@@ -540,19 +569,24 @@ class Campaign:
             outcome = Outcome(agent_id, "failed", fail_stage=row["fail_stage"], duplicate_of=first,
                               fail_reason=f"duplicate of agent {first}, which failed: {row['fail_reason']}")
         else:  # first is still being evaluated: decide when its outcome is in
+            if stored:
+                with self.db.transaction():
+                    self.db.record(stored)
+                    self._save_state()
             self._parked.setdefault(first, []).append(agent_id)
             return
-        self._finish_children([outcome])
+        self._finish_children([outcome], stored=stored)
 
-    def _finish_children(self, outcomes: list[Outcome]) -> None:
-        """Record terminal outcomes that need no archive change (failures and duplicates)."""
+    def _finish_children(self, outcomes: list[Outcome], stored: list[Outcome] = ()) -> None:
+        """Record terminal outcomes that need no archive change (failures and duplicates), after the
+        ``stored`` steps that lead to them, in one transaction."""
         for o in outcomes:
             self._parent_of.pop(o.id, None)
             arm = self._arm_of.pop(o.id, None)
             if arm is not None:
                 self.portfolio.update(arm, False)
         with self.db.transaction():
-            self.db.record(outcomes)
+            self.db.record([*stored, *outcomes])
             self._save_state()
         self._recorded(outcomes)
 
@@ -708,6 +742,9 @@ def _resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
         else:
             operator = portfolio[0] if portfolio else "ast"
     allowed = ("ast", "noop", *LLM_OPERATORS) if code else ("gaussian", "noop")
+    if code and not task.spec.get("code_file") and any(n in LLM_OPERATORS for n in [operator, *portfolio]):
+        raise ConfigError(f"key 'mutation.operator': task {task.name!r} names no code_file in its task.toml, "
+                          "which the LLM operators edit")
     for key, names in (("mutation.operator", [operator]), ("mutation.portfolio", portfolio)):
         bad = [n for n in names if n not in allowed]
         if bad:
@@ -743,6 +780,14 @@ def _merge_for_resume(stored: dict, given: CampaignConfig, db_path) -> CampaignC
             )
     merged["db"] = str(db_path)
     return validate_config(merged, str(db_path))
+
+
+def _check_api_keys(config: CampaignConfig) -> None:
+    """Every model's key variable is set (its value is never read here)."""
+    for i, m in enumerate(config.llm.models):
+        if m.api_key_env and not os.environ.get(m.api_key_env):
+            raise ConfigError(f"key 'llm.models[{i}].api_key_env': environment variable {m.api_key_env} "
+                              f"(the key of model {m.name!r}) is not set")
 
 
 def _check_initial_agents(config: CampaignConfig) -> None:

@@ -57,7 +57,7 @@ class ModelConfig(_Strict):
     """One OpenAI-compatible endpoint. The key is read from the environment variable NAMED here."""
 
     name: str = Field(min_length=1, description="label recorded per child")
-    base_url: str = Field(min_length=1)
+    base_url: str = Field(pattern=r"^https?://\S+$", description="http(s)://host[:port]/v1")
     model: str = Field(min_length=1)
     api_key_env: str | None = Field(default=None, description="NAME of the variable holding the key, never the key")
     api: Literal["completion", "chat"] = "chat"

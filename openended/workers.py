@@ -39,6 +39,7 @@ class Job:
     model: object | None = None  # an openended.llm.ModelSpec for the LLM operators
     context: object | None = None  # an openended.mutation.prompts.MutationContext for the LLM operators
     templates_dir: str | None = None
+    error: str | None = None  # the driver could not prepare this mutation: it fails without a call
 
 
 @dataclass(slots=True)

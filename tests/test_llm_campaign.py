@@ -182,3 +182,29 @@ def test_embedded_model_binpack_campaign(tmp_path, cli_env, python, docker_engin
         assert diffs, "at least one SEARCH/REPLACE edit applied cleanly"
         # Evaluated in the Docker sandbox.
         assert store.evaluations(diffs[0]["id"]) or diffs[0]["duplicate_of"] is not None
+
+
+def test_model_settings_are_checked_before_any_file_is_made(tmp_path, monkeypatch):
+    from openended.campaign import Campaign
+
+    model = {"name": "m", "base_url": "http://127.0.0.1:9/v1", "model": "x", "api_key_env": "OPENENDED_UNSET_KEY"}
+    monkeypatch.delenv("OPENENDED_UNSET_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"llm.models\[0\].api_key_env.*OPENENDED_UNSET_KEY.*not set"):
+        Campaign(load_config(None, {"task": "binpack", "db": str(tmp_path / "k.db"), "llm.models": [model]}))
+    with pytest.raises(ConfigError, match="llm.models.0.base_url"):
+        load_config(None, {"llm.models": [{**model, "base_url": "localhost:11434/v1"}]})
+    assert not (tmp_path / "k.db").exists()
+
+
+def test_auto_sandbox_never_falls_back_to_process_while_keys_are_in_the_environment(tmp_path, monkeypatch):
+    from openended.campaign import Campaign
+
+    monkeypatch.setenv("OPENENDED_SET_KEY", "sk-x")
+    model = {"name": "m", "base_url": "http://127.0.0.1:9/v1", "model": "x", "api_key_env": "OPENENDED_SET_KEY"}
+    base = {"task": "binpack", "db": str(tmp_path / "s.db"), "llm.models": [model],
+            "sandbox.image": "openended-no-such-image:0"}
+    with pytest.raises(ConfigError, match="API keys.*sandbox.kind = 'process'"):
+        Campaign(load_config(None, base))
+    campaign = Campaign(load_config(None, {**base, "db": str(tmp_path / "p.db"), "sandbox.kind": "process"}))
+    assert campaign.sandbox.kind == "process" and "does NOT isolate" in campaign.sandbox_note
+    campaign._lock.close()

@@ -76,6 +76,15 @@ def gguf_path() -> Path:
     return target
 
 
+def _die_with_parent() -> None:
+    # Runs in the child before exec: the kernel sends it SIGTERM when the process that started it
+    # dies, even by kill -9, which skips atexit; an orphaned server would hold the model and 2 cores.
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -151,7 +160,7 @@ class LocalModelServer:
             # Its own session (process group), so stop() also ends anything it spawned.
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_die_with_parent)
         atexit.register(self.stop)
         try:
             self._wait_ready(began)

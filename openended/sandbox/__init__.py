@@ -101,12 +101,13 @@ def limits_for(task_limits: dict, config) -> Limits:
                   pids=pick("pids", int), output_bytes=int(config.output_bytes))
 
 
-def resolve(config, *, task_limits: dict, db_path) -> tuple[SandboxSpec, str | None]:
+def resolve(config, *, task_limits: dict, db_path, secrets: bool = False) -> tuple[SandboxSpec, str | None]:
     """The sandbox a campaign will use, and a note to show the user (or None).
 
     ``auto`` becomes ``docker`` where an engine answers and the image is present, else
     ``process`` with a note saying why. An explicit ``docker`` that cannot run raises
-    SandboxUnavailable with what to do.
+    SandboxUnavailable with what to do. With ``secrets`` (API keys in this machine's environment),
+    ``auto`` never falls back: a child outside a container could read them.
     """
     from openended.sandbox.docker_engine import docker_problem
 
@@ -117,6 +118,11 @@ def resolve(config, *, task_limits: dict, db_path) -> tuple[SandboxSpec, str | N
             kind = "docker"
         elif kind == "docker":
             raise SandboxUnavailable(f"sandbox 'docker' cannot run: {problem}")
+        elif secrets:
+            raise SandboxUnavailable(
+                f"the Docker sandbox cannot run ({problem}), and this campaign's models read API keys from the "
+                "environment, which a child outside a container could read too; fix Docker, or set "
+                "sandbox.kind = 'process' to accept that risk")
         else:
             kind = "process"
             note = f"Docker sandbox unavailable ({problem}); falling back to the 'process' sandbox, which does NOT isolate children"
