@@ -196,6 +196,17 @@ def _nearest(text: list[str], search: tuple[str, ...]) -> str:
     return f"nearest lines {best + 1}-{end} are:\n{shown}"
 
 
+def _blank_run(lines: list[str]) -> int:
+    return next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+
+
+def _trim_blank_edges(search: list[str], replace: list[str]) -> tuple[list[str], list[str]]:
+    """Blank lines at the edges of the SEARCH text say nothing about where it is, and must not
+    decide which of the file's blank lines an edit removes: leave them out of the match."""
+    search = search[_blank_run(search):]
+    return search[:len(search) - _blank_run(search[::-1])], replace
+
+
 def apply_block(source: str, block: Block, filename: str = "the file") -> str:
     """``source`` with ``block`` applied once.
 
@@ -206,7 +217,7 @@ def apply_block(source: str, block: Block, filename: str = "the file") -> str:
     if not any(line.strip() for line in block.search):
         raise PatchError(f"block {block.index}: SEARCH section is empty; copy the lines to change from {filename}")
     text = source.split("\n")
-    search = list(block.search)
+    search, replace = _trim_blank_edges(list(block.search), list(block.replace))
     for finder in (_exact_matches, _loose_matches):
         found = finder(text, search)
         if len(found) > 1:
@@ -216,7 +227,7 @@ def apply_block(source: str, block: Block, filename: str = "the file") -> str:
         if found:
             start, end, shift = found[0]
             pad = _indent(text[start])[:1] or " "
-            replacement = _reindent(block.replace, shift, pad)
+            replacement = _reindent(tuple(replace), shift, pad)
             return "\n".join(text[:start] + replacement + text[end:])
     raise PatchError(f"block {block.index}: SEARCH text not found in {filename}; {_nearest(text, block.search)}")
 
