@@ -39,6 +39,8 @@ RESUMABLE_OVERRIDES = ("max_in_flight", "batch_size", "ray_address", "grace_seco
                        "sandbox")
 PARENT_CACHE_SIZE = 4096
 LOCAL_MODEL = "local-gemma3-270m"
+# Failure reasons that blame the machinery (a lost worker, the engine, the Ray backstop), not the genome.
+INFRASTRUCTURE_FAILURES = ("worker failed", "sandbox_error", "no result within")
 
 
 @dataclass
@@ -565,9 +567,18 @@ class Campaign:
         if row["status"] in ("archived", "rejected"):
             outcome = Outcome(agent_id, "rejected", fitness=row["fitness"], descriptors=row["descriptors"],
                               metrics=row["metrics"], feedback=f"duplicate of agent {first}", duplicate_of=first)
-        elif row["status"] == "failed":
+        elif row["status"] == "failed" and not row["fail_reason"].startswith(INFRASTRUCTURE_FAILURES):
             outcome = Outcome(agent_id, "failed", fail_stage=row["fail_stage"], duplicate_of=first,
                               fail_reason=f"duplicate of agent {first}, which failed: {row['fail_reason']}")
+        elif row["status"] == "failed":  # the machinery failed first, not the genome: this one is evaluated
+            if stored:
+                with self.db.transaction():
+                    self.db.record(stored)
+                    self._save_state()
+            files = self.db.agent_files(agent_id)
+            self._seen[genome_hash(files)] = agent_id
+            self._pending.appendleft(Job(agent_id, 0, "", files=files))
+            return
         else:  # first is still being evaluated: decide when its outcome is in
             if stored:
                 with self.db.transaction():

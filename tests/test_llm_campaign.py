@@ -208,3 +208,35 @@ def test_auto_sandbox_never_falls_back_to_process_while_keys_are_in_the_environm
     campaign = Campaign(load_config(None, {**base, "db": str(tmp_path / "p.db"), "sandbox.kind": "process"}))
     assert campaign.sandbox.kind == "process" and "does NOT isolate" in campaign.sandbox_note
     campaign._lock.close()
+
+
+@pytest.mark.parametrize("reason, evaluated_again", [("worker failed: the actor died", True),
+                                                     ("crash: evaluation exited with status 1: boom", False)])
+def test_a_duplicate_inherits_the_genome_s_failures_but_not_the_machinery_s(tmp_path, reason, evaluated_again):
+    from archive_db import Outcome, Proposal
+    from openended.campaign import Campaign
+    from openended.tasks import load_task
+
+    cfg = load_config(None, {"task": "binpack", "db": str(tmp_path / "d.db"), "mutation.operator": "ast",
+                             "sandbox.kind": "inprocess"})
+    campaign = Campaign(cfg)
+    seed = load_task("binpack").seed_files()
+    child = {"priority.py": seed["priority.py"] + b"\n# edited\n"}
+    db = campaign.db
+    db.propose([Proposal(0, None, "seed", 1), Proposal(1, 0, "ast", 2), Proposal(2, 0, "ast", 3)])
+    db.record([Outcome(0, "archived", files=seed, fitness=-4.5, descriptors=[1.0, 0.0]),
+               Outcome(1, "mutated", files=child), Outcome(2, "mutated", files=child)])
+    db.record([Outcome(1, "failed", fail_stage="sandbox", fail_reason=reason)])
+    db.close()
+    campaign._lock.close()
+
+    resumed = Campaign(load_config(None, {"db": str(tmp_path / "d.db")}), resume_only=True)
+    row = resumed.db.agent(2)
+    pending = [job.agent_id for job in resumed._pending]
+    if evaluated_again:
+        assert row["status"] == "mutated" and 2 in pending and row["duplicate_of"] is None
+    else:
+        assert row["status"] == "failed" and row["duplicate_of"] == 1 and 2 not in pending
+        assert "duplicate of agent 1" in row["fail_reason"]
+    resumed.db.close()
+    resumed._lock.close()
