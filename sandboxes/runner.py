@@ -108,31 +108,29 @@ def _child(job, job_dir, work, out_path):
         json.dump(results, fh, allow_nan=True)
 
 
-def _cgroup_value(*candidates):
-    for path in candidates:
+def _cgroup_counter(keys, *paths):
+    """The first of ``keys`` found in the first readable cgroup file of ``paths`` (v1, then v2), or None."""
+    for path in paths:
         try:
             with open(path) as fh:
-                return fh.read()
+                text = fh.read()
         except OSError:
             continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key in keys:
+                return int(value)
+        return None
     return None
 
 
 def _oom_count():
-    text = _cgroup_value("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
-    if not text:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key in ("oom_kill", "oom"):
-            return int(value)
-    return None
+    return _cgroup_counter(("oom_kill", "oom"), "/sys/fs/cgroup/memory/memory.oom_control",
+                           "/sys/fs/cgroup/memory.events")
 
 
 def _pids_max_hits():
-    text = _cgroup_value("/sys/fs/cgroup/pids/pids.events", "/sys/fs/cgroup/pids.events")
-    if not text:
-        return None
+    return _cgroup_counter(("max",), "/sys/fs/cgroup/pids/pids.events", "/sys/fs/cgroup/pids.events")
     for line in text.splitlines():
         key, _, value = line.partition(" ")
         if key == "max":
