@@ -214,8 +214,9 @@ class Campaign:
             self._parent_of[row["id"]] = row["parent_id"]
             self._arm_of[row["id"]] = Arm(row["operator"], row["model"])
             files = self.db.agent_files(row["id"])
-            if self._split and self._seen.get(genome_hash(files), row["id"]) != row["id"]:
-                self._duplicate(row["id"], self._seen[genome_hash(files)])
+            first = self._seen.get(genome_hash(files), row["id"]) if self._split else row["id"]
+            if first != row["id"]:
+                self._duplicate(row["id"], first)
                 continue
             self._pending.append(Job(row["id"], row["seed"], row["operator"], files=files))
         for row in self.db.agents_by_status("proposed"):
