@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from archive_db import Outcome, Proposal  # noqa: E402
-from openended.campaign import Campaign  # noqa: E402
+from openended.engine import Campaign  # noqa: E402
 from openended.config import load_config  # noqa: E402
 
 NOOP = str(Path(__file__).resolve().parent / "tasks" / "noop")

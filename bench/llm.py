@@ -25,14 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from openended.campaign import Campaign  # noqa: E402
+from openended.engine import Campaign  # noqa: E402
 from openended.config import load_config  # noqa: E402
 from openended.llm import complete  # noqa: E402
 from openended.llm.local import LocalModelServer, local_spec  # noqa: E402
 from openended.mutation.llm_ops import MutationFailed, llm_mutate  # noqa: E402
 from openended.mutation.prompts import MutationContext, choose_focus  # noqa: E402
 from openended.tasks import evaluator_module, load_task  # noqa: E402
-from openended.workers import STOP  # noqa: E402
+from openended.engine.worker import STOP  # noqa: E402
 
 
 def proposals(n: int) -> dict:

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from openended.campaign import Campaign  # noqa: E402
+from openended.engine import Campaign  # noqa: E402
 from openended.config import load_config  # noqa: E402
 from openended.qd import DescriptorSpace, make_archive  # noqa: E402
 from openended.tasks import evaluator_module, load_task  # noqa: E402

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from openended.campaign import Campaign  # noqa: E402
+from openended.engine import Campaign  # noqa: E402
 from openended.config import load_config  # noqa: E402
 from openended.sandbox import Limits, SandboxSpec  # noqa: E402
 from openended.sandbox.docker_engine import DockerSandbox  # noqa: E402

@@ -24,7 +24,7 @@ def _fail(message: str) -> None:
 
 
 def _start(config, *, quiet: bool = False, resume_only: bool = False):
-    from openended.campaign import Campaign
+    from openended.engine import Campaign
     from openended.progress import Progress
 
     try:

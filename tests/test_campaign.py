@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from conftest import toy
-from openended.campaign import Campaign, run_campaign
+from openended.engine import Campaign, run_campaign
 from openended.config import ConfigError, CampaignConfig, load_config
 
 

@@ -73,7 +73,7 @@ def build_campaign_db(tmp_path_factory) -> dict:
     ``{"path": Path, "live": [what the reader saw while it ran], "summary": Summary}``."""
     if _CAMPAIGN:
         return _CAMPAIGN
-    from openended.campaign import Campaign
+    from openended.engine import Campaign
     from openended.config import load_config
 
     path = tmp_path_factory.mktemp("inspect") / "maze.db"

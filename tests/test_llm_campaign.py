@@ -108,7 +108,7 @@ def test_token_budget_stops_a_campaign(tmp_path, cli_env, python):
 
 
 def test_llm_operators_need_a_model_and_a_code_genome(tmp_path):
-    from openended.campaign import Campaign
+    from openended.engine import Campaign
 
     with pytest.raises(ConfigError, match="need a model"):
         Campaign(load_config(None, {"task": "binpack", "db": str(tmp_path / "a.db"), "mutation.operator": "llm_diff"}))
@@ -185,7 +185,7 @@ def test_embedded_model_binpack_campaign(tmp_path, cli_env, python, docker_engin
 
 
 def test_model_settings_are_checked_before_any_file_is_made(tmp_path, monkeypatch):
-    from openended.campaign import Campaign
+    from openended.engine import Campaign
 
     model = {"name": "m", "base_url": "http://127.0.0.1:9/v1", "model": "x", "api_key_env": "OPENENDED_UNSET_KEY"}
     monkeypatch.delenv("OPENENDED_UNSET_KEY", raising=False)
@@ -197,7 +197,7 @@ def test_model_settings_are_checked_before_any_file_is_made(tmp_path, monkeypatc
 
 
 def test_auto_sandbox_never_falls_back_to_process_while_keys_are_in_the_environment(tmp_path, monkeypatch):
-    from openended.campaign import Campaign
+    from openended.engine import Campaign
 
     monkeypatch.setenv("OPENENDED_SET_KEY", "sk-x")
     model = {"name": "m", "base_url": "http://127.0.0.1:9/v1", "model": "x", "api_key_env": "OPENENDED_SET_KEY"}
@@ -214,7 +214,7 @@ def test_auto_sandbox_never_falls_back_to_process_while_keys_are_in_the_environm
                                                      ("crash: evaluation exited with status 1: boom", False)])
 def test_a_duplicate_inherits_the_genome_s_failures_but_not_the_machinery_s(tmp_path, reason, evaluated_again):
     from archive_db import Outcome, Proposal
-    from openended.campaign import Campaign
+    from openended.engine import Campaign
     from openended.tasks import load_task
 
     cfg = load_config(None, {"task": "binpack", "db": str(tmp_path / "d.db"), "mutation.operator": "ast",

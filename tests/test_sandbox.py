@@ -121,7 +121,7 @@ def test_auto_falls_back_to_process_with_a_note_and_explicit_docker_refuses(tmp_
     cfg = load_config(None, {"sandbox.image": "openended-no-such-image:0"})
     spec, note = resolve(cfg.sandbox, task_limits={"timeout_s": 7}, db_path=tmp_path / "x.db")
     assert spec.kind == "process" and "does NOT isolate" in note and spec.limits.timeout_s == 7
-    from openended.campaign import Campaign
+    from openended.engine import Campaign
 
     bad = load_config(None, {"db": str(tmp_path / "d.db"), "sandbox.kind": "docker",
                              "sandbox.image": "openended-no-such-image:0"})

@@ -32,7 +32,7 @@ from openended.results import InvalidResult, check_result
 from openended.sandbox import SandboxUnavailable, docker_engine, resolve as resolve_sandbox
 from openended.selection import LineageCounts, select_parents
 from openended.tasks import Task, load_task
-from openended.workers import ChildResult, Job, mutate_job_remote, run_jobs_remote
+from openended.engine.worker import ChildResult, Job, mutate_job_remote, run_jobs_remote
 
 # Settings a resumed campaign may change; anything else must match what the run started with.
 RESUMABLE_OVERRIDES = ("max_in_flight", "batch_size", "ray_address", "grace_seconds", "stats_every_seconds", "budget",
