@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from openended.standing import Standing
+
 
 def _fmt(value, spec: str = ".4g") -> str:
     return "n/a" if value is None else format(value, spec)
@@ -46,8 +48,9 @@ class Progress:
     def note(self, message: str) -> None:
         self.console.print(message) if self.live else print(message, flush=True)
 
-    def update(self, snap: dict) -> None:
+    def update(self, standing: Standing) -> None:
         now = time.monotonic()
+        snap = standing.as_dict()
         finished = snap["children_done"] + snap["children_failed"]
         # The rate starts at the first update (the loop's start), so Ray's start-up does not count.
         if self._last is not None and now > self._last[0]:

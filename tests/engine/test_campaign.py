@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-
 from conftest import toy
+
+from openended.config import ConfigError, load_config
 from openended.engine import Campaign, run_campaign
-from openended.config import ConfigError, CampaignConfig, load_config
 
 
 def _config(tmp_path, variant="plain", **overrides):
@@ -131,7 +131,7 @@ def test_maze_campaign_records_positions_and_solved_metric(tmp_path, ray_address
 
 def test_resume_accepts_the_same_nested_settings_and_refuses_others(tmp_path, ray_address):
     run_campaign(_config(tmp_path, **{"budget.max_children": 10}))
-    Campaign(_config(tmp_path, **{"budget.max_children": 20})).db.close()  # same archive/selection: fine
+    Campaign(_config(tmp_path, **{"budget.max_children": 20})).close()  # same archive/selection: fine
     with pytest.raises(ConfigError, match="archive"):
         Campaign(_config(tmp_path, **{"archive.kind": "novelty"}))
 
@@ -226,4 +226,4 @@ def test_resume_needs_an_existing_campaign_and_never_inherits_the_ray_address(tm
     run_campaign(_config(tmp_path, **{"budget.max_children": 10, "ray_address": ray_address}))
     resumed = Campaign(load_config(None, {"db": str(tmp_path / "c.db"), "sandbox.kind": "inprocess"}), resume_only=True)
     assert resumed.config.ray_address is None
-    resumed.db.close()
+    resumed.close()

@@ -1,14 +1,16 @@
 """Progress output: plain lines off a terminal, a rich table on one."""
 
 import io
+from dataclasses import replace
 
 from rich.console import Console
 
 from openended.progress import Progress
+from openended.standing import Standing
 
-SNAP = {"children_done": 90, "children_failed": 10, "children_in_flight": 4, "children_proposed": 104,
-        "max_children": 200, "archive_size": 50, "coverage": 0.25, "qd_score": 12.5, "best_fitness": -3.0,
-        "mean_fitness": -7.0, "elapsed_seconds": 10.0, "session_start_finished": 0}
+SNAP = Standing(children_done=90, children_failed=10, children_in_flight=4, children_proposed=104,
+                max_children=200, archive_size=50, coverage=0.25, qd_score=12.5, best_fitness=-3.0,
+                mean_fitness=-7.0, elapsed_seconds=10.0)
 
 
 def test_plain_lines_when_not_a_terminal(capsys):
@@ -25,7 +27,7 @@ def test_live_table_shows_counts_rate_and_eta():
     progress.console = Console(file=io.StringIO(), force_terminal=True, width=100)
     with progress:
         progress.update(SNAP)
-        progress.update({**SNAP, "children_done": 140})
+        progress.update(replace(SNAP, children_done=140))
     text = progress.console.file.getvalue()
     assert "140 / 10 / 4" in text and "104 / 200" in text and "25.0%" in text
     assert "ETA (budget)" in text

@@ -1,0 +1,259 @@
+"""Scheduling: the queue of jobs waiting to go out, the tasks in flight, their deadlines.
+
+The :class:`Dispatcher` decides what goes out and when: batches of evaluations, code mutations
+one per task, children of a crashed batch re-run one at a time (isolation), mutations held back
+while their model is busy. It hands work to an :class:`Executor`; :class:`RayExecutor` is the
+real one (this is the only module that imports Ray), a test can hand it a fake.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import ray
+
+from openended.engine.jobs import NO_RESULT, WORKER_LOST, ChildResult, EvalJob, Evaluate, Job, Mutate
+from openended.llm import ModelSpec
+from openended.names import LOCAL_MODEL
+from openended.sandbox import SandboxSpec
+from openended.tasks import TaskRef
+
+# Models that generate for one request at a time (the embedded llama.cpp server): queued calls
+# would only run down their time limits, so their mutations wait in the queue instead.
+SERIAL_MODELS = frozenset({LOCAL_MODEL})
+# Time allowed for an LLM-free mutation task, and the slack over a model's own time budget.
+MUTATION_SECONDS = 60.0
+MODEL_SLACK_SECONDS = 30.0
+
+
+class TaskLost(Exception):
+    """A task's worker died or the task could not run; the message says why."""
+
+
+class Executor(Protocol):
+    """Runs jobs somewhere and hands back their results."""
+
+    def evaluate(self, jobs: list[EvalJob]) -> Hashable: ...
+    def mutate(self, job: Mutate, model: ModelSpec | None) -> Hashable: ...
+    def ready(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]: ...
+    def result(self, handle: Hashable) -> list[ChildResult]: ...  # raises TaskLost
+    def cancel(self, handle: Hashable) -> None: ...
+
+
+@dataclass(slots=True)
+class Flight:
+    """One task out: its jobs and the backstop deadline after which it counts as lost."""
+
+    jobs: list[Job]
+    deadline: float
+    mutation: bool
+
+
+class Dispatcher:
+    """Pending jobs, tasks in flight and their deadlines; produces every child's :class:`ChildResult`."""
+
+    def __init__(self, executor: Executor, *, max_in_flight: int, batch_size: int, cpus: int,
+                 task_timeout: float, models: dict[str, ModelSpec]):
+        self.executor = executor
+        self.max_in_flight = max_in_flight
+        self.batch_size = batch_size
+        self.cpus = max(1, cpus)
+        self.task_timeout = task_timeout
+        self.models = models
+        self.pending: deque[Job] = deque()
+        self._flights: dict[Hashable, Flight] = {}
+        self._isolate: set[int] = set()  # children of a crashed batch, re-run one per task
+        self._done: list[tuple[bool, list[ChildResult]]] = []  # results known without running anything
+
+    # ------------------------------------------------------------- state
+    @property
+    def in_flight(self) -> int:
+        """Tasks out, plus results waiting to be collected."""
+        return len(self._flights) + len(self._done)
+
+    @property
+    def children_in_flight(self) -> int:
+        return sum(len(f.jobs) for f in self._flights.values())
+
+    def queue(self, job: Job, *, front: bool = False) -> None:
+        (self.pending.appendleft if front else self.pending.append)(job)
+
+    # ---------------------------------------------------------- dispatch
+    def fill(self, propose: Callable[[int], list[Job]], *, evaluations_only: bool = False) -> None:
+        """Send tasks until ``max_in_flight`` are out or nothing can go yet; ``propose(n)`` makes up to n
+        new children when the queue runs dry. ``evaluations_only``: a spending budget is used up, so
+        only children already mutated (and paid for) go out: no proposals, no more model calls."""
+
+        def waiting(job: Job) -> bool:
+            return isinstance(job, Mutate) and (evaluations_only or not self._model_free(job.model))
+
+        while len(self._flights) < self.max_in_flight:
+            if self.pending and waiting(self.pending[0]):
+                # Let work that can go now pass a mutation waiting for its model.
+                ready = next((i for i, job in enumerate(self.pending) if not waiting(job)), None)
+                if ready is not None:
+                    job = self.pending[ready]
+                    del self.pending[ready]
+                    self.pending.appendleft(job)
+            head = self.pending[0] if self.pending else None
+            if isinstance(head, Mutate) and not waiting(head):
+                self._send_mutation(self.pending.popleft())  # type: ignore[arg-type]
+                continue
+            if head is not None and head.agent_id in self._isolate:
+                self.pending.popleft()
+                self._isolate.discard(head.agent_id)
+                self._send([head])  # type: ignore[list-item]
+                continue
+            jobs: list[EvalJob] = []
+            while (self.pending and len(jobs) < self.batch_size and self.pending[0].agent_id not in self._isolate
+                   and not isinstance(self.pending[0], Mutate)):
+                jobs.append(self.pending.popleft())  # type: ignore[arg-type]
+            # New children when nothing is queued, or only a few mutations wait for a busy model.
+            if not evaluations_only and (not self.pending or (
+                    all(map(waiting, self.pending)) and len(self.pending) < self.max_in_flight)):
+                for job in propose(self.batch_size - len(jobs)):
+                    if isinstance(job, Mutate):
+                        self.pending.append(job)
+                    else:
+                        jobs.append(job)
+            if not jobs:
+                if self.pending and not all(map(waiting, self.pending)):
+                    continue
+                return
+            self._send(jobs)
+
+    def _model_free(self, model: str | None) -> bool:
+        if model not in SERIAL_MODELS:
+            return True
+        return not any(f.mutation and getattr(f.jobs[0], "model", None) == model for f in self._flights.values())
+
+    def _send(self, jobs: list[EvalJob]) -> None:
+        handle = self.executor.evaluate(jobs)
+        # The deadline is a backstop measured from dispatch: a task queued behind others on a
+        # full cluster gets a timeout for each round of tasks ahead of it.
+        rounds_ahead = len(self._flights) // self.cpus
+        self._flights[handle] = Flight(list(jobs), time.monotonic() + self.task_timeout * (1 + rounds_ahead), False)
+
+    def _send_mutation(self, job: Mutate) -> None:
+        if job.unprepared is not None:
+            self._done.append((True, [_mutation_failed(job, job.unprepared)]))
+            return
+        spec = None if job.model is None else self.models.get(job.model)
+        if job.model is not None and spec is None:
+            reason = f"model {job.model!r} is not configured in this session"
+            self._done.append((True, [_mutation_failed(job, reason)]))
+            return
+        handle = self.executor.mutate(job, spec)
+        limit = MUTATION_SECONDS if spec is None else spec.max_total_s + MODEL_SLACK_SECONDS
+        rounds_ahead = len(self._flights) // max(1, self.max_in_flight)
+        self._flights[handle] = Flight([job], time.monotonic() + limit * (1 + rounds_ahead), True)
+
+    # ----------------------------------------------------------- collect
+    def collect(self, timeout: float) -> list[tuple[bool, list[ChildResult]]]:
+        """Results of the tasks that finished within ``timeout`` as (mutation?, results) pairs. A crashed
+        or late batch is queued again one child per task; a crashed or late lone child fails."""
+        done, self._done = self._done, []
+        if not self._flights:
+            return done
+        ready = self.executor.ready(list(self._flights), 0 if done else timeout)
+        for handle in ready:
+            flight = self._flights.pop(handle)
+            try:
+                results = self.executor.result(handle)
+            except TaskLost as exc:
+                done.extend(self._lost(flight, "sandbox", f"{WORKER_LOST}: {exc}"))
+                continue
+            if not flight.mutation and len(flight.jobs) > 1 and any(r.batch_failure for r in results):
+                done.extend(self._lost(flight, "sandbox", "batch failed"))
+                continue
+            done.append((flight.mutation, results))
+        now = time.monotonic()
+        for handle, flight in list(self._flights.items()):
+            if now > flight.deadline:
+                self.executor.cancel(handle)
+                del self._flights[handle]
+                done.extend(self._lost(flight, "timeout", f"{NO_RESULT} {self.task_timeout:g}s"))
+        return done
+
+    def _lost(self, flight: Flight, stage: str, reason: str) -> list[tuple[bool, list[ChildResult]]]:
+        if len(flight.jobs) > 1:
+            # Singletons go to the front of the queue, in their order.
+            self._isolate.update(j.agent_id for j in flight.jobs)
+            self.pending.extendleft(reversed(flight.jobs))
+            return []
+        job = flight.jobs[0]
+        if isinstance(job, Mutate):
+            return [(True, [_mutation_failed(job, f"{stage}: {reason}")])]
+        files = job.files if isinstance(job, Evaluate) else None
+        return [(False, [ChildResult(job.agent_id, files=files, fail_stage=stage, fail_reason=reason)])]
+
+    def cancel_all(self) -> None:
+        """Cancel every task in flight; their jobs go back to the queue (they run again on resume)."""
+        for handle, flight in list(self._flights.items()):
+            self.executor.cancel(handle)
+            self.pending.extend(flight.jobs)
+        self._flights.clear()
+
+
+def _mutation_failed(job: Mutate, reason: str) -> ChildResult:
+    return ChildResult(job.agent_id, fail_stage="mutation", model=job.model, fail_reason=reason)
+
+
+class RayExecutor:
+    """Runs jobs as Ray tasks on the cluster this process has joined."""
+
+    def __init__(self, task: TaskRef, sandbox: SandboxSpec):
+        from openended.engine.worker import mutate_job, run_jobs
+
+        self.task = task
+        self.sandbox = sandbox
+        self._evaluate = ray.remote(num_cpus=1, max_retries=0)(run_jobs)
+        # A model call waits on the network or the local server, not on this node's CPU.
+        self._mutate = ray.remote(num_cpus=0, max_retries=0)(mutate_job)
+
+    def evaluate(self, jobs: list[EvalJob]) -> Hashable:
+        return self._evaluate.remote(self.task, jobs, self.sandbox)
+
+    def mutate(self, job: Mutate, model: ModelSpec | None) -> Hashable:
+        return self._mutate.remote(self.task, job, model)
+
+    def ready(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]:
+        refs = list(handles)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:  # take every other one already done too, without waiting
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        return list(ready)
+
+    def result(self, handle: Hashable) -> list[ChildResult]:
+        try:
+            results = ray.get(cast("ray.ObjectRef[Any]", handle))
+        except Exception as exc:  # the worker process died or the task could not run
+            text = str(exc).strip().splitlines()
+            raise TaskLost((text[0] if text else type(exc).__name__)[:300]) from None
+        return results if isinstance(results, list) else [results]
+
+    def cancel(self, handle: Hashable) -> None:
+        ray.cancel(handle, force=True)
+
+    @staticmethod
+    def cluster_cpus() -> int:
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def ensure_ray(address: str | None) -> bool:
+    """Start a local Ray, or join ``address``; returns whether this call started it."""
+    if ray.is_initialized():
+        return False
+    # Workers' own log lines would garble the progress display; every failure is in the database.
+    ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, configure_logging=True,
+             log_to_driver=False)
+    return True
+
+
+def shutdown_ray() -> None:
+    ray.shutdown()

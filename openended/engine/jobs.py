@@ -1,0 +1,96 @@
+"""Typed records that cross between the driver and its Ray workers: jobs out, results back.
+
+Three kinds of job, one per thing a worker can be asked to do:
+
+- :class:`Breed` makes a child from its parent (or a root from nothing) and evaluates it in the
+  same Ray task: parameter genomes, whose mutation is cheap and deterministic.
+- :class:`Mutate` only makes a code child's genome (an LLM call or an LLM-free edit); the driver
+  stores and de-duplicates it before any evaluation.
+- :class:`Evaluate` evaluates a genome that is already stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from openended.names import Files
+
+if TYPE_CHECKING:
+    from openended.mutation.prompts import MutationContext
+    from openended.sandbox import EvaluationRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Breed:
+    """Make a child with ``operator`` (seeded) from ``parent_files`` (None for a root), then evaluate it."""
+
+    agent_id: int
+    seed: int
+    operator: str
+    params: dict[str, Any] = field(default_factory=dict)
+    parent_files: Files | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluate:
+    """Evaluate ``files`` as they are: a stored code child, a user's given agent, a resumed ``mutated`` row."""
+
+    agent_id: int
+    files: Files
+
+
+@dataclass(frozen=True, slots=True)
+class Mutate:
+    """Make a code child's genome; ``model`` names the configured model the LLM operators call."""
+
+    agent_id: int
+    seed: int
+    operator: str
+    params: dict[str, Any] = field(default_factory=dict)
+    parent_files: Files | None = None
+    model: str | None = None
+    context: MutationContext | None = None
+    templates_dir: str | None = None
+    # Why the driver could not prepare this mutation (e.g. an unreadable parent): it fails without a call.
+    unprepared: str | None = None
+
+
+EvalJob = Breed | Evaluate
+Job = Breed | Evaluate | Mutate
+
+
+@dataclass(slots=True)
+class ChildResult:
+    """What came back for one child: its genome, and the evaluator's raw result or a failure."""
+
+    agent_id: int
+    files: Files | None = None
+    result: object = None  # the evaluator's JSON, unchecked: hostile until check_result has read it
+    fail_stage: str | None = None
+    fail_reason: str | None = None
+    eval_seconds: float = 0.0
+    # what a foundation-model mutation spent (zero for the LLM-free operators)
+    model: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    evaluation: EvaluationRecord | None = None  # how the sandbox ran it
+    batch_failure: bool = False  # the whole batch failed in the sandbox: re-run its children alone
+
+    @property
+    def failed(self) -> bool:
+        return self.fail_stage is not None
+
+
+# Failure reasons that blame the machinery, not the genome: a duplicate of such a child is evaluated
+# itself instead of inheriting the failure. The dispatcher writes these; the store keeps them as text.
+WORKER_LOST = "worker failed"
+NO_RESULT = "no result within"
+SANDBOX_ERROR = "sandbox_error"
+MACHINERY_FAILURES = (WORKER_LOST, NO_RESULT, SANDBOX_ERROR)
+
+
+def machinery_failure(reason: str | None) -> bool:
+    """Whether a stored failure reason blames the machinery (a lost worker, the engine, the backstop)."""
+    return reason is not None and reason.startswith(MACHINERY_FAILURES)

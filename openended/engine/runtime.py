@@ -1,0 +1,112 @@
+"""What a campaign checks and holds before its loop starts: the config it runs with, its lock, its keys."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+from openended.config import CampaignConfig, ConfigError, validate_config
+from openended.names import CODE_OPERATORS, LLM_OPERATORS, PARAMS_OPERATORS, Files
+from openended.sandbox import SandboxSpec, sweep
+from openended.tasks import Task
+
+# Settings a resumed campaign may change; anything else must match what the run started with.
+RESUMABLE_OVERRIDES = ("max_in_flight", "batch_size", "ray_address", "grace_seconds", "stats_every_seconds", "budget",
+                       "sandbox")
+
+
+def resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
+    """Fill in the operator(s) the task's kind calls for, and refuse operators it cannot use."""
+    mutation = config.mutation
+    has_model = config.llm.local or bool(config.llm.models)
+    code = task.genome_kind == "code"
+    operator, portfolio = mutation.operator, list(mutation.portfolio)
+    if operator is None:
+        if not code:
+            operator = "gaussian"
+        elif has_model and not portfolio:
+            operator, portfolio = "llm_diff", ["llm_diff", "llm_rewrite", "llm_crossover", "ast"]
+        else:
+            operator = portfolio[0] if portfolio else "ast"
+    allowed = CODE_OPERATORS if code else PARAMS_OPERATORS
+    if code and not task.spec.get("code_file") and any(n in LLM_OPERATORS for n in [operator, *portfolio]):
+        raise ConfigError(f"key 'mutation.operator': task {task.name!r} names no code_file in its task.toml, "
+                          "which the LLM operators edit")
+    for key, names in (("mutation.operator", [operator]), ("mutation.portfolio", portfolio)):
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            raise ConfigError(f"key '{key}': task {task.name!r} has a {task.genome_kind} genome; operator(s) {bad} "
+                              f"do not apply (use {', '.join(allowed)})")
+        if not has_model and any(n in LLM_OPERATORS for n in names):
+            raise ConfigError(f"key '{key}': LLM operators need a model: set [llm] local = true (--llm local) "
+                              "or add [[llm.models]]")
+    data = config.model_dump()
+    data["mutation"].update(operator=operator, portfolio=portfolio)
+    return validate_config(data, "campaign")
+
+
+def merge_for_resume(stored: dict, given: CampaignConfig, db_path: Path) -> CampaignConfig:
+    """The stored config, with the settings a resume may change taken from ``given`` where it set them."""
+    merged = dict(stored)
+    # The cluster is where this session runs, not where the campaign started: None = a local Ray.
+    merged["ray_address"] = given.ray_address
+    for key, value in given.model_dump(exclude_unset=True).items():
+        if key == "db":
+            continue
+        if key in RESUMABLE_OVERRIDES:
+            merged[key] = {**stored.get(key, {}), **value} if isinstance(value, dict) else value
+            continue
+        # Only the keys that were set explicitly must agree with how the campaign started.
+        before = stored.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            before = {k: before.get(k) for k in value}
+        if before != value:
+            raise ConfigError(
+                f"{db_path}: the campaign was started with {key} = {before!r}; "
+                f"it cannot resume with {key} = {value!r} (only {', '.join(RESUMABLE_OVERRIDES)} may change)"
+            )
+    merged["db"] = str(db_path)
+    return validate_config(merged, str(db_path))
+
+
+def check_api_keys(config: CampaignConfig) -> None:
+    """Every model's key variable is set (its value is never read here)."""
+    for i, m in enumerate(config.llm.models):
+        if m.api_key_env and not os.environ.get(m.api_key_env):
+            raise ConfigError(f"key 'llm.models[{i}].api_key_env': environment variable {m.api_key_env} "
+                              f"(the key of model {m.name!r}) is not set")
+
+
+def check_initial_agents(config: CampaignConfig) -> None:
+    for i, folder in enumerate(config.mutation.initial_agents):
+        if not Path(folder).is_dir():
+            raise ConfigError(f"key 'mutation.initial_agents[{i}]': {folder!r} is not a folder")
+
+
+def read_agent(folder: str) -> Files:
+    """An agent's files from a folder (relative path -> bytes), caches and hidden files left out."""
+    root = Path(folder)
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+             if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")}
+    if not files:
+        raise ConfigError(f"key 'mutation.initial_agents': folder {folder!r} holds no files")
+    return files
+
+
+def lock_campaign(path: Path) -> IO[str]:
+    """Hold an exclusive lock beside the database for this process's lifetime (the OS drops it on any exit)."""
+    lock = open(f"{path}.lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(f"{path} is being run by another process; wait for it, or stop it first") from None
+    return lock
+
+
+def sweep_containers(sandbox: SandboxSpec) -> None:
+    """Remove this campaign's containers left by an earlier session (e.g. after a kill -9) or by this one."""
+    if sandbox.kind == "docker":
+        sweep(sandbox.campaign_label)
