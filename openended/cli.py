@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from archive_db import ArchiveDBError
+from openended import inspect_cli
 from openended.config import FLAG_KEYS, ConfigError, load_config
 from openended.tasks import TaskError, builtin_task_names
 
@@ -113,7 +114,7 @@ def status(
     if not db.exists():
         _fail(f"no such database: {db}")
     try:
-        info = campaign_status(db)
+        info = campaign_status(db).as_dict()
     except (ArchiveDBError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
@@ -197,8 +198,6 @@ def sandbox_check(
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
 
-
-from openended import inspect_cli  # noqa: E402  (after app: it registers commands on it)
 
 inspect_cli.register(app)
 

@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import fcntl
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from archive_db import ArchiveDB
+from openended.standing import Standing
 
 
-def campaign_status(db_path: str | Path) -> dict:
+@dataclass(frozen=True)
+class CampaignStatus:
+    """A stored campaign's standing plus what only the store knows: its status, counts by status, usage."""
+
+    standing: Standing
+    db: str
+    task: str
+    seed: int
+    status: str
+    children_pending: int
+    by_status: dict[str, int]
+    archive: str
+    selection: str
+    best_agent: int | None
+    duplicates: int
+    tokens: int
+    cost: float
+    operators: dict[str, dict]
+    models: dict[str, dict]
+    updated_at: str
+
+    def as_dict(self) -> dict:
+        """One flat mapping (what ``openended status --json`` prints)."""
+        out = {k: v for k, v in asdict(self).items() if k != "standing"}
+        return {**self.standing.as_dict(), **out}
+
+
+def campaign_status(db_path: str | Path) -> CampaignStatus:
     """Counts, archive statistics and run status of the campaign in ``db_path``, read-only."""
     with ArchiveDB(db_path, readonly=True) as db:
         db.conn.execute("BEGIN")  # one read snapshot: every number from the same moment
@@ -27,32 +56,20 @@ def campaign_status(db_path: str | Path) -> dict:
             db.conn.execute("COMMIT")
         config = run["config"]
         progress = db.progress_counts(counts)
-        return {
-            "db": str(db_path),
-            "task": run["task"],
-            "seed": run["seed"],
-            "status": _live_status(db_path, run["status"]),
-            "children_proposed": sum(counts.values()),
-            "children_done": progress["done"],
-            "children_failed": progress["failed"],
-            "children_pending": progress["pending"],
-            "by_status": counts,
-            "archive": config["archive"]["kind"],
-            "selection": config["selection"]["strategy"],
-            "archive_size": elites,
-            "qd_score": last.get("qd_score", 0.0),
-            "coverage": last.get("coverage", 0.0),
-            "best_fitness": None if best is None else best["fitness"],
-            "best_agent": None if best is None else best["id"],
-            "max_children": config["budget"]["max_children"],
-            "elapsed_seconds": run["state"].get("elapsed_seconds", 0.0),
-            "duplicates": duplicates,
-            "tokens": usage["tokens"],
-            "cost": usage["cost"],
-            "operators": _success_rates(operators, "operator"),
-            "models": _success_rates(operators, "model"),
-            "updated_at": run["updated_at"],
-        }
+        standing = Standing(
+            children_done=progress["done"], children_failed=progress["failed"],
+            children_in_flight=0 if run["status"] != "running" else int(last.get("children_in_flight") or 0),
+            children_proposed=sum(counts.values()), max_children=config["budget"]["max_children"],
+            archive_size=elites, coverage=last.get("coverage", 0.0), qd_score=last.get("qd_score", 0.0),
+            best_fitness=None if best is None else best["fitness"], mean_fitness=last.get("mean_fitness"),
+            elapsed_seconds=run["state"].get("elapsed_seconds", 0.0))
+        return CampaignStatus(
+            standing=standing, db=str(db_path), task=run["task"], seed=run["seed"],
+            status=_live_status(db_path, run["status"]), children_pending=progress["pending"], by_status=counts,
+            archive=config["archive"]["kind"], selection=config["selection"]["strategy"],
+            best_agent=None if best is None else best["id"], duplicates=duplicates, tokens=int(usage["tokens"]),
+            cost=usage["cost"], operators=_success_rates(operators, "operator"),
+            models=_success_rates(operators, "model"), updated_at=run["updated_at"])
 
 
 def _success_rates(rows: list[dict], key: str) -> dict[str, dict]:

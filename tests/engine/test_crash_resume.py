@@ -15,8 +15,9 @@ from conftest import toy
 BUDGET = 240
 
 
-def _start(python, env, db, ray_address, *extra, variant="slow"):
-    cmd = [python, "-m", "openended", "run", "--task", toy(variant), "--db", str(db), "--budget", str(BUDGET), "--sandbox", "inprocess",
+def _start(python, env, db, ray_address, *extra, variant="slow", budget=BUDGET):
+    cmd = [python, "-m", "openended", "run", "--task", toy(variant), "--db", str(db), "--budget", str(budget),
+           "--sandbox", "inprocess",
            "--max-in-flight", "1", "--batch-size", "4", "--seed", "7", "--ray-address", ray_address, "--quiet", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -111,7 +112,8 @@ def test_sigint_exits_zero_and_resumes(tmp_path, ray_address, python, cli_env):
 
 def test_status_json_while_running(tmp_path, ray_address, python, cli_env):
     db = tmp_path / "live.db"
-    proc = _start(python, cli_env, db, ray_address)
+    # A budget it cannot spend before the checks below are done, however fast the machine: SIGTERM ends it.
+    proc = _start(python, cli_env, db, ray_address, budget=100_000)
     try:
         _wait_for_rows(db, 30, proc)
         out = subprocess.run([python, "-m", "openended", "status", str(db), "--json"], env=cli_env,
