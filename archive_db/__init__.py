@@ -1,8 +1,15 @@
 """archive_db: the SQLite lineage tree of an openended campaign (one file = one campaign).
 
-See :class:`ArchiveDB`. Schema: ``migrations/`` (source of truth) and ``schema.sql`` (the
-current schema, generated, for reading). Named queries: ``queries/*.sql``.
+See :class:`ArchiveDB`, the facade. Its rooms: ``connection`` (opening, migrations, read-only
+mode, transactions), ``records`` (what goes in and :func:`check_outcome`, the lifecycle rules),
+``genomes`` (content-addressed file trees), ``reads`` (lineage and other reads), ``sql`` (the
+SQL files). Schema: ``migrations/`` (source of truth) and ``schema.sql`` (the current schema,
+generated, for reading). Named queries: ``queries/*.sql``.
 """
+
+from __future__ import annotations
+
+import os
 
 from .errors import (
     ArchiveDBError,
@@ -13,19 +20,21 @@ from .errors import (
     RunExistsError,
     UnknownAgentError,
 )
-from .store import (
+from .genomes import genome_hash
+from .records import (
     FAIL_STAGES,
     RUN_STATUSES,
-    SCHEMA_VERSION,
     STATUSES,
     TERMINAL_STATUSES,
-    ArchiveDB,
+    AgentState,
+    CheckedOutcome,
+    Evaluation,
     Outcome,
     Proposal,
-    genome_hash,
-    query_names,
-    split_sql,
+    check_outcome,
 )
+from .sql import SCHEMA_VERSION, Migration, migrations, query_names, split_sql
+from .store import ArchiveDB
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -36,6 +45,10 @@ __all__ = [
     "ArchiveDB",
     "Proposal",
     "Outcome",
+    "Evaluation",
+    "AgentState",
+    "CheckedOutcome",
+    "check_outcome",
     "ArchiveDBError",
     "NewerSchemaError",
     "NotADatabaseError",
@@ -43,6 +56,8 @@ __all__ = [
     "InvalidTransitionError",
     "InvalidValueError",
     "RunExistsError",
+    "Migration",
+    "migrations",
     "query_names",
     "genome_hash",
     "split_sql",
@@ -50,7 +65,7 @@ __all__ = [
 ]
 
 
-def schema_sql(path=None) -> str:
+def schema_sql(path: str | os.PathLike[str] | None = None) -> str:
     """The current schema as SQL text, read from a fully migrated database's sqlite_master
     (an in-memory one when ``path`` is None). This is how ``schema.sql`` is generated:
     ``python -m archive_db.schema > archive_db/schema.sql``."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
-from .store import SCHEMA_VERSION, _migrations, split_sql
+from .sql import migrations, split_sql
 
 HEADER = """\
 -- archive_db schema, version {version} (PRAGMA user_version = {version}).
@@ -15,14 +16,14 @@ HEADER = """\
 
 def migrated_connection() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None)
-    for number, _name, script in _migrations():
+    for number, _name, script in migrations():
         for statement in split_sql(script):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {number}")
     return conn
 
 
-def dump_schema(path=None) -> str:
+def dump_schema(path: str | os.PathLike[str] | None = None) -> str:
     conn = sqlite3.connect(path, isolation_level=None) if path is not None else migrated_connection()
     try:
         rows = conn.execute(

@@ -28,8 +28,10 @@ from archive_db import (
     Proposal,
     RunExistsError,
     UnknownAgentError,
+    migrations,
+    split_sql,
 )
-from archive_db.store import _migrations, split_sql
+from openended.genome_diff import genome_diff
 
 PKG = Path(archive_db.__file__).parent
 SCHEMA = {"names": ["x", "y"], "bounds": [[0, 1], [0, 1]], "bins": [10, 10]}
@@ -39,6 +41,10 @@ def new_db(tmp_path, name="c.db") -> ArchiveDB:
     db = ArchiveDB(tmp_path / name)
     db.create_run(name="t", task="toy", seed=1, config={"a": 1}, descriptor_schema=SCHEMA)
     return db
+
+
+def prop(i, parent, operator="d", seed=None, **kw) -> Proposal:
+    return Proposal(id=i, parent_id=parent, operator=operator, seed=i if seed is None else seed, **kw)
 
 
 def archived(i, fitness=1.0, desc=(0.5, 0.5), cell=None, files=None, **kw):
@@ -207,7 +213,10 @@ def _raw(db, sql, *params):
 
 # The trigger refuses backward moves and any change of a terminal row; re-writing a non-terminal
 # row at the same status (a field fix-up in raw SQL) is left to the Python layer to refuse.
-@pytest.mark.parametrize("frm,to", [t for t in ILLEGAL if t[0] != t[1]] + [("mutated", "proposed"), ("evaluated", "proposed")])
+TRIGGER_ILLEGAL = [t for t in ILLEGAL if t[0] != t[1]] + [("mutated", "proposed"), ("evaluated", "proposed")]
+
+
+@pytest.mark.parametrize("frm,to", TRIGGER_ILLEGAL)
 def test_illegal_transitions_refused_by_database_trigger(tmp_path, frm, to):
     db = new_db(tmp_path)
     _bring_to(db, 0, frm)
@@ -309,15 +318,15 @@ def test_propose_refusals(tmp_path):
     db.propose([Proposal(id=0, parent_id=None, operator="seed", seed=0)])
     before = snapshot(db)
     with pytest.raises(InvalidValueError, match="0"):
-        db.propose([Proposal(id=1, parent_id=0, operator="d", seed=1), Proposal(id=0, parent_id=None, operator="d", seed=1)])
+        db.propose([prop(1, 0), prop(0, None, seed=1)])
     with pytest.raises(InvalidValueError):
-        db.propose([Proposal(id=1, parent_id=0, operator="d", seed=1), Proposal(id=1, parent_id=0, operator="d", seed=1)])
+        db.propose([prop(1, 0), prop(1, 0)])
     with pytest.raises(UnknownAgentError, match="7"):
-        db.propose([Proposal(id=1, parent_id=0, operator="d", seed=1), Proposal(id=9, parent_id=7, operator="d", seed=1)])
+        db.propose([prop(1, 0), prop(9, 7, seed=1)])
     with pytest.raises(UnknownAgentError, match="8"):
         db.propose([Proposal(id=10, parent_id=0, parent2_id=8, operator="x", seed=1)])
     with pytest.raises(InvalidValueError, match="smaller id"):
-        db.propose([Proposal(id=1, parent_id=0, operator="d", seed=1), Proposal(id=2, parent_id=3, operator="d", seed=1),
+        db.propose([prop(1, 0), prop(2, 3, seed=1),
                     Proposal(id=3, parent_id=0, operator="d", seed=1)])
     assert snapshot(db) == before
     with pytest.raises(UnknownAgentError, match="123"):
@@ -372,9 +381,11 @@ def test_identical_genomes_stored_once(tmp_path):
     assert db.get_genome(h) == {"r.bin": rnd}
 
 
+PATHS = st.text(st.characters(blacklist_characters="\x00\n", blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(files=st.dictionaries(st.text(st.characters(blacklist_characters="\x00\n", blacklist_categories=("Cs",)), min_size=1, max_size=12),
-                             st.binary(max_size=300), max_size=5))
+@given(files=st.dictionaries(PATHS, st.binary(max_size=300), max_size=5))
 def test_genome_roundtrip_property(tmp_path_factory, files):
     db = ArchiveDB(tmp_path_factory.mktemp("g") / "g.db")
     h = db.put_genome(files)
@@ -384,22 +395,24 @@ def test_genome_roundtrip_property(tmp_path_factory, files):
 
 
 def test_diff_text_npy_binary(tmp_path):
+    """The store keeps the files; openended.genome_diff renders the diff of two agents' files."""
     db = new_db(tmp_path)
     a_files = {"solve.py": b"def f(x):\n    return x + 1\n", "w.npy": _npy([1.0, 2.0, 3.0]), "blob.bin": b"\x00\x01"}
     b_files = {"solve.py": b"def f(x):\n    return x * 2\n", "w.npy": _npy([1.0, 2.5, 3.0]), "blob.bin": b"\x00\x02",
                "new.txt": b"hello\n"}
-    db.propose([Proposal(id=0, parent_id=None, operator="seed", seed=0), Proposal(id=1, parent_id=0, operator="d", seed=1)])
+    db.propose([prop(0, None, "seed"), prop(1, 0)])
     db.record([archived(0, files=a_files), archived(1, files=b_files)])
-    d = db.diff(0, 1)
+    assert db.agent_files(0) == a_files and db.agent_files(1) == b_files
+    d = genome_diff(db.agent_files(0), db.agent_files(1), "agent 0", "agent 1")
     assert "-    return x + 1" in d and "+    return x * 2" in d
-    assert "--- a/solve.py" in d and "+++ b/solve.py" in d
+    assert "--- a/solve.py\t(agent 0)" in d and "+++ b/solve.py\t(agent 1)" in d
     assert "-2.0" in d and "+2.5" in d and "# shape (3,) dtype float64" in d
     assert "Binary files a/blob.bin and b/blob.bin differ" in d
     assert "+hello" in d and "/dev/null" in d
-    assert db.diff(1) == d  # against its parent
-    root = db.diff(0)  # a root against the empty tree
+    root = genome_diff(None, db.agent_files(0), "empty", "agent 0")  # a root against the empty tree
     assert "+def f(x):" in root and "--- /dev/null" in root
-    assert db.diff(0, 0) == ""
+    assert genome_diff(db.agent_files(0), db.agent_files(0), "agent 0", "agent 0") == ""
+    assert genome_diff({"t": b"a"}, {"t": b"b"}, "x", "y").endswith("+b\n\\ No newline at end of file\n")
 
 
 def _npy(values):
@@ -454,7 +467,7 @@ def test_wide_tree(tmp_path):
     props = [Proposal(id=0, parent_id=None, operator="seed", seed=0)]
     nid = 1
     kids = []
-    for c in range(200):
+    for _ in range(200):
         props.append(Proposal(id=nid, parent_id=0, operator="op", seed=nid))
         kids.append(nid)
         nid += 1
@@ -542,7 +555,7 @@ def test_elites_and_stats(tmp_path):
 
 def test_named_queries_run_from_the_sql_files(tmp_path):
     db = new_db(tmp_path)
-    db.propose([Proposal(id=0, parent_id=None, operator="seed", seed=0), Proposal(id=1, parent_id=0, operator="d", seed=1),
+    db.propose([prop(0, None, "seed"), prop(1, 0),
                 Proposal(id=2, parent_id=1, operator="d", seed=2)])
     db.record([archived(0, 1.0, novelty=0.2), archived(1, 2.0, novelty=0.1)])
     db.close()
@@ -574,7 +587,7 @@ def test_named_query_with_sqlite3_cli(tmp_path):
     if not shutil.which("sqlite3"):
         pytest.skip("no sqlite3 CLI")
     db = new_db(tmp_path)
-    db.propose([Proposal(id=0, parent_id=None, operator="seed", seed=0), Proposal(id=1, parent_id=0, operator="d", seed=1)])
+    db.propose([prop(0, None, "seed"), prop(1, 0)])
     db.close()
     out = subprocess.run(["sqlite3", str(tmp_path / "c.db"), "-cmd", ".parameter set :agent_id 1",
                           f".read {PKG / 'queries' / 'ancestors.sql'}"], capture_output=True, text=True, check=True)
@@ -591,12 +604,12 @@ def test_schema_sql_matches_migrations(tmp_path):
     documented = (PKG / "schema.sql").read_text()
     assert documented == archive_db.schema_sql(), "regenerate: python -m archive_db.schema > archive_db/schema.sql"
     assert archive_db.schema_sql(tmp_path / "c.db") == documented  # what a real opened DB holds
-    assert SCHEMA_VERSION == len(_migrations()) >= 2
+    assert SCHEMA_VERSION == len(migrations()) >= 2
 
 
 def _v1_database(path):
     conn = sqlite3.connect(path, isolation_level=None)
-    number, name, script = _migrations()[0]
+    number, name, script = migrations()[0]
     assert number == 1
     for stmt in split_sql(script):
         conn.execute(stmt)
@@ -609,7 +622,8 @@ def _v1_database(path):
     conn.execute("INSERT INTO genomes(hash, manifest, total_bytes) VALUES ('g', '{\"a\": \"b\"}', 1)")
     conn.execute("INSERT INTO agents(id, operator, seed, created_at, status, genome_hash, fitness, descriptors, "
                  "finish_seq) VALUES (0, 'seed', 0, ?, 'archived', 'g', 1.5, '[0.1, 0.2]', 1)", (now,))
-    conn.execute("INSERT INTO agents(id, parent_id, depth, operator, seed, created_at) VALUES (1, 0, 1, 'd', 1, ?)", (now,))
+    conn.execute("INSERT INTO agents(id, parent_id, depth, operator, seed, created_at) "
+                 "VALUES (1, 0, 1, 'd', 1, ?)", (now,))
     conn.close()
 
 

@@ -1,0 +1,153 @@
+"""Reading a campaign: agents, lineages, counts and the named queries of ``queries/*.sql``.
+
+:class:`Reads` is the read half of :class:`~archive_db.ArchiveDB`; it only needs the connection.
+Every read returns plain dicts (JSON columns decoded) or numbers, never a cursor.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from .errors import InvalidValueError, UnknownAgentError
+from .records import STATUSES, as_int
+from .sql import AGENT_JSON, dict_rows, query_names, query_text
+
+
+class Reads:
+    """Reads of the lineage tree, the archive occupancy and the progress snapshots."""
+
+    conn: sqlite3.Connection
+
+    def _agent_field(self, agent_id: int, column: str) -> Any:
+        row = self.conn.execute(f"SELECT {column} FROM agents WHERE id = ?", (agent_id,)).fetchone()
+        if row is None:
+            raise UnknownAgentError(f"unknown agent id {agent_id}")
+        return row[0]
+
+    def _count(self, sql: str) -> int:
+        value: int = self.conn.execute(sql).fetchone()[0]
+        return value
+
+    # ---- agents -------------------------------------------------------------------------
+
+    def agent(self, agent_id: int) -> dict[str, Any]:
+        rows = dict_rows(self.conn.execute("SELECT * FROM agents WHERE id = ?", (agent_id,)))
+        if not rows:
+            raise UnknownAgentError(f"unknown agent id {agent_id}")
+        return rows[0]
+
+    def next_agent_id(self) -> int:
+        return self._count("SELECT COALESCE(MAX(id) + 1, 0) FROM agents")
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        out.update(self.conn.execute("SELECT status, COUNT(*) FROM agents GROUP BY status").fetchall())
+        return out
+
+    def progress_counts(self, counts: dict[str, int] | None = None) -> dict[str, int]:
+        """done (evaluated, archived or rejected), failed, and pending (proposed or mutated: left for resume)."""
+        c = self.counts() if counts is None else counts
+        return {"done": c["evaluated"] + c["archived"] + c["rejected"], "failed": c["failed"],
+                "pending": c["proposed"] + c["mutated"]}
+
+    def agents_by_status(self, status: str, limit: int | None = None) -> list[dict[str, Any]]:
+        if status not in STATUSES:
+            raise InvalidValueError(f"status must be one of {STATUSES}, not {status!r}")
+        return self.named_query("agents_by_status", status=status, limit=-1 if limit is None else int(limit))
+
+    # ---- named queries ------------------------------------------------------------------
+
+    def query_names(self) -> list[str]:
+        return query_names()
+
+    def named_query(self, name: str, **params: object) -> list[dict[str, Any]]:
+        """Run ``archive_db/queries/<name>.sql`` with named parameters; JSON columns decoded."""
+        sql = query_text(name)
+        try:
+            return dict_rows(self.conn.execute(sql, params), AGENT_JSON + ("result", "extra"))
+        except sqlite3.ProgrammingError as exc:
+            raise InvalidValueError(f"named query {name!r}: {exc}") from None
+
+    # ---- lineage ------------------------------------------------------------------------
+
+    def ancestors(self, agent_id: int) -> list[dict[str, Any]]:
+        """Root first, the agent itself last."""
+        rows = self.named_query("ancestors", agent_id=agent_id)
+        if not rows:
+            raise UnknownAgentError(f"unknown agent id {agent_id}")
+        return rows
+
+    def descendants(self, agent_id: int) -> list[dict[str, Any]]:
+        """Every agent below ``agent_id`` (itself excluded), by depth then id."""
+        self._agent_field(agent_id, "id")
+        return self.named_query("descendants", agent_id=agent_id)
+
+    def children_counts(self) -> dict[int, int]:
+        return dict(self.conn.execute(query_text("children_counts")).fetchall())
+
+    def discovery_counts(self) -> dict[int, int]:
+        """Per parent: how many of its children entered a new archive cell."""
+        return dict(self.conn.execute(query_text("discovery_counts")).fetchall())
+
+    def genome_firsts(self) -> dict[str, int]:
+        """Each genome hash -> the agent whose result stands for it: one already evaluated if any
+        (the first such), else the first still waiting for evaluation; duplicates never."""
+        firsts: dict[str, int] = {}
+        for genome, agent_id in self.conn.execute(
+                "SELECT genome_hash, id FROM agents WHERE genome_hash IS NOT NULL AND duplicate_of IS NULL "
+                "ORDER BY status = 'mutated', id"):
+            firsts.setdefault(genome, agent_id)
+        return firsts
+
+    def last_mutation_errors(self) -> dict[int, str]:
+        """Each parent -> the reason its most recent child failed at mutation (fed into the next prompt)."""
+        return dict(self.conn.execute(
+            "SELECT parent_id, fail_reason FROM agents WHERE fail_stage = 'mutation' AND parent_id IS NOT NULL "
+            "ORDER BY id"))
+
+    # ---- the best -----------------------------------------------------------------------
+
+    def best_agent(self) -> dict[str, Any] | None:
+        rows = self.named_query("top_by_fitness", k=1)
+        return rows[0] if rows else None
+
+    def best_lineage(self) -> list[dict[str, Any]]:
+        return self.named_query("best_lineage")
+
+    def stepping_stones(self) -> list[dict[str, Any]]:
+        return self.named_query("stepping_stones")
+
+    def top_k(self, k: int = 10, by: str = "fitness") -> list[dict[str, Any]]:
+        if by not in ("fitness", "novelty"):
+            raise InvalidValueError(f"top_k(by=...) must be 'fitness' or 'novelty', not {by!r}")
+        return self.named_query(f"top_by_{by}", k=as_int(k, "k"))
+
+    # ---- totals, elites, stats, evaluations ---------------------------------------------
+
+    def usage_totals(self) -> dict[str, float]:
+        """Tokens and cost spent by every child so far (the foundation-model budgets)."""
+        tokens, cost = self.conn.execute(
+            "SELECT COALESCE(SUM(tokens_in + tokens_out), 0), COALESCE(SUM(cost), 0.0) FROM agents").fetchone()
+        return {"tokens": int(tokens), "cost": float(cost)}
+
+    def elites(self) -> list[dict[str, Any]]:
+        return dict_rows(self.conn.execute(
+            "SELECT e.cell, e.agent_id, e.fitness, a.descriptors, a.novelty FROM elites e "
+            "JOIN agents a ON a.id = e.agent_id ORDER BY e.cell"
+        ))
+
+    def elite_count(self) -> int:
+        return self._count("SELECT COUNT(*) FROM elites")
+
+    def stats_history(self) -> list[dict[str, Any]]:
+        return dict_rows(self.conn.execute("SELECT * FROM stats ORDER BY at, id"), ("extra",))
+
+    def latest_stats(self) -> dict[str, Any] | None:
+        """The most recent stats snapshot, or None before the first."""
+        rows = dict_rows(self.conn.execute("SELECT * FROM stats ORDER BY id DESC LIMIT 1"), ("extra",))
+        return rows[0] if rows else None
+
+    def evaluations(self, agent_id: int) -> list[dict[str, Any]]:
+        return dict_rows(self.conn.execute("SELECT * FROM evaluations WHERE agent_id = ? ORDER BY id", (agent_id,)),
+                         ("result",))
