@@ -1,6 +1,7 @@
 """Sandbox benchmark: per-evaluation overhead of each sandbox, and the maze through the real engine.
 
     python bench/sandbox.py --out sandbox.json [--n 200] [--maze-budget 6000]
+    python bench/sandbox.py --smoke --out sandbox.json    # CI: 5 evaluations per mode, 64 maze children
 
 Writes pool_p50_ms, pool_p95_ms, fresh_p50_ms, fresh_p95_ms (one trivial evaluation, host side,
 start to result), docker_run_cli_p50_ms (`docker run --rm --network none IMAGE python3 -c pass`
@@ -14,20 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from openended.engine import Campaign  # noqa: E402
-from openended.config import load_config  # noqa: E402
-from openended.sandbox import Limits, SandboxSpec  # noqa: E402
-from openended.sandbox.docker_engine import DockerSandbox  # noqa: E402
-from openended.sandbox.process import ProcessSandbox  # noqa: E402
+from openended.config import load_config
+from openended.engine import Campaign
+from openended.sandbox import Limits, SandboxSpec
+from openended.sandbox.docker_sandbox import DockerSandbox
+from openended.sandbox.process import ProcessSandbox
 
 TRIVIAL = Path(__file__).resolve().parent / "tasks" / "trivial"
 IMAGE = "openended-sandbox:latest"
@@ -76,21 +74,26 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--n", type=int, default=200, help="evaluations per sandbox mode")
     parser.add_argument("--maze-budget", type=int, default=6000)
+    parser.add_argument("--smoke", action="store_true",
+                        help="5 evaluations per mode and 64 maze children: checks the script; same keys")
     args = parser.parse_args()
+    fresh_n, cli_n = max(20, args.n // 4), max(10, args.n // 10)
+    if args.smoke:
+        args.n, args.maze_budget, fresh_n, cli_n = 5, 64, 3, 2
 
     limits = Limits(timeout_s=10, memory_mb=256)
-    result: dict = {"n": args.n}
+    result: dict = {"n": args.n, "smoke": args.smoke}
     pool = DockerSandbox(SandboxSpec(kind="docker", mode="pool", limits=limits, campaign_label="bench"), str(TRIVIAL))
     fresh = DockerSandbox(SandboxSpec(kind="docker", mode="fresh", limits=limits, campaign_label="bench"), str(TRIVIAL))
     process = ProcessSandbox(SandboxSpec(kind="process", limits=limits), str(TRIVIAL))
     try:
         result["pool_p50_ms"], result["pool_p95_ms"] = _percentiles(time_box(pool, args.n))
-        result["fresh_p50_ms"], result["fresh_p95_ms"] = _percentiles(time_box(fresh, max(20, args.n // 4)))
+        result["fresh_p50_ms"], result["fresh_p95_ms"] = _percentiles(time_box(fresh, fresh_n))
         result["process_p50_ms"], result["process_p95_ms"] = _percentiles(time_box(process, args.n))
     finally:
         for box in (pool, fresh, process):
             box.close()
-    result["docker_run_cli_p50_ms"] = _percentiles(docker_cli(max(10, args.n // 10)))[0]
+    result["docker_run_cli_p50_ms"] = _percentiles(docker_cli(cli_n))[0]
     with tempfile.TemporaryDirectory() as tmp:
         result["maze_evals_per_s_docker_pool"] = maze_rate("docker", args.maze_budget, Path(tmp))
         result["maze_evals_per_s_process"] = maze_rate("process", args.maze_budget, Path(tmp))

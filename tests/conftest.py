@@ -48,7 +48,7 @@ SANDBOX_IMAGE = "openended-sandbox:latest"
 @pytest.fixture(scope="session")
 def docker_engine():
     """The Docker engine and the sandbox image; skip without them by hand, fail under CI=true."""
-    from openended.sandbox.docker_engine import docker_problem
+    from openended.sandbox.engine import docker_problem
 
     problem = docker_problem(SANDBOX_IMAGE)
     if problem is not None:

@@ -7,17 +7,20 @@ evaluation), so only a change of this version asks users to rebuild.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from openended.sandbox import RUNNER, Limits, SandboxSpec
+from openended.sandbox.engine import IMAGE_VERSION, PYTHON, VERSION_LABEL, client, container_options
+from openended.sandbox.jobdir import RUNNER
+from openended.sandbox.spec import Limits, SandboxSpec
 
-IMAGE_VERSION = "1"
-VERSION_LABEL = "openended.sandbox.version"
 SANDBOXES_DIR = RUNNER.parent
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -31,11 +34,9 @@ class ImageBuildError(RuntimeError):
 
 
 def build_image(image: str = "openended-sandbox:latest", *, method: str = "auto", mirror: str = DEBIAN_MIRROR,
-                log=print) -> str:
+                log: Callable[[str], object] = print) -> str:
     """Build ``image``; ``method`` is ``dockerfile`` (needs a registry), ``debootstrap`` (needs none,
     runs as root) or ``auto`` (the Dockerfile, then debootstrap if that fails). Returns the method used."""
-    from openended.sandbox.docker_engine import client
-
     api = client(timeout=600)
     api.ping()
     if method in ("auto", "dockerfile"):
@@ -43,7 +44,7 @@ def build_image(image: str = "openended-sandbox:latest", *, method: str = "auto"
             log(f"building {image} from {SANDBOXES_DIR / 'Dockerfile'} ...")
             api.images.build(path=str(SANDBOXES_DIR), dockerfile="Dockerfile", tag=image, rm=True, pull=False)
             return "dockerfile"
-        except Exception as exc:  # noqa: BLE001 - no registry, most often
+        except Exception as exc:  # no registry, most often
             if method == "dockerfile":
                 raise ImageBuildError(f"docker build from {SANDBOXES_DIR / 'Dockerfile'} failed: {exc}") from None
             log(f"Dockerfile build failed ({str(exc).splitlines()[0][:160]}); building with debootstrap instead")
@@ -51,7 +52,7 @@ def build_image(image: str = "openended-sandbox:latest", *, method: str = "auto"
     return "debootstrap"
 
 
-def _build_with_debootstrap(api, image: str, mirror: str, log) -> None:
+def _build_with_debootstrap(api: Any, image: str, mirror: str, log: Callable[[str], object]) -> None:
     if shutil.which("debootstrap") is None:
         raise ImageBuildError("debootstrap is not installed (Debian: apt-get install -y debootstrap)")
     repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
@@ -70,7 +71,8 @@ def _build_with_debootstrap(api, image: str, mirror: str, log) -> None:
             shutil.rmtree(rootfs / rel, ignore_errors=True)
         tarball = Path(tmp) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
-        log(f"debootstrap took {time.monotonic() - started:.0f}s; importing {tarball.stat().st_size / 1e6:.0f} MB as {image}")
+        log(f"debootstrap took {time.monotonic() - started:.0f}s; "
+            f"importing {tarball.stat().st_size / 1e6:.0f} MB as {image}")
         api.api.import_image_from_file(str(tarball), repository=repository, tag=tag,
                                        changes=[f'LABEL {VERSION_LABEL}="{IMAGE_VERSION}"',
                                                 "ENV PATH=/usr/local/bin:/usr/bin:/bin"])
@@ -116,27 +118,30 @@ print(json.dumps(report))
 '''
 
 
+MEMORY_BOMB = "b = bytearray(256 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
+
+
 def check_sandbox(image: str = "openended-sandbox:latest") -> list[Check]:
     """Engine, image and the limits as actually enforced (probe containers); one Check per line."""
-    from openended.sandbox.docker_engine import PYTHON, client, container_options
-
     checks: list[Check] = []
     try:
         api = client(timeout=30)
         version = api.version()
         checks.append(Check("engine", True, f"Docker {version.get('Version')} ({api.info().get('Driver')}, "
                                             f"cgroup v{api.info().get('CgroupVersion', '?')})"))
-    except Exception as exc:  # noqa: BLE001
-        return [Check("engine", False, f"no Docker engine answers: {type(exc).__name__}; start dockerd or set DOCKER_HOST")]
+    except Exception as exc:
+        return [Check("engine", False,
+                      f"no Docker engine answers: {type(exc).__name__}; start dockerd or set DOCKER_HOST")]
     try:
         img = api.images.get(image)
-    except Exception:  # noqa: BLE001
+    except Exception:
         checks.append(Check("image", False, f"{image} is not present: run `openended sandbox build`"))
         return checks
     label = (img.labels or {}).get(VERSION_LABEL)
+    rebuild = "" if label == IMAGE_VERSION else ": rebuild with `openended sandbox build`"
     checks.append(Check("image", label == IMAGE_VERSION,
                         f"{image} {img.short_id}, {img.attrs.get('Size', 0) / 1e6:.0f} MB, version {label} "
-                        f"(expected {IMAGE_VERSION}{'' if label == IMAGE_VERSION else ': rebuild with `openended sandbox build`'})"))
+                        f"(expected {IMAGE_VERSION}{rebuild})"))
     spec = SandboxSpec(kind="docker", image=image, limits=Limits(memory_mb=64, pids=32), campaign_label="check")
     with tempfile.TemporaryDirectory(prefix="openended-check-") as tmp:
         Path(tmp).chmod(0o755)
@@ -152,8 +157,7 @@ def check_sandbox(image: str = "openended-sandbox:latest") -> list[Check]:
         checks.append(Check("tmpfs work dir", report["workdir"] == "writable", report["workdir"]))
         checks.append(Check("pids limit", "refused" in report["pids"], report["pids"]))
         checks.append(Check("no host environment", not report["env"], ", ".join(report["env"]) or "none passed"))
-        bomb = api.containers.run(command=[PYTHON, "-c", "b = bytearray(256 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"],
-                                  **opts)
+        bomb = api.containers.run(command=[PYTHON, "-c", MEMORY_BOMB], **opts)
         try:
             status = bomb.wait(timeout=60)
             bomb.reload()
@@ -165,9 +169,7 @@ def check_sandbox(image: str = "openended-sandbox:latest") -> list[Check]:
     return checks
 
 
-def _probe(api, opts: dict, command: list[str]) -> dict | str:
-    import json
-
+def _probe(api: Any, opts: dict[str, Any], command: list[str]) -> dict[str, Any] | str:
     container = api.containers.run(command=command, **opts)
     try:
         status = container.wait(timeout=60)

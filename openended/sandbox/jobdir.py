@@ -1,15 +1,21 @@
-"""The job folder both sandboxes hand to the runner: job.json plus one folder per agent."""
+"""The runner's side of the line: where it is, the job folder both sandboxes hand it (job.json plus
+one folder per agent), and its one-line JSON report read back as an :class:`EvalOutcome`."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from openended.sandbox import EvalOutcome, Limits
+from openended.names import Files
+from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, Limits
+
+# The runner lives in the top-level `sandboxes` package (installed beside `openended`), with the image's Dockerfile.
+RUNNER = Path(__file__).resolve().parent.parent.parent / "sandboxes" / "runner.py"
 
 
-def write_job(root: Path, agents: list[dict[str, bytes]], *, task_dir: str, args: dict, limits: Limits,
+def write_job(root: Path, agents: Sequence[Files], *, task_dir: str, args: EvalArgs, limits: Limits,
               work_root: str | None) -> Path:
     """Write a job folder under ``root``; paths inside job.json are as the runner will see them."""
     job_dir = root / uuid.uuid4().hex
@@ -26,7 +32,7 @@ def write_job(root: Path, agents: list[dict[str, bytes]], *, task_dir: str, args
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data if isinstance(data, bytes) else str(data).encode())
         (job_dir / name).mkdir(exist_ok=True)
-    job = {"task_dir": task_dir, "agents": names, "args": args, "timeout_s": limits.timeout_s,
+    job = {"task_dir": task_dir, "agents": names, "args": dict(args), "timeout_s": limits.timeout_s,
            "output_bytes": limits.output_bytes, "work_root": work_root}
     (job_dir / "job.json").write_text(json.dumps(job))
     job_dir.chmod(0o755)
@@ -45,9 +51,13 @@ def parse_report(stdout: bytes, stderr: bytes, exit_status: int | None, seconds:
         except ValueError:
             report = None
         if isinstance(report, dict) and "failure_kind" in report and (job is None or report.get("job") == job):
+            kind = report.get("failure_kind")
+            results = report.get("results")
+            if kind is None and not isinstance(results, list):
+                kind, report["reason"] = FailureKind.SANDBOX_ERROR, "the runner reported neither results nor a failure"
             return EvalOutcome(
-                results=report.get("results"),
-                failure_kind=report.get("failure_kind"),
+                results=results if kind is None else None,
+                failure_kind=None if kind is None else FailureKind.parse(kind),
                 reason=report.get("reason"),
                 exit_status=report.get("exit_status"),
                 seconds=float(report.get("seconds") or seconds),
@@ -55,5 +65,6 @@ def parse_report(stdout: bytes, stderr: bytes, exit_status: int | None, seconds:
                 stderr_tail=report.get("stderr_tail") or "",
             )
     tail = stderr.decode("utf-8", "replace").strip()[-2000:]
-    return EvalOutcome(None, "sandbox_error", f"the runner gave no report (exit status {exit_status}): "
-                       f"{tail.splitlines()[-1] if tail else 'no output'}", exit_status, seconds, "", tail)
+    return EvalOutcome.failed(FailureKind.SANDBOX_ERROR, f"the runner gave no report (exit status {exit_status}): "
+                              f"{tail.splitlines()[-1] if tail else 'no output'}", exit_status=exit_status,
+                              seconds=seconds, stderr_tail=tail)

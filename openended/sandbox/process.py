@@ -13,10 +13,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from openended.sandbox import RUNNER, EvalOutcome, SandboxSpec
-from openended.sandbox.jobdir import parse_report, write_job
+from openended.names import Files
+from openended.sandbox.jobdir import RUNNER, parse_report, write_job
+from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec
 
 # Address space is not resident memory: numpy and its BLAS reserve far more than they touch.
 ADDRESS_SPACE_SLACK_MB = 1024
@@ -35,7 +37,7 @@ class ProcessSandbox:
         resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-    def evaluate(self, agents: list[dict[str, bytes]], args: dict) -> EvalOutcome:
+    def evaluate(self, agents: Sequence[Files], args: EvalArgs) -> EvalOutcome:
         limits = self.spec.limits
         job_dir = write_job(self.root, agents, task_dir=self.task_root, args=args, limits=limits,
                             work_root=str(self.root))
@@ -47,8 +49,9 @@ class ProcessSandbox:
                 timeout=limits.timeout_s + 10, preexec_fn=self._limit, start_new_session=True,
             )
         except subprocess.TimeoutExpired:
-            return EvalOutcome(None, "timeout", f"no result within {limits.timeout_s:g}s (runner unresponsive); killed",
-                               None, time.monotonic() - started)
+            return EvalOutcome.failed(FailureKind.TIMEOUT,
+                                      f"no result within {limits.timeout_s:g}s (runner unresponsive); killed",
+                                      seconds=time.monotonic() - started)
         finally:
             shutil.rmtree(job_dir, ignore_errors=True)
         return parse_report(proc.stdout, proc.stderr, proc.returncode, time.monotonic() - started)

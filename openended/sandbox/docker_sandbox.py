@@ -20,15 +20,13 @@ A retired container is removed in the background, and its successor is started i
 background at once (it runs nothing until the next evaluation hands it a job), so neither
 delays the result nor, given any gap between evaluations, the next one.
 
-Containers carry the labels ``openended.campaign`` (the campaign), ``openended.host`` and
-``openended.pid`` (the worker that owns them). A pool replaces its container after any
-failure and after ``pool_max_evaluations``; :func:`sweep` removes a campaign's leftovers
-(after a kill -9 of the driver or a worker) when the campaign starts, resumes or ends.
+A pool replaces its container after any failure and after ``pool_max_evaluations``;
+:func:`openended.sandbox.engine.sweep` removes a campaign's leftovers (after a kill -9 of the
+driver or a worker) when the campaign starts, resumes or ends.
 """
 
 from __future__ import annotations
 
-import os
 import select
 import shutil
 import socket
@@ -36,110 +34,20 @@ import struct
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from openended.sandbox import RUNNER, EvalOutcome, SandboxSpec
-from openended.sandbox.jobdir import parse_report, write_job
+from openended.names import Files
+from openended.sandbox.engine import HOST_CONFIG_KEYS, PYTHON, client, container_options, sweep
+from openended.sandbox.jobdir import RUNNER, parse_report, write_job
+from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec
 
-LABEL = "openended.campaign"
 # Extra wall-clock the host allows over the runner's own limit before it kills the container.
 KILL_MARGIN_S = 5.0
 RUNNER_SOURCE = RUNNER.read_text()
-PYTHON = "/usr/bin/python3"
-# container_options keys that belong to the engine's HostConfig (the rest go to create_container)
-HOST_CONFIG_KEYS = ("network_mode", "read_only", "mem_limit", "memswap_limit", "nano_cpus", "pids_limit", "cap_drop",
-                    "security_opt", "tmpfs", "log_config")
 STDERR_TAIL = 4000
-
-
-def client(timeout: int = 120):
-    """A docker SDK client for this node's engine (DOCKER_HOST or the default socket)."""
-    import docker
-
-    return docker.from_env(timeout=timeout)
-
-
-def docker_problem(image: str) -> str | None:
-    """Why the docker sandbox cannot run here (None when it can)."""
-    try:
-        import docker  # noqa: F401
-    except ImportError:
-        return "the docker Python package is not installed"
-    try:
-        api = client(timeout=5)
-        api.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the engine means the same to the user
-        return f"no Docker engine answers ({type(exc).__name__}); start dockerd or set DOCKER_HOST"
-    try:
-        img = api.images.get(image)
-    except Exception:  # noqa: BLE001
-        return f"image {image!r} is not present; build it with `openended sandbox build`"
-    from openended.sandbox.image import IMAGE_VERSION, VERSION_LABEL
-
-    found = (img.labels or {}).get(VERSION_LABEL)
-    if found != IMAGE_VERSION:
-        return f"image {image!r} is version {found}, this openended needs {IMAGE_VERSION}; rebuild it with `openended sandbox build`"
-    return None
-
-
-def container_options(spec: SandboxSpec, task_root: str, agents_dir: Path) -> dict:
-    """The keyword arguments of containers.run that make a sandbox container (see the module docstring)."""
-    limits = spec.limits
-    memory = f"{limits.memory_mb}m"
-    return dict(
-        image=spec.image,
-        detach=True,
-        network_mode="none",
-        read_only=True,
-        user="65534:65534",
-        environment={},
-        mem_limit=memory,
-        memswap_limit=memory,
-        nano_cpus=int(limits.cpus * 1e9),
-        pids_limit=limits.pids,
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        tmpfs={"/work": f"rw,nosuid,nodev,size={max(16, limits.memory_mb // 2)}m,mode=1777",
-               "/tmp": "rw,nosuid,nodev,size=16m,mode=1777"},
-        volumes={str(task_root): {"bind": "/task", "mode": "ro"}, str(agents_dir): {"bind": "/agents", "mode": "ro"}},
-        labels={LABEL: spec.campaign_label, "openended.host": socket.gethostname(), "openended.pid": str(os.getpid())},
-        log_config={"type": "none"},
-        stop_signal="SIGKILL",
-    )
-
-
-def sweep(label: str, *, only_dead_owners: bool = False) -> int:
-    """Remove this engine's containers of a campaign; with ``only_dead_owners``, only those whose
-    owning worker process (on this host) is gone. Returns how many were removed."""
-    api = client().api
-    removed = 0
-    host = socket.gethostname()
-    # The plain listing, not containers.list(): that inspects each container, and one removed
-    # meanwhile (a worker retiring it) would fail the whole sweep with NotFound.
-    for container in api.containers(all=True, filters={"label": f"{LABEL}={label}"}):
-        labels = container.get("Labels") or {}
-        if only_dead_owners and (labels.get("openended.host") != host
-                                 or _alive(int(labels.get("openended.pid", "0") or 0))):
-            continue
-        try:
-            api.remove_container(container["Id"], force=True)
-            removed += 1
-        except Exception:  # noqa: BLE001 - already gone
-            pass
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -156,7 +64,7 @@ class Channel:
     Without a TTY the engine multiplexes stdout and stderr into frames of an 8-byte header
     (stream number, three zero bytes, big-endian payload size) and the payload."""
 
-    def __init__(self, api, container_id: str):
+    def __init__(self, api: Any, container_id: str):
         self._io = api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         self._sock = getattr(self._io, "_sock", self._io)
         self._pending = bytearray()
@@ -222,8 +130,8 @@ class Channel:
             self._sock.settimeout(remaining)
             try:
                 chunk = self._sock.recv(max(65536, size - len(self._pending)))
-            except socket.timeout:
-                raise TimeoutError from None
+            except TimeoutError:  # the socket's timeout (an OSError too): past the deadline
+                raise
             except OSError:
                 chunk = b""
             if not chunk:
@@ -237,7 +145,7 @@ class Channel:
 class Serving:
     """A started container whose main process is the serving runner: its id, its channel, its job count."""
 
-    def __init__(self, container_id: str, channel: Channel | None):
+    def __init__(self, container_id: str, channel: Channel):
         self.id = container_id
         self.channel = channel
         self.uses = 0
@@ -290,7 +198,7 @@ class DockerSandbox:
             channel = Channel(self.api.api, container_id)
             self.api.api.start(container_id)
         except BaseException:
-            self._remove_later(Serving(container_id, None))
+            self._remove_later(container_id, None)
             raise
         return Serving(container_id, channel)
 
@@ -308,7 +216,7 @@ class DockerSandbox:
             prepared, self._next = self._next, None
             try:
                 self._container = prepared.result() if prepared is not None else None
-            except Exception:  # noqa: BLE001 - launched again below, where its error is this evaluation's
+            except Exception:  # launched again below, where its error is this evaluation's
                 self._container = None
             if self._container is None:
                 self._container = self._launch()
@@ -316,19 +224,19 @@ class DockerSandbox:
 
     def _retire(self) -> None:
         if self._container is not None:
-            self._remove_later(self._container)
+            self._remove_later(self._container.id, self._container.channel)
             self._container = None
 
-    def _remove_later(self, serving: Serving) -> None:
+    def _remove_later(self, container_id: str, channel: Channel | None) -> None:
         """Kill and remove a container in the background, off the evaluation's critical path.
         close() waits for these; sweep() catches any that a dead worker left."""
         def remove() -> None:
             try:
-                self.api.api.remove_container(serving.id, force=True)
-            except Exception:  # noqa: BLE001 - already gone
+                self.api.api.remove_container(container_id, force=True)
+            except Exception:  # already gone
                 pass
-            if serving.channel is not None:
-                serving.channel.close()
+            if channel is not None:
+                channel.close()
 
         self._background.submit(remove)
 
@@ -361,7 +269,7 @@ class DockerSandbox:
         except ContainerGone:
             self._container = None
             state = self._ended_state(serving.id)
-            self._remove_later(serving)
+            self._remove_later(serving.id, serving.channel)
             if state is None and retry:  # removed under us (a sweep), which no child can do: once more
                 return self._run(job, wall, started, retry=False)
             return self._runner_died(state, serving.channel.stderr_tail, started)
@@ -371,29 +279,30 @@ class DockerSandbox:
         return outcome
 
     def _timed_out(self, started: float) -> EvalOutcome:
-        return EvalOutcome(None, "timeout", f"no result within {self.spec.limits.timeout_s:g}s; container killed",
-                           None, time.monotonic() - started)
+        return EvalOutcome.failed(FailureKind.TIMEOUT,
+                                  f"no result within {self.spec.limits.timeout_s:g}s; container killed",
+                                  seconds=time.monotonic() - started)
 
     def _runner_died(self, state: dict | None, stderr: bytes, started: float) -> EvalOutcome:
         """The outcome when the runner gave no report: its container was OOM-killed, or it failed."""
         state = state or {}
         outcome = parse_report(b"", stderr, state.get("ExitCode"), time.monotonic() - started)
         if state.get("OOMKilled"):
-            outcome.failure_kind, outcome.reason = "oom", "out of memory: the container was OOM-killed"
+            outcome.failure_kind, outcome.reason = FailureKind.OOM, "out of memory: the container was OOM-killed"
         return outcome
 
     # ------------------------------------------------------------------ API
-    def evaluate(self, agents: list[dict[str, bytes]], args: dict) -> EvalOutcome:
+    def evaluate(self, agents: Sequence[Files], args: EvalArgs) -> EvalOutcome:
         limits = self.spec.limits
         job_dir = write_job(self.root, agents, task_dir="/task", args=args, limits=limits, work_root="/work")
         job = f"/agents/{job_dir.name}"
         started = time.monotonic()
         try:
             outcome = self._run(job, limits.timeout_s + KILL_MARGIN_S, started)
-        except Exception as exc:  # noqa: BLE001 - the engine failed, not the child
+        except Exception as exc:  # the engine failed, not the child
             self._retire()
-            outcome = EvalOutcome(None, "sandbox_error", f"docker: {type(exc).__name__}: {str(exc)[:300]}", None,
-                                  time.monotonic() - started)
+            outcome = EvalOutcome.failed(FailureKind.SANDBOX_ERROR, f"docker: {type(exc).__name__}: {str(exc)[:300]}",
+                                         seconds=time.monotonic() - started)
         finally:
             shutil.rmtree(job_dir, ignore_errors=True)
         self._prepare()
@@ -405,8 +314,9 @@ class DockerSandbox:
         prepared, self._next = self._next, None
         if prepared is not None:
             try:
-                self._remove_later(prepared.result(timeout=120))
-            except Exception:  # noqa: BLE001 - it never started; sweep() removes what is left
+                serving = prepared.result(timeout=120)
+                self._remove_later(serving.id, serving.channel)
+            except Exception:  # it never started; sweep() removes what is left
                 pass
         self._background.shutdown(wait=True)
         self._background = _executor()  # still usable: a later evaluation starts a new container

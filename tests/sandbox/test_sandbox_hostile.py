@@ -4,7 +4,6 @@ campaign goes on, and the host is unaffected."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -17,10 +16,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from openended.sandbox import campaign_label
 
-ROOT = Path(__file__).resolve().parent.parent
 HOSTILE_TASK = ROOT / "tests" / "tasks" / "hostile"
 FAKE_KEY = "sk-openended-test-" + uuid.uuid4().hex
 

@@ -1,0 +1,118 @@
+"""The Docker engine as both the ``docker`` sandbox and the image tools use it.
+
+The client, why the engine cannot run the sandbox here (:func:`docker_problem`), the options of
+every sandbox container (:func:`container_options`), the image's version label, and
+:func:`sweep`, which removes a campaign's leftover containers. Containers carry the labels
+``openended.campaign`` (the campaign), ``openended.host`` and ``openended.pid`` (the worker
+that owns them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from openended.sandbox.spec import SandboxSpec
+
+if TYPE_CHECKING:
+    import docker
+
+LABEL = "openended.campaign"
+HOST_LABEL = "openended.host"
+PID_LABEL = "openended.pid"
+# Only a change of this version asks users to rebuild the image (nothing of openended is baked in).
+IMAGE_VERSION = "1"
+VERSION_LABEL = "openended.sandbox.version"
+PYTHON = "/usr/bin/python3"
+# container_options keys that belong to the engine's HostConfig (the rest go to create_container)
+HOST_CONFIG_KEYS = ("network_mode", "read_only", "mem_limit", "memswap_limit", "nano_cpus", "pids_limit", "cap_drop",
+                    "security_opt", "tmpfs", "log_config")
+
+
+def client(timeout: int = 120) -> docker.DockerClient:
+    """A docker SDK client for this node's engine (DOCKER_HOST or the default socket)."""
+    import docker
+
+    return docker.from_env(timeout=timeout)
+
+
+def docker_problem(image: str) -> str | None:
+    """Why the docker sandbox cannot run here (None when it can)."""
+    try:
+        api = client(timeout=5)
+        api.ping()
+    except ImportError:
+        return "the docker Python package is not installed"
+    except Exception as exc:  # any failure to reach the engine means the same to the user
+        return f"no Docker engine answers ({type(exc).__name__}); start dockerd or set DOCKER_HOST"
+    try:
+        img = api.images.get(image)
+    except Exception:
+        return f"image {image!r} is not present; build it with `openended sandbox build`"
+    found = (img.labels or {}).get(VERSION_LABEL)
+    if found != IMAGE_VERSION:
+        return (f"image {image!r} is version {found}, this openended needs {IMAGE_VERSION}; "
+                "rebuild it with `openended sandbox build`")
+    return None
+
+
+def container_options(spec: SandboxSpec, task_root: str, agents_dir: Path) -> dict[str, Any]:
+    """The keyword arguments of ``containers.run`` that make a sandbox container: no network, memory
+    (no swap), CPU and pids limits, a read-only root with tmpfs at /work and /tmp, a non-root user, no
+    capabilities, no host environment, and two read-only mounts: the task (/task) and the agents (/agents)."""
+    limits = spec.limits
+    memory = f"{limits.memory_mb}m"
+    return dict(
+        image=spec.image,
+        detach=True,
+        network_mode="none",
+        read_only=True,
+        user="65534:65534",
+        environment={},
+        mem_limit=memory,
+        memswap_limit=memory,
+        nano_cpus=int(limits.cpus * 1e9),
+        pids_limit=limits.pids,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        tmpfs={"/work": f"rw,nosuid,nodev,size={max(16, limits.memory_mb // 2)}m,mode=1777",
+               "/tmp": "rw,nosuid,nodev,size=16m,mode=1777"},
+        volumes={str(task_root): {"bind": "/task", "mode": "ro"}, str(agents_dir): {"bind": "/agents", "mode": "ro"}},
+        labels={LABEL: spec.campaign_label, HOST_LABEL: socket.gethostname(), PID_LABEL: str(os.getpid())},
+        log_config={"type": "none"},
+        stop_signal="SIGKILL",
+    )
+
+
+def sweep(label: str, *, only_dead_owners: bool = False) -> int:
+    """Remove this engine's containers of a campaign; with ``only_dead_owners``, only those whose
+    owning worker process (on this host) is gone. Returns how many were removed."""
+    api = client().api
+    removed = 0
+    host = socket.gethostname()
+    # The plain listing, not containers.list(): that inspects each container, and one removed
+    # meanwhile (a worker retiring it) would fail the whole sweep with NotFound.
+    for container in api.containers(all=True, filters={"label": f"{LABEL}={label}"}):
+        labels = container.get("Labels") or {}
+        if only_dead_owners and (labels.get(HOST_LABEL) != host or _alive(int(labels.get(PID_LABEL, "0") or 0))):
+            continue
+        try:
+            api.remove_container(container["Id"], force=True)
+            removed += 1
+        except Exception:  # already gone
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
