@@ -11,14 +11,16 @@ import contextlib
 import json
 import math
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Iterator, List, Optional
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from archive_db import ArchiveDBError
+from openended.serve import DEFAULT_HOST, DEFAULT_PORT
 
 DB_ARG = typer.Argument(help="campaign database", show_default=False)
 AGENT_ARG = typer.Argument(help="agent id, or 'best'", show_default=False)
@@ -31,7 +33,7 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=200)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
@@ -47,21 +49,22 @@ def _errors() -> Iterator[None]:
         _fail(str(exc))
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return value.tolist()
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist):
+        return tolist()
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-def _emit_json(data: Any) -> None:
+def _emit_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, default=_json_default))
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -71,7 +74,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _table(rows: list[dict], columns: list[str], title: str | None = None) -> Table:
+def _table(rows: Sequence[Mapping[str, object]], columns: list[str], title: str | None = None) -> Table:
     table = Table(title=title)
     for c in columns:
         table.add_column(c.replace("_", " "), overflow="fold")
@@ -85,7 +88,7 @@ def _table(rows: list[dict], columns: list[str], title: str | None = None) -> Ta
 RICH_MAX_ROWS = 300
 
 
-def _print_rows(rows: list[dict], columns: list[str], title: str | None = None) -> None:
+def _print_rows(rows: Sequence[Mapping[str, object]], columns: list[str], title: str | None = None) -> None:
     if len(rows) <= RICH_MAX_ROWS:
         _console().print(_table(rows, columns, title))
         return
@@ -93,9 +96,9 @@ def _print_rows(rows: list[dict], columns: list[str], title: str | None = None) 
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(header)]
     lines = [] if title is None else [title]
-    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+    lines.extend("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
     typer.echo("\n".join(lines))
 
 
@@ -119,8 +122,8 @@ def top(
     if not rows:
         typer.echo(f"no evaluated agents with a {by} yet")
         return
-    _print_rows(rows, ["id", "parent_id", "depth", "operator", "model", "status", "fitness", "novelty", "cell", "elite"],
-                title=f"top {k} by {by}")
+    columns = ["id", "parent_id", "depth", "operator", "model", "status", "fitness", "novelty", "cell", "elite"]
+    _print_rows(rows, columns, title=f"top {k} by {by}")
 
 
 def show(
@@ -183,7 +186,7 @@ def lineage(
 def diff(
     db: Annotated[Path, DB_ARG],
     a: Annotated[str, typer.Argument(help="agent id or 'best' (diffed against its parent when B is not given)")],
-    b: Annotated[Optional[str], typer.Argument(help="second agent: diff A -> B")] = None,
+    b: Annotated[str | None, typer.Argument(help="second agent: diff A -> B")] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):
     """What a mutation changed: unified diff of an agent's files against its parent (or A against B)."""
@@ -209,7 +212,7 @@ def diff(
 
 def tree(
     db: Annotated[Path, DB_ARG],
-    max_nodes: Annotated[int, typer.Option(help="prune to this many agents (best lineage and archived branches)")] = 200,
+    max_nodes: Annotated[int, typer.Option(help="prune to this many agents (best lineage, archived branches)")] = 200,
     show_all: Annotated[bool, typer.Option("--all", help="every agent, no pruning")] = False,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):
@@ -223,7 +226,7 @@ def tree(
     typer.echo(inspection.format_tree(result))
 
 
-def _param(text: str) -> tuple[str, Any]:
+def _param(text: str) -> tuple[str, int | float | str]:
     name, sep, value = text.partition("=")
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise typer.BadParameter(f"expected NAME=VALUE, got {text!r}", param_hint="--param")
@@ -238,8 +241,8 @@ def _param(text: str) -> tuple[str, Any]:
 def query(
     db: Annotated[Path, DB_ARG],
     sql: Annotated[str, typer.Argument(help="one SELECT (or read-only PRAGMA) statement")],
-    param: Annotated[Optional[List[str]], typer.Option("--param", "-p", help="NAME=VALUE for :NAME in the SQL")] = None,
-    max_rows: Annotated[Optional[int], typer.Option(help="stop after this many rows")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE for :NAME in the SQL")] = None,
+    max_rows: Annotated[int | None, typer.Option(help="stop after this many rows")] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):
     """Run read-only SQL (anything that writes, attaches or sets a pragma is refused)."""
@@ -249,25 +252,50 @@ def query(
     with _errors():
         result = inspection.read_only_query(db, sql, params, max_rows=max_rows)
     if as_json:
-        return _emit_json([dict(zip(result["columns"], r)) for r in result["rows"]])
+        return _emit_json([dict(zip(result["columns"], r, strict=True)) for r in result["rows"]])
     columns = result["columns"]
-    _print_rows([dict(zip(columns, r)) for r in result["rows"]], columns)
+    _print_rows([dict(zip(columns, r, strict=True)) for r in result["rows"]], columns)
     typer.echo(f"{len(result['rows'])} rows" + (" (more not shown: --max-rows)" if result["truncated"] else ""))
+
+
+EXPORT_DIR_ARG = typer.Argument(help="folder to write the agent's files into", show_default=False)
+GIT_OPT = typer.Option("--git", help="write the lineage as a git repository into this folder: one commit per "
+                                     "ancestor, root first, tags agent-N, branch main at the agent")
+LINEAGE_OPT = typer.Option(help="every ancestor from the root, each in DIR/agent-N/ (--git always writes the lineage)")
+OVERWRITE_OPT = typer.Option(help="replace files that already exist (with --git: the whole folder)")
 
 
 def export(
     db: Annotated[Path, DB_ARG],
     agent: Annotated[str, AGENT_ARG],
-    out_dir: Annotated[Path, typer.Argument(help="folder to write the agent's files into")],
-    overwrite: Annotated[bool, typer.Option(help="replace files that already exist")] = False,
+    out_dir: Annotated[Path | None, EXPORT_DIR_ARG] = None,
+    git_dir: Annotated[Path | None, GIT_OPT] = None,
+    lineage: Annotated[bool, LINEAGE_OPT] = False,
+    overwrite: Annotated[bool, OVERWRITE_OPT] = False,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):
-    """Write an agent's files to a folder."""
+    """Write an agent's files to a folder, or its whole lineage (--lineage), or a git repository of it (--git DIR)."""
     from openended import inspection
 
+    if out_dir is not None and git_dir is not None:
+        _fail("export: give either a folder (DIR) or --git DIR, not both")
     with _errors(), inspection.open_db(db) as store:
         aid = inspection.resolve_agent(store, agent)
-        written = inspection.export(store, aid, out_dir, overwrite=overwrite)
+        if git_dir is not None:
+            repo = inspection.export_git(store, aid, git_dir, overwrite=overwrite)
+        elif out_dir is not None:
+            write = inspection.export_lineage if lineage else inspection.export
+            written = write(store, aid, out_dir, overwrite=overwrite)
+        else:
+            _fail("export: give a folder to write into (DIR) or --git DIR")
+    if git_dir is not None:
+        if as_json:
+            return _emit_json({"agent": aid, "git": str(repo.path), "branch": repo.branch,
+                               "commits": [{"agent": c.agent, "commit": c.sha, "tag": c.tag} for c in repo.commits]})
+        first, last = repo.commits[0], repo.commits[-1]
+        typer.echo(f"{repo.path}: {len(repo.commits)} commits, agent {first.agent} (root) to agent {last.agent}; "
+                   f"branch {repo.branch} at {last.sha[:12]}, tags {first.tag} .. {last.tag}")
+        return
     if as_json:
         return _emit_json({"agent": aid, "files": [str(p) for p in written]})
     for p in written:
@@ -285,8 +313,8 @@ def _dims(text: str) -> tuple[int, ...]:
 def plot(
     db: Annotated[Path, DB_ARG],
     out: Annotated[Path, typer.Option("--out", help="folder for the figures")],
-    fmt: Annotated[Optional[List[str]], typer.Option("--format", help="png and/or svg (default both)")] = None,
-    dims: Annotated[str, typer.Option(help="descriptor indices on the heatmap axes (more dimensions are projected)")] = "0,1",
+    fmt: Annotated[list[str] | None, typer.Option("--format", help="png and/or svg (default both)")] = None,
+    dims: Annotated[str, typer.Option(help="descriptor indices on the heatmap axes (others are projected)")] = "0,1",
     max_nodes: Annotated[int, typer.Option(help="agents shown in the lineage tree figure")] = 500,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):
@@ -303,8 +331,8 @@ def plot(
 
 def serve(
     db: Annotated[Path, DB_ARG],
-    host: Annotated[str, typer.Option(help="address to listen on (loopback by default)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8001,
+    host: Annotated[str, typer.Option(help="address to listen on (loopback by default)")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="port to listen on")] = DEFAULT_PORT,
 ):
     """Browse the database in datasette, read-only, with the named queries as canned queries."""
     from openended import serve as serving
@@ -314,8 +342,8 @@ def serve(
 
 
 def compare(
-    dbs: Annotated[List[Path], typer.Argument(help="campaign databases", show_default=False)],
-    threshold: Annotated[Optional[float], typer.Option(help="fitness for 'evaluations to threshold' "
+    dbs: Annotated[list[Path], typer.Argument(help="campaign databases", show_default=False)],
+    threshold: Annotated[float | None, typer.Option(help="fitness for 'evaluations to threshold' "
                                                              "(default: each campaign's target)")] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):

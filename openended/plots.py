@@ -10,8 +10,8 @@ works headless and never touches a user's interactive backend. Data come from
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -127,9 +127,11 @@ def lineage_figure(db: ArchiveDB, max_nodes: int = 500) -> Figure:
     t = inspection.tree(db, max_nodes=max_nodes)
     nodes = t["nodes"]
     pos = _layout(nodes)
-    fig = _figure(min(4.0 + 0.06 * len(pos), 16.0), min(3.0 + 0.45 * (max((p[1] for p in pos.values()), default=0)), 12.0))
+    deepest = max((p[1] for p in pos.values()), default=0)
+    fig = _figure(min(4.0 + 0.06 * len(pos), 16.0), min(3.0 + 0.45 * deepest, 12.0))
     ax = fig.add_subplot()
-    segments, best_segments = [], []
+    segments: list[list[tuple[float, float]]] = []
+    best_segments: list[list[tuple[float, float]]] = []
     for n in nodes:
         if n["parent_id"] is not None and n["parent_id"] in pos:
             seg = [pos[n["parent_id"]], pos[n["id"]]]
@@ -170,7 +172,7 @@ def rates_figure(db: ArchiveDB) -> Figure:
     rows = max(len(rates["operator"]), len(rates["model"]), 1)
     fig = _figure(7.0, 1.6 + 0.45 * rows * 2)
     axes = fig.subplots(2, 1)
-    for ax, key in zip(axes, ("operator", "model")):
+    for ax, key in zip(axes, ("operator", "model"), strict=True):
         entries = rates[key]
         names = [e["name"] for e in entries]
         values = [0.0 if e["success_rate"] is None else 100.0 * e["success_rate"] for e in entries]
@@ -179,7 +181,7 @@ def rates_figure(db: ArchiveDB) -> Figure:
         ax.set_yticks(ypos, names)
         ax.set_xlim(0, 100)
         ax.invert_yaxis()
-        for y, e, v in zip(ypos, entries, values):
+        for y, e, v in zip(ypos, entries, values, strict=True):
             ax.text(min(v + 1.0, 80.0), y, f"{e['archived']}/{e['finished']} archived", va="center", fontsize="small")
         ax.set_xlabel("success rate (% of finished children archived)")
         ax.set_title(f"by {key}" + ("" if entries else " (no children yet)"))

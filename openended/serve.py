@@ -16,9 +16,8 @@ import ipaddress
 import os
 import re
 import sys
-from pathlib import Path
-
 from importlib import resources
+from pathlib import Path
 
 from archive_db import query_names
 from openended import inspection
@@ -57,7 +56,7 @@ def canned_queries() -> dict[str, dict]:
 def datasette_metadata(db_path: str | os.PathLike) -> dict:
     """Datasette metadata for one campaign database: title, canned queries, agents-table facets."""
     with inspection.open_db(db_path) as db:
-        run = db.get_run()
+        run = inspection.run_of(db)
     name = Path(db_path).stem
     return {
         "title": f"openended: {run['task']} ({run['name']})",

@@ -17,10 +17,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from inspect_campaigns import build_campaign_db, rows, sha256_of
 
-from test_inspect import build_campaign_db, rows, sha256_of
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -155,12 +154,14 @@ def test_canned_queries_render_in_chromium(server, maze_db, tmp_path):
     page = Cells(dump_dom(f"{base}/{name}/ancestors?agent_id={best}", tmp_path / "p2"))
     ids = [int(r["id"]) for r in page.rows]
     assert ids[-1] == best and page.rows[0]["parent_id"] == ""  # the root has no parent
-    assert all(int(r["parent_id"]) == prev for r, prev in zip(page.rows[1:], ids))
+    assert all(int(r["parent_id"]) == prev for r, prev in zip(page.rows[1:], ids[:-1], strict=True))
 
     page = Cells(dump_dom(f"{base}/{name}/operator_success", tmp_path / "p3"))
     (op,) = page.rows
-    children, archived = rows(maze_db, "SELECT COUNT(*), SUM(status = 'archived') FROM agents WHERE parent_id IS NOT NULL")[0]
-    assert (op["operator"], op["model"], int(op["children"]), int(op["archived"])) == ("gaussian", "none", children, archived)
+    children, archived = rows(maze_db, "SELECT COUNT(*), SUM(status = 'archived') FROM agents "
+                                       "WHERE parent_id IS NOT NULL")[0]
+    got = (op["operator"], op["model"], int(op["children"]), int(op["archived"]))
+    assert got == ("gaussian", "none", children, archived)
 
 
 def test_serve_is_read_only_on_loopback_and_not_immutable(server, maze_db):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inspect_campaigns import CODE_CONFIG, build_campaign_db, build_code_db, cli, cli_json, rows
 from matplotlib import colors as mcolors
 from matplotlib import image as mimage
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -14,7 +15,6 @@ from matplotlib.figure import Figure
 
 from archive_db import ArchiveDB, Outcome, Proposal
 from openended import inspection, plots
-from test_inspect import CODE_CONFIG, build_campaign_db, build_code_db, cli, cli_json, rows
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +66,8 @@ def test_heatmap_has_one_coloured_cell_per_elite(maze_db):
     coloured = np.abs(pixels - empty).sum(axis=2) > 6
     assert coloured.sum() == len(elites)
     assert (coloured == np.isfinite(hm.values)).all()
-    for iy, ix in zip(*np.nonzero(coloured)):  # each cell's colour is its elite's fitness on the colour map
+    # each cell's colour is its elite's fitness on the colour map
+    for iy, ix in zip(*np.nonzero(coloured), strict=True):
         want = np.array(mesh.cmap(mesh.norm(hm.values[iy, ix]))[:3]) * 255
         assert np.abs(pixels[iy, ix] - want).max() <= 3
 
@@ -78,7 +79,8 @@ def test_heatmap_bins_descriptors_of_own_cell_archives(code_db):
         elites = db.elites()
     assert hm.elites == len(elites) == 6
     expected = {(0, 0): 0.5, (0, 1): 1.0, (3, 3): 3.0, (1, 2): 2.0, (2, 2): 0.1}  # (iy, ix): best fitness
-    got = {(int(iy), int(ix)): hm.values[iy, ix] for iy, ix in zip(*np.nonzero(np.isfinite(hm.values)))}
+    filled = zip(*np.nonzero(np.isfinite(hm.values)), strict=True)
+    got = {(int(iy), int(ix)): hm.values[iy, ix] for iy, ix in filled}
     assert got == expected and hm.occupied == 5
     fig, ax, mesh, img = _render(hm)
     pixels = _cell_pixels(fig, ax, hm, img)
@@ -91,7 +93,8 @@ def test_heatmap_projects_more_dimensions(tmp_path):
                                        "bins": [2, 3, 4]}, "fitness_offset": 0.0, "k": 3}
     db = ArchiveDB(tmp_path / "d3.db")
     db.create_run(name="d3", task="t", seed=0, config=CODE_CONFIG, descriptor_schema=schema)
-    points = {0: ([0.1, 0.1, 0.1], 1.0), 1: ([0.1, 0.9, 0.9], 2.0), 2: ([0.9, 0.1, 0.9], 5.0), 3: ([0.9, 0.2, 0.1], 4.0)}
+    points = {0: ([0.1, 0.1, 0.1], 1.0), 1: ([0.1, 0.9, 0.9], 2.0), 2: ([0.9, 0.1, 0.9], 5.0),
+              3: ([0.9, 0.2, 0.1], 4.0)}
     db.propose([Proposal(id=i, parent_id=None, operator="seed", seed=i) for i in points])
     db.record([Outcome(id=i, status="archived", files={"g": b"%d" % i}, fitness=f, descriptors=d)
                for i, (d, f) in points.items()])
@@ -120,7 +123,8 @@ def test_lineage_tree_highlights_the_best_lineage(maze_db):
            and np.allclose(c.get_colors()[0][:3], mcolors.to_rgb(plots._BEST))]
     grey = [c for c in ax.collections if hasattr(c, "get_segments") and c not in red]
     assert len(red) == 1 and len(red[0].get_segments()) == len(lineage) - 1
-    assert len(red[0].get_segments()) + len(grey[0].get_segments()) == total - 1  # one root: every other agent has an edge
+    # one root: every other agent has an edge
+    assert len(red[0].get_segments()) + len(grey[0].get_segments()) == total - 1
     ys = sorted({round(float(seg[1][1])) for seg in red[0].get_segments()})
     assert ys == list(range(1, len(lineage)))  # one red edge per generation down to the best agent
     assert f"best agent #{lineage[-1]['id']}" in [t.get_text() for t in ax.get_legend().get_texts()]
@@ -130,7 +134,7 @@ def test_rates_figure_bars_are_the_success_rates(code_db):
     with inspection.open_db(code_db) as db:
         fig = plots.rates_figure(db)
         rates = inspection.success_rates(db)
-    for ax, key in zip(fig.axes, ("operator", "model")):
+    for ax, key in zip(fig.axes, ("operator", "model"), strict=True):
         widths = [p.get_width() for p in ax.patches]
         want = [0.0 if r["success_rate"] is None else 100 * r["success_rate"] for r in rates[key]]
         assert widths == pytest.approx(want)

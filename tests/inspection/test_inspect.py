@@ -1,19 +1,16 @@
 """Inspection commands on a database made by a real campaign (and a small hand-built code campaign).
 
-One maze campaign is run per test session (:func:`campaign_db`, shared with test_plots and
-test_serve_browser). While it runs, a reader thread keeps calling the inspection views and the CLI
-on the same file, so the "works while a campaign is writing" promise is tested on real writes.
+The maze campaign (:func:`inspect_campaigns.build_campaign_db`) is run once per session, shared
+with test_plots, test_serve_browser and test_export_git; while it runs a reader thread inspects it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sqlite3
+import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,75 +18,22 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
+from inspect_campaigns import (
+    CODE_CONFIG,
+    CODE_SCHEMA,
+    build_campaign_db,
+    build_code_db,
+    cli,
+    cli_json,
+    rows,
+    sha256_of,
+)
 
 from archive_db import SCHEMA_VERSION, ArchiveDB, Outcome, Proposal
 from openended import inspection
-from openended.cli import app
-from openended.status import campaign_status
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------------------------------------
 # the shared campaign database (built once per session, while a reader thread inspects it)
-
-_CAMPAIGN: dict = {}
-
-
-def _live_reader(path: Path, stop: threading.Event, log: list) -> None:
-    """Inspect the database over and over while the campaign writes; log what each read saw."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cli_done = started = False
-    while not stop.is_set():
-        time.sleep(0.05)  # leave the driver most of the GIL
-        if not path.exists():
-            continue
-        try:
-            with inspection.open_db(path) as db:
-                status = campaign_status(path)
-                best = db.best_agent()
-                entry = {"done": status["children_done"], "top": inspection.top(db, 3)}
-                if best is not None:
-                    steps = inspection.lineage(db, best["id"])
-                    entry["lineage"] = [(s["id"], s["parent_id"]) for s in steps]
-                    entry["diff"] = inspection.diff(db, best["id"])["from"]
-                    entry["show"] = inspection.show(db, best["id"])["agent"]["id"]
-                    entry["tree"] = inspection.tree(db, max_nodes=50)["shown"]
-            if not cli_done and best is not None:
-                # one real CLI process reading the file mid-campaign
-                out = subprocess.run([sys.executable, "-m", "openended", "top", str(path), "-k", "2", "--json"],
-                                     capture_output=True, text=True, env=env, timeout=120)
-                entry["cli"] = (out.returncode, out.stdout, out.stderr)
-                cli_done = True
-            log.append(entry)
-            started = True
-        except Exception as exc:  # noqa: BLE001 - every failure is reported by the test
-            if started:  # before the first good read the driver may still be creating the file
-                log.append({"error": repr(exc)})
-
-
-def build_campaign_db(tmp_path_factory) -> dict:
-    """Run (once per session) a short maze campaign with a grid archive; returns
-    ``{"path": Path, "live": [what the reader saw while it ran], "summary": Summary}``."""
-    if _CAMPAIGN:
-        return _CAMPAIGN
-    from openended.engine import Campaign
-    from openended.config import load_config
-
-    path = tmp_path_factory.mktemp("inspect") / "maze.db"
-    cfg = load_config(None, {"task": "maze-medium", "db": str(path), "budget.max_children": 500, "seed": 1,
-                             "sandbox.kind": "inprocess", "archive.kind": "grid", "selection.strategy": "curiosity",
-                             "batch_size": 4, "max_in_flight": 2, "stats_every_seconds": 0.2})
-    stop, live = threading.Event(), []
-    reader = threading.Thread(target=_live_reader, args=(path, stop, live), daemon=True)
-    reader.start()
-    try:
-        summary = Campaign(cfg).run()
-    finally:
-        stop.set()
-        reader.join(timeout=120)
-    _CAMPAIGN.update(path=path, live=live, summary=summary)
-    return _CAMPAIGN
 
 
 @pytest.fixture(scope="session")
@@ -100,87 +44,6 @@ def campaign(tmp_path_factory, ray_address) -> dict:
 @pytest.fixture(scope="session")
 def maze_db(campaign) -> Path:
     return campaign["path"]
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    for suffix in ("", "-wal"):  # the main file and any unmerged WAL frames
-        p = Path(f"{path}{suffix}")
-        if p.exists():
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def cli(*args: str):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
-
-
-def cli_json(*args):
-    code, out, err = cli(*args, "--json")
-    assert code == 0, err
-    return json.loads(out)
-
-
-def rows(path: Path, sql: str, *params):
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# a small code campaign built by hand (text files, models, failures, crossover)
-
-CODE_SCHEMA = {"kind": "all", "space": {"names": ["a", "b"], "lower": [0.0, 0.0], "upper": [1.0, 1.0], "bins": [4, 4]},
-               "fitness_offset": 0.0, "k": 3}
-CODE_CONFIG = {"archive": {"kind": "all"}, "selection": {"strategy": "uniform"},
-               "budget": {"max_children": 12, "target_fitness": 2.5}}
-
-
-def build_code_db(path: Path) -> Path:
-    """Agents 0..8: a code genome (agent.py) changed by LLM operators, with a failure, a pending
-    child, a crossover and one genome whose file path climbs out of its folder."""
-    db = ArchiveDB(path)
-    db.create_run(name="code", task="code-task", seed=3, config=CODE_CONFIG, descriptor_schema=CODE_SCHEMA)
-    db.propose([
-        Proposal(id=0, parent_id=None, operator="seed", seed=0),
-        Proposal(id=1, parent_id=0, operator="llm_diff", seed=1, model="gemma"),
-        Proposal(id=2, parent_id=1, operator="llm_rewrite", seed=2, model="gpt"),
-        Proposal(id=3, parent_id=0, operator="llm_diff", seed=3, model="gemma"),
-        Proposal(id=4, parent_id=1, operator="ast", seed=4),
-        Proposal(id=5, parent_id=2, parent2_id=1, operator="llm_crossover", seed=5, model="gpt"),
-        Proposal(id=6, parent_id=2, operator="llm_diff", seed=6, model="gemma"),
-        Proposal(id=7, parent_id=5, operator="llm_diff", seed=7, model="gemma"),
-        Proposal(id=8, parent_id=2, operator="ast", seed=8),
-    ])
-    code = {
-        0: "def act(x):\n    return x\n\nx = 1\n",
-        1: "def act(x):\n    return x\n\nx = 2\n",
-        2: "def act(x):\n    return 2 * x\n\nx = 2\n",
-        4: "def act(x):\n    return x\n\nx = 3\n",
-        5: "def act(x):\n    return 2 * x\n\nx = 2\ny = 0\n",
-        8: "def act(x):\n    return 3 * x\n\nx = 2\n",
-    }
-    fit = {0: 0.5, 1: 1.0, 2: 3.0, 4: 0.2, 5: 2.0, 8: 2.6}
-    desc = {0: [0.1, 0.1], 1: [0.3, 0.1], 2: [0.9, 0.9], 4: [0.12, 0.11], 5: [0.6, 0.4], 8: [0.95, 0.85]}
-    status = {0: "archived", 1: "archived", 2: "archived", 4: "rejected", 5: "archived", 8: "archived"}
-    db.record([Outcome(id=i, status=status[i], files={"agent.py": code[i].encode(), "notes/README.txt": b"same\n"},
-                       fitness=fit[i], descriptors=desc[i], novelty=0.1 * i, cell=i,
-                       archive_event="new_cell" if status[i] == "archived" else None,
-                       feedback=f"feedback for agent {i}", tokens_in=10 * i, model=None)
-               for i in sorted(code)])
-    db.record([Outcome(id=3, status="failed", fail_stage="mutation", fail_reason="no SEARCH block matched")])
-    db.record([Outcome(id=7, status="archived", files={"../escape.py": b"print('out')\n"}, fitness=0.1,
-                       descriptors=[0.5, 0.5], cell=7, archive_event="new_cell")])
-    db.add_evaluation(2, stage="full", seconds=0.25, exit_status=0, fitness=3.0, result={"fitness": 3.0},
-                      stdout_tail="ok\n")
-    db.set_elites({0: 0, 1: 1, 2: 2, 5: 5, 7: 7, 8: 8})
-    db.record_stats(children_done=7, archive_size=6, coverage=0.25, qd_score=9.2, best_fitness=3.0)
-    db.close()
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +79,6 @@ def test_views_and_cli_work_while_the_campaign_writes(campaign):
 def test_cli_reads_past_an_open_write_transaction(maze_db, tmp_path):
     """A writer holding uncommitted rows (as the driver does mid-batch) blocks no reader and
     leaks nothing into what the commands print."""
-    import shutil
 
     copy = tmp_path / "busy.db"
     shutil.copy(maze_db, copy)
@@ -262,7 +124,7 @@ def test_best_lineage_runs_from_the_root_to_the_best_agent(maze_db):
     assert steps[-1]["id"] == best["id"] and steps[-1]["fitness"] == best["fitness"]
     assert steps[0]["parent_id"] is None and steps[0]["depth"] == 0
     assert len(steps) == best["depth"] + 1 > 2, "the campaign should be deep enough to test a lineage"
-    for prev, step in zip(steps, steps[1:]):
+    for prev, step in zip(steps[:-1], steps[1:], strict=True):
         assert step["parent_id"] == prev["id"]
         assert step["depth"] == prev["depth"] + 1
         assert step["delta_fitness"] == pytest.approx(step["fitness"] - prev["fitness"])
@@ -286,7 +148,8 @@ def test_show_gives_metadata_feedback_and_files(maze_db, code_db):
     assert info["children"] == children
 
     info = cli_json("show", code_db, "2", "--contents")
-    assert [e["stage"] for e in info["evaluations"]] == ["full"] and info["evaluations"][0]["result"] == {"fitness": 3.0}
+    assert [e["stage"] for e in info["evaluations"]] == ["full"]
+    assert info["evaluations"][0]["result"] == {"fitness": 3.0}
     assert {f["path"]: f["text"] for f in info["files"]}["agent.py"].startswith("def act(x):\n    return 2 * x")
     code, out, _ = cli("show", code_db, "2", "--contents")  # the human view prints the same things
     assert code == 0 and "feedback for agent 2" in out and "return 2 * x" in out and "full" in out
@@ -325,11 +188,11 @@ def test_diff_shows_what_the_gaussian_mutation_changed(maze_db):
 def test_diff_of_code_shows_the_edited_lines(code_db):
     result = cli_json("diff", code_db, "1")
     assert (result["from"], result["to"]) == (0, 1)
-    body = [l for l in result["text"].splitlines() if l[:1] in "+-" and l[:3] not in ("---", "+++")]
+    body = [line for line in result["text"].splitlines() if line[:1] in "+-" and line[:3] not in ("---", "+++")]
     assert body == ["-x = 1", "+x = 2"]
     assert result["files"] == [{"path": "agent.py", "added": 1, "removed": 1, "binary": False}]  # README unchanged
     both = cli_json("diff", code_db, "0", "2")
-    body = [l for l in both["text"].splitlines() if l[:1] in "+-" and l[:3] not in ("---", "+++")]
+    body = [line for line in both["text"].splitlines() if line[:1] in "+-" and line[:3] not in ("---", "+++")]
     assert body == ["-    return x", "+    return 2 * x", "-x = 1", "+x = 2"]
     root = cli_json("diff", code_db, "0")
     assert root["from"] is None and "+x = 1" in root["text"].splitlines()
@@ -393,7 +256,7 @@ def test_tree_pruning_invariants(tmp_path_factory, forest, max_nodes):
     db.propose([Proposal(id=i, parent_id=p, operator="op", seed=i) for i, p in enumerate(parents)])
     db.record([Outcome(id=i, status=s, files={"g": b"%d" % i}, fitness=f, descriptors=[0.5, 0.5])
                if s != "failed" else Outcome(id=i, status="failed", fail_stage="sandbox", fail_reason="crash")
-               for i, (s, f) in enumerate(zip(statuses, fitness))])
+               for i, (s, f) in enumerate(zip(statuses, fitness, strict=True))])
     db.set_elites({i: i for i, s in enumerate(statuses) if s == "archived"})
     db.close()
     with inspection.open_db(path) as ro:
@@ -618,3 +481,18 @@ def test_a_campaign_with_no_agents_yet(tmp_path):
     assert code == 2 and "no evaluated agent yet" in err
     (row,) = cli_json("compare", tmp_path / "new.db")
     assert (row["evaluations"], row["qd_score"], row["best_fitness"]) == (0, 0.0, None)
+
+
+def test_package_names_resolve_to_the_functions_not_the_modules():
+    """`openended.inspection` imports its names on first use: each public name is the function or
+    class, never a submodule of the same name, whatever was imported first."""
+    import importlib
+    import types
+
+    for module in ("access", "agents", "gitexport", "lineage_tree", "metrics", "npy_text"):
+        importlib.import_module(f"openended.inspection.{module}")
+    for name in inspection.__all__:
+        assert not isinstance(getattr(inspection, name), types.ModuleType), name
+    assert set(inspection.__all__) <= set(dir(inspection))
+    with pytest.raises(AttributeError):
+        _ = inspection.no_such_view
