@@ -51,7 +51,7 @@ def test_elite_never_replaced_by_worse_or_equal(kind, stream):
     best: dict[int, tuple[float, int]] = {}
     for i, (f, x, y) in enumerate(stream):
         r = a.add(i, f, [x, y])
-        cell = a._mcell_of(np.array([x, y]))  # the cell the child maps to
+        cell = a.measurement_cell([x, y])  # the cell the child maps to
         if cell not in best:
             assert r == AddResult("new_cell", r.novelty, cell, None)
             best[cell] = (f, i)
@@ -61,7 +61,7 @@ def test_elite_never_replaced_by_worse_or_equal(kind, stream):
         else:
             assert r == AddResult("not_added", r.novelty, None, None)
         m = a.members()
-        got = {int(c): (float(fi), int(ai)) for c, fi, ai in zip(m["cell"], m["fitness"], m["agent_id"])}
+        got = {int(c): (float(fi), int(ai)) for c, fi, ai in zip(m["cell"], m["fitness"], m["agent_id"], strict=True)}
         assert got == best
     st_ = a.stats()
     assert st_["size"] == len(best)
@@ -105,7 +105,7 @@ def test_grid_measured_stats_match_brute_force(kind, stream):
                     np.array(SPACE.bins) - 1).astype(int)
     flat = cells[:, 0] * 4 + cells[:, 1]
     best = {}
-    for c, f in zip(flat.tolist(), m["fitness"].tolist()):
+    for c, f in zip(flat.tolist(), m["fitness"].tolist(), strict=True):
         best[c] = max(best.get(c, -np.inf), f)
     s = a.stats()
     assert s["coverage"] == len(best) / 20
@@ -173,8 +173,8 @@ def test_novelty_never_improves_and_cells_are_member_indices():
 @pytest.mark.parametrize("kind", ARCHIVE_KINDS)
 def test_novelty_equals_brute_force_knn_with_tree_and_tail(kind):
     rng = np.random.default_rng(1)
-    a = make_archive(kind, space=SPACE, fitness_offset=-10.0, seed=0, k=7,
-                     **({"cells": 300, "samples": 3000} if kind == "cvt" else {"threshold": 0.02, "raise_factor": 1.0} if kind == "novelty" else {}))
+    params = {"cvt": {"cells": 300, "samples": 3000}, "novelty": {"threshold": 0.02, "raise_factor": 1.0}}
+    a = make_archive(kind, space=SPACE, fitness_offset=-10.0, seed=0, k=7, **params.get(kind, {}))
     if kind == "grid":
         a = make_archive("grid", space=DescriptorSpace.from_dict({**SPACE.to_dict(), "bins": [40, 30]}),
                          fitness_offset=-10.0, seed=0, k=7)
@@ -188,8 +188,9 @@ def test_novelty_equals_brute_force_knn_with_tree_and_tail(kind):
         res = a.add_batch(range(start, start + 100), F[start:start + 100], X[start:start + 100])
         m = a.members()["descriptors"]
         np.testing.assert_allclose(a.novelty(Q), brute_novelty(m, Q, 7, empty), rtol=1e-12, atol=1e-12)
-        saw_tree_and_tail |= a._tree is not None and 0 < a._indexed < a.size
-        saw_dirty |= len(a._dirty) > 0
+        index = a.novelty_index
+        saw_tree_and_tail |= 0 < index.indexed < a.size
+        saw_dirty |= index.stale > 0
         # the novelty reported at admission is the brute force over the members before it
         assert res[0].novelty >= 0
     if kind in ("novelty", "all"):
@@ -221,7 +222,8 @@ def _roundtrip(a):
 def _elites_from_members(a):
     m = a.members()
     return [{"cell": int(c), "agent_id": int(i), "fitness": float(f), "descriptors": d.tolist(), "novelty": float(n)}
-            for c, i, f, d, n in zip(m["cell"], m["agent_id"], m["fitness"], m["descriptors"], m["novelty"])]
+            for c, i, f, d, n in zip(m["cell"], m["agent_id"], m["fitness"], m["descriptors"], m["novelty"],
+                                     strict=True)]
 
 
 @pytest.mark.parametrize("kind", ARCHIVE_KINDS)
