@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from openended.names import SELECTION_STRATEGIES
 from openended.qd import Archive
 
 __all__ = ["LineageCounts", "SELECTION_STRATEGIES", "select_parents"]
 
-SELECTION_STRATEGIES = ("uniform", "fitness", "tournament", "score_child", "novelty", "curiosity")
 
 
 class LineageCounts:
@@ -102,7 +102,7 @@ class LineageCounts:
         return self._get("_discoveries", agent_ids)
 
     @classmethod
-    def from_counts(cls, children: dict[int, int], discoveries: dict[int, int]) -> "LineageCounts":
+    def from_counts(cls, children: dict[int, int], discoveries: dict[int, int]) -> LineageCounts:
         """Rebuild from ``{agent_id: count}`` maps (as stored in the lineage database)."""
         c = cls()
         for mapping, name in ((children, "_children"), (discoveries, "_discoveries")):

@@ -20,7 +20,7 @@ import ray
 from openended.engine.jobs import NO_RESULT, WORKER_LOST, ChildResult, EvalJob, Evaluate, Job, Mutate
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
-from openended.sandbox import SandboxSpec
+from openended.sandbox.spec import SandboxSpec
 from openended.tasks import TaskRef
 
 # Models that generate for one request at a time (the embedded llama.cpp server): queued calls

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openended.names import Files
+from openended.sandbox.spec import FailureKind
 
 if TYPE_CHECKING:
     from openended.mutation.prompts import MutationContext
-    from openended.sandbox import EvaluationRecord
+    from openended.sandbox.spec import EvaluationRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +88,7 @@ class ChildResult:
 # itself instead of inheriting the failure. The dispatcher writes these; the store keeps them as text.
 WORKER_LOST = "worker failed"
 NO_RESULT = "no result within"
-SANDBOX_ERROR = "sandbox_error"
-MACHINERY_FAILURES = (WORKER_LOST, NO_RESULT, SANDBOX_ERROR)
+MACHINERY_FAILURES = (WORKER_LOST, NO_RESULT, *(kind.value for kind in FailureKind if kind.machinery))
 
 
 def machinery_failure(reason: str | None) -> bool:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate
-from openended.llm import ModelSpec
 from openended.mutation import mutate
 from openended.sandbox import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, get_sandbox
 from openended.tasks import Task, TaskRef, load_ref
+
+if TYPE_CHECKING:
+    from openended.llm import ModelSpec
 
 
 def _short_error(exc: BaseException) -> str:
