@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-MAZE_DIR = Path(__file__).resolve().parents[1] / "openended" / "tasks" / "maze"
+MAZE_DIR = Path(__file__).resolve().parents[2] / "openended" / "tasks" / "maze"
 
 
 if str(MAZE_DIR) not in sys.path:  # the task's modules import each other from their own folder

@@ -14,7 +14,7 @@ import pytest
 from openended.results import check_result
 from openended.tasks import builtin_task_names, load_task
 
-BINPACK_DIR = Path(__file__).resolve().parents[1] / "openended" / "tasks" / "binpack"
+BINPACK_DIR = Path(__file__).resolve().parents[2] / "openended" / "tasks" / "binpack"
 TASK = load_task("binpack")
 ARGS = TASK.evaluate_args
 
