@@ -7,22 +7,20 @@ every timed child is admitted: the worst case (member arrays grow, the cKDTree i
 
     python bench/archive_bench.py                 # novelty archive, every strategy
     python bench/archive_bench.py --out r.json --n 100000 --kind novelty --selection curiosity
+    python bench/archive_bench.py --smoke --out r.json   # CI: 2,000 members, 200 children (seconds)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from openended.qd import DescriptorSpace, make_archive, restore_archive  # noqa: E402
-from openended.selection import SELECTION_STRATEGIES, LineageCounts, select_parents  # noqa: E402
+from openended.qd import DescriptorSpace, make_archive, restore_archive
+from openended.selection import SELECTION_STRATEGIES, LineageCounts, select_parents
 
 # the maze-medium descriptor space
 SPACE = DescriptorSpace.from_dict({"names": ["x", "y"], "lower": [5.0, 5.0], "upper": [295.0, 135.0], "bins": [29, 13]})
@@ -81,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--selection", default=None, help="one strategy (default: all)")
     ap.add_argument("--children", type=int, default=8000, help="timed children (8000 spans two tree rebuilds at 100k)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--smoke", action="store_true", help="2,000 members, 200 children: checks the script; same keys")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.n, args.children = 2000, 200
     strategies = [args.selection] if args.selection else list(SELECTION_STRATEGIES)
     results = {}
     for s in strategies:
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.kind} archive, {args.n} members, selection {s}: {ms:.3f} ms per child", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(
-            {"n": args.n, "kind": args.kind, "children": args.children, "ms_per_child": results}, indent=2))
+            {"n": args.n, "kind": args.kind, "children": args.children, "ms_per_child": results, "smoke": args.smoke},
+            indent=2))
     return 0
 
 

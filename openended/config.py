@@ -68,7 +68,6 @@ class ModelConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0, description="hard wall-clock limit of one attempt")
     max_retries: int = Field(default=3, ge=0)
     max_total_s: float = Field(default=180.0, gt=0, description="all attempts and waits of one call")
-    weight: float = Field(default=1.0, gt=0)
 
 
 class LLMConfig(_Strict):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LLM_OPERATORS = ("llm_diff", "llm_rewrite", "llm_crossover")
+from openended.names import LLM_OPERATORS
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Portfolio:
         self._index = {arm: i for i, arm in enumerate(self.arms)}
 
     @classmethod
-    def build(cls, operators: list[str], models: list[str], *, explore: float = 0.1) -> "Portfolio":
+    def build(cls, operators: list[str], models: list[str], *, explore: float = 0.1) -> Portfolio:
         arms = []
         for op in operators:
             if op in LLM_OPERATORS:
@@ -76,4 +76,4 @@ class Portfolio:
     def shares(self) -> dict[str, float]:
         """Each arm's expected success rate (posterior mean), by label."""
         means = (1.0 + self.archived) / (2.0 + self.finished)
-        return {arm.label: float(m) for arm, m in zip(self.arms, means)}
+        return {arm.label: float(m) for arm, m in zip(self.arms, means, strict=True)}

@@ -1,7 +1,7 @@
 """Foundation-model access: one OpenAI-compatible client (`complete`) for remote and local models,
 and the embedded local model server (`LocalModelServer`, llama.cpp serving Gemma 3 270M)."""
 
-from openended.llm.client import Completion, LLMError, ModelSpec, choose_model, complete
+from openended.llm.client import Completion, LLMError, ModelSpec, complete
 from openended.llm.local import LocalModelServer, gguf_path, local_model_unavailable, local_spec
 
 __all__ = [
@@ -9,7 +9,6 @@ __all__ = [
     "LLMError",
     "LocalModelServer",
     "ModelSpec",
-    "choose_model",
     "complete",
     "gguf_path",
     "local_model_unavailable",

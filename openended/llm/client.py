@@ -21,11 +21,9 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import httpx2
 import openai
 from tenacity import (
     RetryCallState,
@@ -52,7 +50,7 @@ class ModelSpec:
     none). `api="completion"` uses /v1/completions (best for base models such as the embedded
     Gemma); `"chat"` uses /v1/chat/completions. Prices are per token. `timeout_s` bounds one
     attempt from request start to the last byte; `max_total_s` bounds all attempts and the waits
-    between them. `weight` is the relative probability of picking this model in a campaign.
+    between them.
     """
 
     name: str
@@ -67,7 +65,6 @@ class ModelSpec:
     timeout_s: float = 60.0
     max_retries: int = 3
     max_total_s: float = 180.0
-    weight: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -86,7 +83,7 @@ class ModelSpec:
             value = getattr(self, attr)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 problems.append(f"{attr} must be a positive number of seconds (got {value!r})")
-        for attr in ("price_in", "price_out", "temperature", "weight"):
+        for attr in ("price_in", "price_out", "temperature"):
             value = getattr(self, attr)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 problems.append(f"{attr} must be a finite number >= 0 (got {value!r})")
@@ -143,27 +140,6 @@ class LLMError(Exception):
 
 def _rebuild_error(reason: str, kwargs: dict) -> LLMError:
     return LLMError(reason, **kwargs)
-
-
-def choose_model(specs: Sequence[ModelSpec], rng) -> ModelSpec:
-    """Pick one of a campaign's models with probability proportional to its `weight`.
-
-    `rng` is anything with a `.random()` method returning a float in [0, 1): `random.Random` or
-    `numpy.random.Generator`, seeded by the caller so the choice is reproducible. Models of
-    weight 0 are never picked.
-    """
-    if not specs:
-        raise ValueError("choose_model: no models configured")
-    total = sum(spec.weight for spec in specs)
-    if total <= 0:
-        raise ValueError("choose_model: every model has weight 0: "
-                         + ", ".join(spec.name for spec in specs))
-    point = float(rng.random()) * total
-    for spec in specs:
-        point -= spec.weight
-        if point < 0 and spec.weight > 0:
-            return spec
-    return next(spec for spec in reversed(specs) if spec.weight > 0)  # float rounding at the end
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,9 +243,10 @@ def _run_attempt(spec: ModelSpec, key: str, prompt: str, system: str | None, see
                  stop: list[str] | None, timeout: float, state: _Attempt) -> None:
     """Stream one completion into `state` (runs in a worker thread; never raises)."""
     try:
-        # The httpx timeouts are a second line of defence: a server that sends nothing at all
-        # releases this thread when the attempt's time is up. The caller enforces the deadline.
-        limits = httpx2.Timeout(timeout, connect=min(timeout, 10.0))
+        # The HTTP client's timeouts are a second line of defence: a server that sends nothing at
+        # all releases this thread when the attempt's time is up. The caller enforces the deadline.
+        # (openai.Timeout is the timeout class of whichever HTTP client the openai package uses.)
+        limits = openai.Timeout(timeout, connect=min(timeout, 10.0))
         with openai.OpenAI(base_url=spec.base_url, api_key=key, max_retries=0,
                            timeout=limits) as client:
             common = dict(model=spec.model, stream=True, max_tokens=spec.max_tokens,
@@ -385,7 +362,7 @@ def complete(spec: ModelSpec, prompt: str, *, system: str | None = None, seed: i
         worker.start()
         worker.join(limit)
         if not state.done:
-            # The worker may still be blocked in a read; it ends by itself when its httpx
+            # The worker may still be blocked in a read; it ends by itself when its HTTP
             # timeout (<= limit) fires or at the next chunk. We do not wait for it.
             state.abandoned = True
             account(state)

@@ -27,9 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from openended.llm.client import ModelSpec
+from openended.names import LOCAL_MODEL
 
 MODEL_ALIAS = "gemma-3-270m-q4_k_m"
-SPEC_NAME = "local-gemma3-270m"
 
 # What the server needs: llama_cpp plus its [server] extra, and the package holding the weights.
 _REQUIRED_MODULES = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "pydantic_settings",
@@ -238,7 +238,7 @@ class LocalModelServer:
 def local_spec(server: LocalModelServer, **overrides) -> ModelSpec:
     """The ModelSpec for the embedded model behind `server` (completion API, no key, no cost).
     `overrides` replace any field, e.g. `max_tokens=64`."""
-    spec = ModelSpec(name=SPEC_NAME, base_url=server.base_url, model=server.model,
+    spec = ModelSpec(name=LOCAL_MODEL, base_url=server.base_url, model=server.model,
                      api_key_env=None, api="completion", temperature=0.8, max_tokens=200,
                      timeout_s=90.0, max_retries=1, max_total_s=200.0)
     return replace(spec, **overrides) if overrides else spec

@@ -13,13 +13,10 @@ import numpy as np
 
 from openended.mutation.ast_edit import ast_mutate
 from openended.mutation.gaussian import gaussian, random_params
+from openended.names import ROOT_OPERATORS, Files
 from openended.tasks import Task
 
-Files = dict[str, bytes]
 Operator = Callable[[Files | None, np.random.Generator, Task, dict], Files]
-
-# Operators that create roots (no parent).
-ROOT_OPERATORS = ("seed", "random")
 
 
 def _seed(parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Iterable
+from itertools import pairwise
 
 import numpy as np
 
-Files = dict[str, bytes]
+from openended.names import Files
 
 EDIT_KINDS = ("constant", "operator", "comparison", "swap")
 _ARITH = (ast.Add, ast.Sub, ast.Mult, ast.Div)
@@ -55,7 +56,7 @@ def _sites(tree: ast.AST) -> list[tuple[str, int]]:
         elif isinstance(node, ast.Compare):
             counts["comparison"] += sum(type(op) in _COMPARE_TO for op in node.ops)
         for _, body in _statement_lists(node):
-            counts["swap"] += sum(1 for a, b in zip(body, body[1:]) if _swappable(a, b))
+            counts["swap"] += sum(1 for a, b in pairwise(body) if _swappable(a, b))
     return [(kind, i) for kind in EDIT_KINDS for i in range(counts[kind])]
 
 

@@ -9,7 +9,7 @@ import io
 
 import numpy as np
 
-Files = dict[str, bytes]
+from openended.names import Files
 
 
 def load_params(files: Files, params_file: str = "weights.npy") -> np.ndarray:

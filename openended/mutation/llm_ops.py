@@ -13,16 +13,15 @@ from __future__ import annotations
 import ast
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from openended.mutation.prompts import MutationContext, build_prompt, code_of, example_edit, primed_suffix
 from openended.mutation.search_replace import NO_CHANGE, Block, PatchError, apply_blocks, parse_blocks
+from openended.names import LLM_OPERATORS, Files
 
-Files = dict[str, bytes]
-
-LLM_OPERATORS = ("llm_diff", "llm_rewrite", "llm_crossover")
 REPEATS_EXAMPLE = "the edit only repeats the example edit of the prompt, which changes no behaviour; make a real change"
 _FENCE = re.compile(r"^\s*```")
 
@@ -221,7 +220,8 @@ def _behaviour(tree: ast.Module) -> str:
         body = getattr(node, "body", None)
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body:
             first = body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
                 node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree)
 

@@ -28,7 +28,7 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-Files = dict[str, bytes]
+from openended.names import Files
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 KINDS = ("diff", "rewrite", "crossover")
@@ -83,7 +83,7 @@ class MutationContext:
     focus: str | None = None
 
     @classmethod
-    def for_task(cls, task, parent_files: Files, **fields) -> "MutationContext":
+    def for_task(cls, task, parent_files: Files, **fields) -> MutationContext:
         """A context for ``task`` (an openended.tasks.Task): its prompt.md, code_file and entry_point."""
         code_file = task.spec.get("code_file")
         if not code_file:
@@ -156,7 +156,8 @@ def primed_code(code: str, entry_point: str | None) -> str:
     if node is None or node.body[0].lineno <= node.lineno:
         return ""  # no entry point, or a one-line def: nothing safe to prime with
     first = node.body[0]
-    has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+    has_doc = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+               and isinstance(first.value.value, str))
     if has_doc and len(node.body) > 1:
         end = first.end_lineno  # keep the docstring, stop before the first statement after it
     else:

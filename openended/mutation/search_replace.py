@@ -156,14 +156,15 @@ def _loose_matches(text: list[str], search: list[str]) -> list[tuple[int, int, i
         shift = len(_indent(window[0][1])) - len(_indent(wanted[0]))
         if all(
             got.strip() == want.strip() and len(_indent(got)) - len(_indent(want)) == shift
-            for (_, got), want in zip(window, wanted)
+            for (_, got), want in zip(window, wanted, strict=True)
         ):
             matches.append((window[0][0], window[-1][0] + 1, shift))
     return matches
 
 
 def _reindent(lines: tuple[str, ...], shift: int, pad: str) -> list[str]:
-    """Shift every non-blank line right by ``shift`` columns (``pad`` characters), or left by removing leading whitespace."""
+    """Shift every non-blank line right by ``shift`` columns (``pad`` characters), or left by removing
+    leading whitespace."""
     if shift == 0:
         return list(lines)
     out = []

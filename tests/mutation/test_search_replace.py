@@ -131,7 +131,8 @@ def test_missing_divider():
 
 
 def test_not_found_quotes_nearest_lines():
-    response = block("    score = -gap", "    score = gap") + block("    scor = gap - 1\n    return scre", "    return 0")
+    response = (block("    score = -gap", "    score = gap")
+                + block("    scor = gap - 1\n    return scre", "    return 0"))
     text = reason(SOURCE, response)
     # block 1 applied first, so block 2 is compared with the edited file: lines 7-8
     assert text == ("block 2: SEARCH text not found in priority.py; nearest lines 7-8 are:\n"
@@ -168,7 +169,8 @@ def test_trailing_whitespace_and_blank_lines():
 
 def test_indentation_shift_reindents_replacement():
     # the model dropped the function's indentation in both sections
-    response = block("gap = bins - item\nscore = -gap", "gap = bins - item\nif item > 50:\n    gap = gap / 2\nscore = -gap")
+    response = block("gap = bins - item\nscore = -gap",
+                     "gap = bins - item\nif item > 50:\n    gap = gap / 2\nscore = -gap")
     out = apply_patch(SOURCE, response, "priority.py")
     assert "    gap = bins - item\n    if item > 50:\n        gap = gap / 2\n    score = -gap\n" in out
 

@@ -1,5 +1,5 @@
 """Fault tests for the model client against a real loopback HTTP server that misbehaves on purpose
-(tests/llm_fault_server.py): rate limits, server errors, hangs, trickles, empty answers, bad
+(tests/llm/llm_fault_server.py): rate limits, server errors, hangs, trickles, empty answers, bad
 requests, missing keys, key secrecy, usage and cost."""
 
 from __future__ import annotations
@@ -7,12 +7,10 @@ from __future__ import annotations
 import logging
 import math
 import pickle
-import random
 import socket
 import threading
 import time
 
-import numpy as np
 import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +28,7 @@ from llm_fault_server import (
     trickle,
 )
 
-from openended.llm import Completion, LLMError, ModelSpec, choose_model, complete
+from openended.llm import Completion, LLMError, ModelSpec, complete
 
 # Scheduling noise on a shared 2-core machine: how far past a limit a call may return.
 SLACK = 0.6
@@ -333,34 +331,6 @@ def test_bad_spec_fields_are_named(field, value):
     values[field] = value
     with pytest.raises(ValueError, match=field):
         ModelSpec(**values)
-
-
-# -- choosing a model -----------------------------------------------------------------------------
-
-
-def _specs(weights):
-    return [ModelSpec(name=f"m{i}", base_url="http://127.0.0.1:1/v1", model="x", weight=w)
-            for i, w in enumerate(weights)]
-
-
-@given(weights=st.lists(st.sampled_from([0.0, 0.5, 1.0, 3.0]), min_size=1, max_size=5),
-       seed=st.integers(min_value=0, max_value=2**32 - 1))
-def test_choose_model_never_picks_a_zero_weight_model(weights, seed):
-    specs = _specs(weights)
-    if sum(weights) == 0:
-        with pytest.raises(ValueError, match="weight 0"):
-            choose_model(specs, random.Random(seed))
-        return
-    rng = random.Random(seed)
-    for _ in range(20):
-        assert choose_model(specs, rng).weight > 0
-
-
-def test_choose_model_follows_the_weights():
-    specs = _specs([1.0, 3.0])
-    rng = np.random.default_rng(0)
-    picks = [choose_model(specs, rng).name for _ in range(4000)]
-    assert 0.72 < picks.count("m1") / len(picks) < 0.78
 
 
 def test_fault_server_answers_plain_json_too():

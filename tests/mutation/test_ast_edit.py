@@ -85,8 +85,10 @@ def test_constant_edit_changes_one_number_only():
     for seed in range(20):
         child = edit_source(SOURCE, rng(seed), kinds=["constant"], scale=0.5)
         child_numbers = numbers(child)
-        changed = [(a, b) for a, b in zip(parent_numbers, child_numbers) if a != b or type(a) is not type(b)]
-        assert len(child_numbers) == len(parent_numbers) and len(changed) == 1
+        assert len(child_numbers) == len(parent_numbers)
+        changed = [(a, b) for a, b in zip(parent_numbers, child_numbers, strict=True)
+                   if a != b or type(a) is not type(b)]
+        assert len(changed) == 1
         old, new = changed[0]
         assert type(old) is type(new)  # ints stay ints (an index stays an index)
         # everything but the numbers is the same tree
@@ -97,7 +99,8 @@ class _ZeroNumbers(ast.NodeTransformer):
     """Every numeric literal (a unary minus folded in) becomes 0: trees that differ only in numbers compare equal."""
 
     def visit_UnaryOp(self, node):
-        if isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float):
+        if (isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant)
+                and type(node.operand.value) in (int, float)):
             return ast.Constant(0)
         return self.generic_visit(node)
 
@@ -130,7 +133,7 @@ def test_operator_edit_swaps_one_arithmetic_operator():
     for seed in range(10):
         child = edit_source("y = a + b * c\n", rng(seed), kinds=["operator"])
         ops = [type(n.op) for n in nodes(child, ast.BinOp)]
-        assert len(ops) == 2 and sum(a is not b for a, b in zip(ops, [ast.Add, ast.Mult])) == 1
+        assert len(ops) == 2 and sum(a is not b for a, b in zip(ops, [ast.Add, ast.Mult], strict=True)) == 1
         assert set(ops) <= {ast.Add, ast.Sub, ast.Mult, ast.Div}
 
 
@@ -176,7 +179,8 @@ def test_ast_mutate_edits_only_the_code_file():
     child = ast_mutate(files, rng(3), code_file="priority.py", params={"edits": 2})
     assert child["notes.txt"] == b"keep me" and child["priority.py"] != files["priority.py"]
     ast.parse(child["priority.py"].decode())
-    with pytest.raises(ValueError, match=r"code file 'main\.py' missing from the parent \(files: \['notes\.txt', 'priority\.py'\]\)"):
+    missing = r"code file 'main\.py' missing from the parent \(files: \['notes\.txt', 'priority\.py'\]\)"
+    with pytest.raises(ValueError, match=missing):
         ast_mutate(files, rng(3), code_file="main.py", params={})
     with pytest.raises(ValueError, match="priority.py is not UTF-8"):
         ast_mutate({"priority.py": b"\xff\xfe"}, rng(3), code_file="priority.py", params={})

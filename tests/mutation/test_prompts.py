@@ -114,7 +114,8 @@ def test_prompt_budget_drops_inspirations_then_shortens_the_task_prompt():
 
 
 def test_templates_dir_overrides_by_file_name(tmp_path):
-    (tmp_path / "diff.txt").write_text("Make $code_file better (now $parent_fitness; costs $$5).\n$parent_code\n<<<<<<< SEARCH\n\n")
+    (tmp_path / "diff.txt").write_text(
+        "Make $code_file better (now $parent_fitness; costs $$5).\n$parent_code\n<<<<<<< SEARCH\n\n")
     prompt = build_prompt("diff", ctx(), templates_dir=tmp_path)
     assert prompt == f"Make priority.py better (now -4.565; costs $5).\n{PARENT.strip()}\n<<<<<<< SEARCH\n"
     assert template_path("rewrite", tmp_path) == TEMPLATES_DIR / "rewrite.txt"  # not overridden: built-in

@@ -23,9 +23,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 # ---------------------------------------------------------------------------------------------
 # Behaviours
@@ -103,7 +103,7 @@ def malformed(kind: str = "no_divider") -> Behaviour:
     return Behaviour("ok", text=MALFORMED[kind])
 
 
-def respond(fn: Callable[["Request"], Behaviour]) -> Behaviour:
+def respond(fn: Callable[[Request], Behaviour]) -> Behaviour:
     """Decide per request: `fn(request)` returns the behaviour to use."""
     return Behaviour("hook", hook=fn)
 

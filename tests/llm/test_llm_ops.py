@@ -4,9 +4,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from openended.mutation.llm_ops import LLM_OPERATORS, REPEATS_EXAMPLE, LLMChild, MutationFailed, llm_mutate
+from openended.mutation.llm_ops import REPEATS_EXAMPLE, LLMChild, MutationFailed, llm_mutate
 from openended.mutation.prompts import MutationContext
 from openended.mutation.search_replace import NO_BLOCK, NO_CHANGE
+from openended.names import LLM_OPERATORS
 
 PARENT = '''import numpy as np
 
@@ -72,7 +73,8 @@ def test_good_diff_applies_and_passes_the_completion_through():
 
 
 def test_diff_with_lost_indentation_applies_reindented():
-    model = Model("gap = bins - item\nreturn -gap\n=======\ngap = bins - item\nif item > 50:\n    gap = gap / 2\nreturn -gap\n>>>>>>> REPLACE")
+    model = Model("gap = bins - item\nreturn -gap\n=======\n"
+                  "gap = bins - item\nif item > 50:\n    gap = gap / 2\nreturn -gap\n>>>>>>> REPLACE")
     code = child_code(llm_mutate("llm_diff", ctx(), model))
     assert "    gap = bins - item\n    if item > 50:\n        gap = gap / 2\n    return -gap\n" in code
 
@@ -176,7 +178,8 @@ def test_rewrite_failures(text, reason):
 
 
 def test_rewrite_with_other_annotations_and_docstring_is_no_change():
-    text = 'import numpy as np\n\ndef priority(item, bins):\n    """Other words."""\n    gap = bins - item\n    return -gap\n'
+    text = ('import numpy as np\n\ndef priority(item, bins):\n    """Other words."""\n'
+            "    gap = bins - item\n    return -gap\n")
     assert failure("llm_rewrite", text).reason == NO_CHANGE
 
 
@@ -188,7 +191,8 @@ def test_equivalent_code_written_differently_counts_as_a_change():
 def test_rewrite_must_define_the_entry_point(tmp_path):
     (tmp_path / "rewrite.txt").write_text("$parent_code\nA better program:\n```python\n")
     with pytest.raises(MutationFailed) as info:
-        llm_mutate("llm_rewrite", ctx(), Model("def score(item, bins):\n    return bins\n```\n"), templates_dir=tmp_path)
+        llm_mutate("llm_rewrite", ctx(), Model("def score(item, bins):\n    return bins\n```\n"),
+                   templates_dir=tmp_path)
     assert info.value.reason == "the new priority.py defines no top-level function 'priority' (functions: ['score'])"
 
 
@@ -202,7 +206,8 @@ def test_rewrite_with_no_code():
 
 def test_crossover_prompt_holds_both_parents_and_makes_a_child():
     model = Model("    gap = bins - item\n    return -gap - 0.01 * np.arange(len(bins))\n```\n")
-    child = llm_mutate("llm_crossover", ctx(parent2_files={"priority.py": FIRST_FIT.encode()}, parent2_fitness=-5.2), model)
+    child = llm_mutate("llm_crossover", ctx(parent2_files={"priority.py": FIRST_FIT.encode()}, parent2_fitness=-5.2),
+                       model)
     prompt = model.prompts[0]
     assert PARENT.strip() in prompt and FIRST_FIT.strip() in prompt and "-5.2" in prompt
     assert "np.arange(len(bins))" in child_code(child) and child_code(child).startswith("import numpy as np")
