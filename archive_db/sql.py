@@ -92,7 +92,7 @@ def dict_rows(cursor: sqlite3.Cursor, json_cols: Sequence[str] = AGENT_JSON) -> 
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        out = [dict(zip(cols, r, strict=False)) for r in cursor.fetchall()]  # equal lengths: one row
+        out = [dict(zip(cols, r, strict=True)) for r in cursor.fetchall()]
         for c in json_cols:
             if c not in cols:
                 continue

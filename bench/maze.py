@@ -25,7 +25,8 @@ import numpy as np
 from openended.config import load_config
 from openended.engine import Campaign
 from openended.qd import DescriptorSpace
-from openended.tasks import evaluator_module, load_task
+from openended.sandbox.inprocess import load_evaluator
+from openended.tasks import load_task
 
 # Our engine's methods: (archive kind, selection strategy, selection params). "novelty" is
 # steady-state novelty search: every child kept, parents drawn from the 250 most recent children
@@ -83,8 +84,8 @@ def run_pyribs(maze: str, seed: int, budget: int, sigma: float) -> dict:
 
     task = load_task(maze)
     space = DescriptorSpace.from_dict(task.descriptor_space)
-    evaluate = evaluator_module(task).evaluate_batch
-    x0 = np.load(io.BytesIO(task.seed_files()[task.spec["params_file"]]))
+    evaluate = load_evaluator(str(task.root))
+    x0 = np.load(io.BytesIO(task.seed_files()[task.spec.params_file]))
     ranges = list(zip(space.lower, space.upper, strict=True))
     archive = GridArchive(solution_dim=len(x0), dims=list(space.bins), ranges=ranges, seed=seed)
     emitter = GaussianEmitter(archive, sigma=sigma, x0=x0, batch_size=32, seed=seed)
@@ -97,7 +98,7 @@ def run_pyribs(maze: str, seed: int, budget: int, sigma: float) -> dict:
         for s in sols:
             buf = io.BytesIO()
             np.save(buf, np.asarray(s, dtype=np.float64))
-            genomes.append({task.spec["params_file"]: buf.getvalue()})
+            genomes.append({task.spec.params_file: buf.getvalue()})
         results = evaluate(genomes, task.evaluate_args)
         objective = np.array([r["fitness"] for r in results])
         measures = np.array([r["descriptors"] for r in results])

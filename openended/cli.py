@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,7 +15,8 @@ from openended import inspect_cli
 from openended.config import FLAG_KEYS, ConfigError, load_config
 from openended.tasks import TaskError, builtin_task_names
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Open-ended evolutionary search over agents.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Open-ended evolutionary search over agents.")
 console = Console()
 
 
@@ -48,23 +49,24 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
 
 @app.command()
 def run(
-    config: Annotated[Optional[Path], typer.Argument(help="campaign TOML file (optional)")] = None,
-    task: Annotated[Optional[str], typer.Option(help="built-in task name or path to a task folder")] = None,
-    db: Annotated[Optional[str], typer.Option(help="campaign database (resumed if it exists)")] = None,
-    budget: Annotated[Optional[int], typer.Option(help="maximum children, roots included")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="campaign seed (parents, operators, child seeds)")] = None,
-    selection: Annotated[Optional[str], typer.Option(help="parent selection: uniform, fitness, tournament, "
+    config: Annotated[Path | None, typer.Argument(help="campaign TOML file (optional)")] = None,
+    task: Annotated[str | None, typer.Option(help="built-in task name or path to a task folder")] = None,
+    db: Annotated[str | None, typer.Option(help="campaign database (resumed if it exists)")] = None,
+    budget: Annotated[int | None, typer.Option(help="maximum children, roots included")] = None,
+    seed: Annotated[int | None, typer.Option(help="campaign seed (parents, operators, child seeds)")] = None,
+    selection: Annotated[str | None, typer.Option(help="parent selection: uniform, fitness, tournament, "
                                                           "score_child, novelty, curiosity")] = None,
-    archive: Annotated[Optional[str], typer.Option(help="archive kind: grid, cvt, novelty, all")] = None,
-    max_in_flight: Annotated[Optional[int], typer.Option(help="Ray tasks out at once")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="children per Ray task (batchable tasks)")] = None,
-    max_seconds: Annotated[Optional[float], typer.Option(help="wall-time budget in seconds")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(help="join a running Ray cluster (ray start --head)")] = None,
-    sandbox: Annotated[Optional[str], typer.Option(help="where children are evaluated: auto (docker if an engine "
+    archive: Annotated[str | None, typer.Option(help="archive kind: grid, cvt, novelty, all")] = None,
+    max_in_flight: Annotated[int | None, typer.Option(help="Ray tasks out at once")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="children per Ray task (batchable tasks)")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="wall-time budget in seconds")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="join a running Ray cluster (ray start --head)")] = None,
+    sandbox: Annotated[str | None, typer.Option(help="where children are evaluated: auto (docker if an engine "
                                                         "answers), docker, process (no isolation), inprocess")] = None,
-    llm: Annotated[Optional[str], typer.Option(help="'local': serve the embedded Gemma 3 270M for the LLM operators")] = None,
-    operator: Annotated[Optional[str], typer.Option(help="mutation operator (default: by the task's genome)")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="token budget (model input + output)")] = None,
+    llm: Annotated[str | None, typer.Option(
+        help="'local': serve the embedded Gemma 3 270M for the LLM operators")] = None,
+    operator: Annotated[str | None, typer.Option(help="mutation operator (default: by the task's genome)")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="token budget (model input + output)")] = None,
     quiet: Annotated[bool, typer.Option(help="plain log lines even on a terminal")] = False,
 ):
     """Start a campaign, or continue the one already in --db."""
@@ -86,10 +88,10 @@ def run(
 @app.command()
 def resume(
     db: Annotated[Path, typer.Argument(help="campaign database")],
-    budget: Annotated[Optional[int], typer.Option(help="raise the children budget")] = None,
-    max_in_flight: Annotated[Optional[int], typer.Option()] = None,
-    ray_address: Annotated[Optional[str], typer.Option()] = None,
-    sandbox: Annotated[Optional[str], typer.Option(help="auto, docker, process or inprocess")] = None,
+    budget: Annotated[int | None, typer.Option(help="raise the children budget")] = None,
+    max_in_flight: Annotated[int | None, typer.Option()] = None,
+    ray_address: Annotated[str | None, typer.Option()] = None,
+    sandbox: Annotated[str | None, typer.Option(help="auto, docker, process or inprocess")] = None,
     quiet: Annotated[bool, typer.Option()] = False,
 ):
     """Continue a stopped or crashed campaign exactly where it stopped."""
@@ -153,7 +155,7 @@ def tasks():
     from openended.tasks import load_task
 
     for name in builtin_task_names():
-        typer.echo(f"{name:14} {load_task(name).spec.get('description', '')}")
+        typer.echo(f"{name:14} {load_task(name).spec.description}")
 
 
 sandbox_app = typer.Typer(no_args_is_help=True, help="Build and check the Docker sandbox image.")

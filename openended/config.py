@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from openended.names import LOCAL_MODEL, ArchiveKind, OperatorName, SandboxKind, SandboxMode, SelectionStrategy
+
 
 class ConfigError(ValueError):
     """The campaign configuration is invalid; the message names the key and the file."""
@@ -25,16 +27,13 @@ class _Strict(BaseModel):
 class ArchiveConfig(_Strict):
     # Default: keep every valid child (as the Darwin Gödel Machine does); with the default novelty
     # selection this is steady-state novelty search (Lehman & Stanley 2011).
-    kind: Literal["grid", "cvt", "novelty", "all"] = "all"
+    kind: ArchiveKind = "all"
     params: dict[str, Any] = Field(default_factory=dict, description="kind-specific: k, threshold, cells, ...")
 
 
 class SelectionConfig(_Strict):
-    strategy: Literal["uniform", "fitness", "tournament", "score_child", "novelty", "curiosity"] = "novelty"
+    strategy: SelectionStrategy = "novelty"
     params: dict[str, Any] = Field(default_factory=dict, description="strategy-specific, e.g. size for tournament")
-
-
-OperatorName = Literal["gaussian", "noop", "ast", "llm_diff", "llm_rewrite", "llm_crossover"]
 
 
 class MutationConfig(_Strict):
@@ -89,11 +88,12 @@ class BudgetConfig(_Strict):
 
 class SandboxConfig(_Strict):
     # auto: docker where an engine answers, else process (with a warning that it does not isolate)
-    kind: Literal["auto", "docker", "process", "inprocess"] = "auto"
-    mode: Literal["pool", "fresh"] = Field(default="pool", description="docker: long-lived containers, or one per evaluation")
+    kind: SandboxKind = "auto"
+    mode: SandboxMode = Field(default="pool", description="docker: long-lived containers, or one per evaluation")
     image: str = "openended-sandbox:latest"
     pool_max_evaluations: int = Field(default=500, ge=1, description="docker pool: replace a container after this many")
-    timeout_s: float | None = Field(default=None, gt=0, description="per evaluation; default: the task's limits.timeout_s")
+    timeout_s: float | None = Field(default=None, gt=0,
+                                   description="per evaluation; default: the task's limits.timeout_s")
     memory_mb: int | None = Field(default=None, ge=16, description="default: the task's limits.memory_mb")
     cpus: float | None = Field(default=None, gt=0, description="default: the task's limits.cpus")
     pids: int | None = Field(default=None, ge=8, description="default: the task's limits.pids (64)")
@@ -184,13 +184,14 @@ def validate_config(data: dict[str, Any], source: str = "config") -> CampaignCon
     names = [m.name for m in config.llm.models]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: key 'llm.models': model names must be unique, got {names}")
-    if "local-gemma3-270m" in names and config.llm.local:
-        raise ConfigError(f"{source}: key 'llm.models': the name 'local-gemma3-270m' is the embedded model's")
+    if LOCAL_MODEL in names and config.llm.local:
+        raise ConfigError(f"{source}: key 'llm.models': the name {LOCAL_MODEL!r} is the embedded model's")
     checks = [("selection.params", selection.check_params, config.selection.strategy, config.selection.params)]
     if config.mutation.operator is not None and not config.mutation.operator.startswith("llm_"):
         checks.append(("mutation.params", mutation.check_params, config.mutation.operator, config.mutation.params))
     elif config.mutation.params and config.mutation.operator is None:
-        raise ConfigError(f"{source}: key 'mutation.params' needs key 'mutation.operator' (which operator they are for)")
+        raise ConfigError(f"{source}: key 'mutation.params' needs key 'mutation.operator' "
+                          "(which operator they are for)")
     for key, check, name, params in checks:
         try:
             check(name, params)

@@ -72,7 +72,8 @@ class Progress:
 
     def _line(self, s: dict) -> str:
         return (
-            f"[{self.title}] done {s['children_done']} failed {s['children_failed']} in-flight {s['children_in_flight']} "
+            f"[{self.title}] done {s['children_done']} failed {s['children_failed']} "
+            f"in-flight {s['children_in_flight']} "
             f"| {s['rate']:.1f}/s | archive {s['archive_size']} coverage {s['coverage']:.1%} "
             f"QD {_fmt(s['qd_score'])} best {_fmt(s['best_fitness'])} | ETA {_seconds(s['eta'])}"
         )
@@ -85,7 +86,8 @@ class Progress:
             table.add_row("starting", "…")
             return table
         budget = s.get("max_children")
-        table.add_row("done / failed / in flight", f"{s['children_done']} / {s['children_failed']} / {s['children_in_flight']}")
+        table.add_row("done / failed / in flight",
+                      f"{s['children_done']} / {s['children_failed']} / {s['children_in_flight']}")
         table.add_row("proposed / budget", f"{s['children_proposed']} / {budget if budget else '∞'}")
         table.add_row("children per second", f"{s['rate']:.1f}")
         table.add_row("archive size", str(s["archive_size"]))

@@ -118,7 +118,7 @@ class LineageCounts:
         out = []
         for arr in (self._children, self._discoveries):
             nz = np.flatnonzero(arr)
-            out.append(dict(zip(nz.tolist(), arr[nz].tolist())))
+            out.append(dict(zip(nz.tolist(), arr[nz].tolist(), strict=True)))
         return out[0], out[1]
 
 
@@ -146,7 +146,7 @@ def _weighted_choice(weights: np.ndarray, rng: np.random.Generator, n: int) -> n
     u = rng.random(n) * bcs[-1]
     blocks = np.minimum(np.searchsorted(bcs, u, side="right"), nb - 1)
     out = np.empty(n, dtype=np.int64)
-    for i, (b, ui) in enumerate(zip(blocks.tolist(), u.tolist())):
+    for i, (b, ui) in enumerate(zip(blocks.tolist(), u.tolist(), strict=True)):
         start = b * _BLOCK
         stop = min(start + _BLOCK, m)
         r = ui - (bcs[b - 1] if b else 0.0)
@@ -172,7 +172,8 @@ STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
 def check_params(strategy: str, params: dict) -> dict:
     """The strategy's parameters with defaults filled in; ValueError naming an unknown strategy or parameter."""
     if strategy not in STRATEGY_PARAMS:
-        raise ValueError(f"unknown selection strategy {strategy!r}; valid strategies: {', '.join(SELECTION_STRATEGIES)}")
+        raise ValueError(f"unknown selection strategy {strategy!r}; "
+                         f"valid strategies: {', '.join(SELECTION_STRATEGIES)}")
     return _params(strategy, params, STRATEGY_PARAMS[strategy])
 
 
@@ -243,7 +244,8 @@ def select_parents(strategy: str, archive: Archive, counts: LineageCounts, rng: 
     archive. The same generator state gives the same picks.
     """
     if strategy not in SELECTION_STRATEGIES:
-        raise ValueError(f"unknown selection strategy {strategy!r}; valid strategies: {', '.join(SELECTION_STRATEGIES)}")
+        raise ValueError(f"unknown selection strategy {strategy!r}; "
+                         f"valid strategies: {', '.join(SELECTION_STRATEGIES)}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")
     size = archive.size

@@ -131,11 +131,6 @@ def _oom_count():
 
 def _pids_max_hits():
     return _cgroup_counter(("max",), "/sys/fs/cgroup/pids/pids.events", "/sys/fs/cgroup/pids.events")
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "max":
-            return int(value)
-    return None
 
 
 def _kill_group(pid):
@@ -258,7 +253,8 @@ def run(job_dir, job=None):
             kind, reason = "oom", "out of memory: MemoryError at the memory limit"
         elif exit_status != 0:
             last = tails[err_r].decode("utf-8", "replace").strip().splitlines()
-            kind, reason = "crash", f"evaluation exited with status {exit_status}: {last[-1] if last else 'no error output'}"
+            detail = last[-1] if last else "no error output"
+            kind, reason = "crash", f"evaluation exited with status {exit_status}: {detail}"
         elif not os.path.exists(out_path):
             kind, reason = "no_result", "the evaluation exited without writing a result"
         else:

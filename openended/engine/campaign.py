@@ -120,7 +120,7 @@ class Campaign:
     def _create_run(self, archive: Archive) -> None:
         initial_random = self.config.mutation.initial_random
         if initial_random is None:
-            initial_random = int(self.task.spec.get("initial_random", 0)) if self.task.genome_kind == "params" else 0
+            initial_random = self.task.spec.initial_random if self.task.genome_kind == "params" else 0
         runtime.check_initial_agents(self.config)
         state = {
             "rng": np.random.default_rng(self.config.seed).bit_generator.state,

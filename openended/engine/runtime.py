@@ -31,9 +31,6 @@ def resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
         else:
             operator = portfolio[0] if portfolio else "ast"
     allowed = CODE_OPERATORS if code else PARAMS_OPERATORS
-    if code and not task.spec.get("code_file") and any(n in LLM_OPERATORS for n in [operator, *portfolio]):
-        raise ConfigError(f"key 'mutation.operator': task {task.name!r} names no code_file in its task.toml, "
-                          "which the LLM operators edit")
     for key, names in (("mutation.operator", [operator]), ("mutation.portfolio", portfolio)):
         bad = [n for n in names if n not in allowed]
         if bad:
@@ -49,7 +46,7 @@ def resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
 
 def merge_for_resume(stored: dict, given: CampaignConfig, db_path: Path) -> CampaignConfig:
     """The stored config, with the settings a resume may change taken from ``given`` where it set them."""
-    merged = dict(stored)
+    merged = _upgrade(stored)
     # The cluster is where this session runs, not where the campaign started: None = a local Ray.
     merged["ray_address"] = given.ray_address
     for key, value in given.model_dump(exclude_unset=True).items():
@@ -69,6 +66,17 @@ def merge_for_resume(stored: dict, given: CampaignConfig, db_path: Path) -> Camp
             )
     merged["db"] = str(db_path)
     return validate_config(merged, str(db_path))
+
+
+def _upgrade(stored: dict) -> dict:
+    """A stored config in today's shape: keys that earlier versions wrote and no longer mean anything go."""
+    upgraded = dict(stored)
+    llm = dict(upgraded.get("llm") or {})
+    if "models" in llm:
+        # `weight` was documented but never read (removed in schema 2's lifetime): dropping it changes nothing.
+        llm["models"] = [{k: v for k, v in m.items() if k != "weight"} for m in llm["models"]]
+        upgraded["llm"] = llm
+    return upgraded
 
 
 def check_api_keys(config: CampaignConfig) -> None:

@@ -24,11 +24,13 @@ def _seed(parent: Files | None, rng: np.random.Generator, task: Task, params: di
 
 
 def _random(parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:
+    if task.spec.param_count is None:
+        raise ValueError(f"task {task.name!r} has no param_count: it cannot make random genomes")
     return random_params(
         rng,
-        count=int(task.spec["param_count"]),
-        scale=float(params.get("scale", task.spec.get("init_scale", 1.0))),
-        params_file=task.spec.get("params_file", "weights.npy"),
+        count=task.spec.param_count,
+        scale=float(params.get("scale", task.spec.init_scale)),
+        params_file=task.spec.params_file,
     )
 
 
@@ -37,12 +39,12 @@ def _gaussian(parent: Files | None, rng: np.random.Generator, task: Task, params
         parent,
         rng,
         sigma=float(params.get("sigma", 0.1)),
-        params_file=task.spec.get("params_file", "weights.npy"),
+        params_file=task.spec.params_file,
     )
 
 
 def _ast(parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:
-    return ast_mutate(parent, rng, code_file=task.spec.get("code_file", "main.py"), params=params)
+    return ast_mutate(parent, rng, code_file=task.spec.code_file, params=params)
 
 
 def _noop(parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:

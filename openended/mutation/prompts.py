@@ -85,11 +85,10 @@ class MutationContext:
     @classmethod
     def for_task(cls, task, parent_files: Files, **fields) -> MutationContext:
         """A context for ``task`` (an openended.tasks.Task): its prompt.md, code_file and entry_point."""
-        code_file = task.spec.get("code_file")
-        if not code_file:
-            raise ValueError(f"task {task.name!r} has no code_file in task.toml; LLM operators need a code genome")
-        return cls(task_prompt=task.prompt(), code_file=code_file, parent_files=parent_files,
-                   entry_point=task.spec.get("entry_point"), **fields)
+        if task.spec.genome != "code":
+            raise ValueError(f"task {task.name!r} has a {task.spec.genome} genome; LLM operators need a code genome")
+        return cls(task_prompt=task.prompt(), code_file=task.spec.code_file, parent_files=parent_files,
+                   entry_point=task.spec.entry_point, **fields)
 
     @property
     def parent_code(self) -> str:

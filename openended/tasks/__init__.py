@@ -6,12 +6,11 @@ A built-in task lives in this package (``maze``, with variants ``maze-medium`` a
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from openended.tasks.spec import TaskSpec, parse_task_spec
 
 BUILTIN_DIR = Path(__file__).parent
 
@@ -30,12 +29,12 @@ class TaskRef:
 
 @dataclass(frozen=True)
 class Task:
-    """A loaded task: its parsed task.toml (variant applied) and its folder."""
+    """A loaded task: its validated task.toml (variant applied) and its folder."""
 
     name: str
     root: Path
     variant: str | None
-    spec: dict[str, Any] = field(repr=False)
+    spec: TaskSpec = field(repr=False)
 
     @property
     def ref(self) -> TaskRef:
@@ -43,44 +42,44 @@ class Task:
 
     @property
     def genome_kind(self) -> str:
-        return self.spec.get("genome", "code")
+        return self.spec.genome
 
     @property
     def descriptor_space(self) -> dict:
         """Descriptor names, bounds and bins in the shape of openended.qd.DescriptorSpace.from_dict."""
-        descs = self.spec.get("descriptors")
+        descs = self.spec.descriptors
         if not descs:
             raise TaskError(f"task {self.name!r} ({self.root / 'task.toml'}) defines no descriptors")
         return {
-            "names": [d["name"] for d in descs],
-            "lower": [float(d["lower"]) for d in descs],
-            "upper": [float(d["upper"]) for d in descs],
-            "bins": [int(d["bins"]) for d in descs],
+            "names": [d.name for d in descs],
+            "lower": [d.lower for d in descs],
+            "upper": [d.upper for d in descs],
+            "bins": [d.bins for d in descs],
         }
 
     @property
     def fitness_lower(self) -> float:
-        return float(self.spec.get("fitness_lower", self.spec.get("fitness", {}).get("lower", 0.0)))
+        return self.spec.floor
 
     @property
     def fitness_target(self) -> float | None:
-        target = self.spec.get("fitness", {}).get("target")
-        return None if target is None else float(target)
+        return self.spec.fitness.target
 
     @property
     def evaluate_args(self) -> dict:
-        return dict(self.spec.get("evaluate_args", {}))
+        return dict(self.spec.evaluate_args)
 
     @property
-    def limits(self) -> dict:
-        return dict(self.spec.get("limits", {}))
+    def limits(self) -> dict[str, float]:
+        """The [limits] the task sets (the rest come from the sandbox's defaults)."""
+        return self.spec.limits.model_dump(exclude_none=True)
 
     @property
     def batchable(self) -> bool:
-        return bool(self.spec.get("batchable", False))
+        return self.spec.batchable
 
     def operator_params(self, operator: str) -> dict:
-        return dict(self.spec.get("operators", {}).get(operator, {}))
+        return dict(self.spec.operators.get(operator, {}))
 
     def seed_files(self) -> dict[str, bytes]:
         """The initial agent: every file under seed/, keyed by its relative path."""
@@ -102,14 +101,14 @@ def builtin_task_names() -> list[str]:
     """Names of the built-in tasks, variants spelled ``folder-variant``."""
     names = []
     for toml in sorted(BUILTIN_DIR.glob("*/task.toml")):
-        spec = tomllib.loads(toml.read_text())
-        variants = spec.get("variants", {})
+        variants = tomllib.loads(toml.read_text()).get("variants", {})
         names.extend(f"{toml.parent.name}-{v}" for v in variants) if variants else names.append(toml.parent.name)
     return names
 
 
 def load_task(name: str) -> Task:
-    """Load a built-in task by name (``maze-hard``) or a user's task folder by path (``./mytask`` or ``./mytask:variant``)."""
+    """Load a built-in task by name (``maze-hard``) or a user's task folder by path (``./mytask`` or
+    ``./mytask:variant``)."""
     folder, variant = _resolve(name)
     toml_path = folder / "task.toml"
     try:
@@ -124,12 +123,21 @@ def load_task(name: str) -> Task:
             )
         spec.update(variants[variant])
     elif variants:
-        raise TaskError(f"task {folder.name!r} needs a variant, one of: {', '.join(f'{folder.name}-{v}' for v in variants)}")
+        names = ", ".join(f"{folder.name}-{v}" for v in variants)
+        raise TaskError(f"task {folder.name!r} needs a variant, one of: {names}")
     for required in ("evaluate.py",):
         if not (folder / required).exists():
             raise TaskError(f"task folder {folder} has no {required}")
-    display = f"{spec.get('name', folder.name)}-{variant}" if variant else spec.get("name", folder.name)
-    return Task(name=display, root=folder.resolve(), variant=variant, spec=spec)
+    try:
+        parsed = parse_task_spec(spec, str(toml_path) + (f" (variant {variant})" if variant else ""))
+    except ValueError as exc:
+        raise TaskError(str(exc)) from None
+    if parsed.genome == "code" and (folder / "seed").is_dir() and not (folder / "seed" / parsed.code_file).is_file():
+        raise TaskError(f"{toml_path}: key 'code_file': seed/{parsed.code_file} does not exist (the file the "
+                        "operators edit; set code_file to one of the seed's files)")
+    base = parsed.name or folder.name
+    display = f"{base}-{variant}" if variant else base
+    return Task(name=display, root=folder.resolve(), variant=variant, spec=parsed)
 
 
 def _resolve(name: str) -> tuple[Path, str | None]:
@@ -142,28 +150,10 @@ def _resolve(name: str) -> tuple[Path, str | None]:
     folder, _, variant = name.rpartition("-")
     if folder and (BUILTIN_DIR / folder / "task.toml").exists():
         return BUILTIN_DIR / folder, variant
-    raise TaskError(f"unknown task {name!r}: not a folder with task.toml and not a built-in ({', '.join(builtin_task_names())})")
+    raise TaskError(f"unknown task {name!r}: not a folder with task.toml and not a built-in "
+                    f"({', '.join(builtin_task_names())})")
 
 
 def load_ref(ref: TaskRef) -> Task:
     """Load a task from a TaskRef (what workers receive)."""
     return load_task(f"{ref.path}:{ref.variant}" if ref.variant else ref.path)
-
-
-_EVALUATORS: dict[str, Any] = {}
-
-
-def evaluator_module(task: Task):
-    """Import the task's evaluate.py (cached per process) so it can be called in-process."""
-    key = str(task.root)
-    if key not in _EVALUATORS:
-        module_name = f"_openended_task_{abs(hash(key))}"
-        spec = importlib.util.spec_from_file_location(module_name, task.root / "evaluate.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(task.root))
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            sys.path.remove(str(task.root))
-        _EVALUATORS[key] = module
-    return _EVALUATORS[key]

@@ -96,7 +96,8 @@ def test_resume_refuses_a_different_task(tmp_path, ray_address):
 
 def test_resume_with_larger_budget_continues(tmp_path, ray_address):
     run_campaign(_config(tmp_path, **{"budget.max_children": 20}))
-    summary = run_campaign(load_config(None, {"db": str(tmp_path / "c.db"), "budget.max_children": 45, "sandbox.kind": "inprocess"}))
+    summary = run_campaign(load_config(None, {"db": str(tmp_path / "c.db"), "budget.max_children": 45,
+                                              "sandbox.kind": "inprocess"}))
     rows = _rows(tmp_path / "c.db")
     assert [r[0] for r in rows] == list(range(45))
     assert summary.children_done == 45
@@ -115,7 +116,8 @@ def test_wall_time_budget_stops_and_counts_across_resume(tmp_path, ray_address):
 
 
 def test_maze_campaign_records_positions_and_solved_metric(tmp_path, ray_address):
-    cfg = load_config(None, {"task": "maze-medium", "db": str(tmp_path / "m.db"), "budget.max_children": 600, "sandbox.kind": "inprocess",
+    cfg = load_config(None, {"task": "maze-medium", "db": str(tmp_path / "m.db"), "budget.max_children": 600,
+                             "sandbox.kind": "inprocess",
                              "archive.kind": "grid", "selection.strategy": "curiosity"})
     summary = run_campaign(cfg)
     assert summary.children_done == 600 and summary.children_failed == 0
@@ -146,7 +148,8 @@ def test_resume_sends_mutated_children_straight_to_evaluation(tmp_path, ray_addr
         with db.transaction():
             db.propose([Proposal(10, 3, "gaussian", 99)])
             db.record([Outcome(10, "mutated", files=genome)])
-    summary = run_campaign(load_config(None, {"db": str(tmp_path / "c.db"), "budget.max_children": 11, "sandbox.kind": "inprocess"}))
+    summary = run_campaign(load_config(None, {"db": str(tmp_path / "c.db"), "budget.max_children": 11,
+                                              "sandbox.kind": "inprocess"}))
     assert summary.children_pending == 0
     with ArchiveDB(tmp_path / "c.db", readonly=True) as db:
         child = db.agent(10)
@@ -205,7 +208,8 @@ def test_broken_evaluator_fails_children_with_a_reason_and_the_campaign_ends(tmp
     task = tmp_path / "broken"
     shutil.copytree(TOY, task)
     (task / "evaluate.py").write_text("def evaluate_batch(genomes, args)\n    return []\n")  # a SyntaxError
-    cfg = load_config(None, {"task": f"{task}:plain", "db": str(tmp_path / "b.db"), "budget.max_children": 50, "sandbox.kind": "inprocess"})
+    cfg = load_config(None, {"task": f"{task}:plain", "db": str(tmp_path / "b.db"), "budget.max_children": 50,
+                             "sandbox.kind": "inprocess"})
     summary = run_campaign(cfg)
     assert summary.status == "failed" and summary.stop_reason == "every root agent failed"
     con = sqlite3.connect(tmp_path / "b.db")

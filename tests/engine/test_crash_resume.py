@@ -120,7 +120,8 @@ def test_status_json_while_running(tmp_path, ray_address, python, cli_env):
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         info = json.loads(out.stdout)
-        for key in ("children_done", "children_failed", "archive_size", "qd_score", "coverage", "best_fitness", "status"):
+        for key in ("children_done", "children_failed", "archive_size", "qd_score", "coverage", "best_fitness",
+                    "status"):
             assert key in info
         assert info["status"] == "running"
         assert info["children_proposed"] >= 30
@@ -147,7 +148,8 @@ def test_campaign_on_a_two_node_cluster(tmp_path, python, cli_env, sandbox, requ
         cluster.wait_for_nodes()
         db = tmp_path / "cluster.db"
         proc = subprocess.run(
-            [python, "-m", "openended", "run", "--task", toy("plain"), "--db", str(db), "--budget", "200", "--sandbox", sandbox,
+            [python, "-m", "openended", "run", "--task", toy("plain"), "--db", str(db), "--budget", "200",
+             "--sandbox", sandbox,
              "--max-in-flight", "4", "--batch-size", "5", "--ray-address", cluster.address, "--quiet"],
             env=cli_env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -187,7 +187,8 @@ def test_an_unpreparable_mutation_or_unknown_model_fails_without_a_task():
     assert ex.sent == {}
     results = [r for _, rs in d.collect(0) for r in rs]
     assert [(r.agent_id, r.fail_stage) for r in results] == [(0, "mutation"), (1, "mutation")]
-    assert "cannot build the prompt" in results[0].fail_reason and "'nobody' is not configured" in results[1].fail_reason
+    assert "cannot build the prompt" in results[0].fail_reason
+    assert "'nobody' is not configured" in results[1].fail_reason
 
 
 def test_cancel_all_puts_jobs_in_flight_back_in_the_queue():

@@ -194,6 +194,6 @@ def test_registered_operator_uses_the_task_code_file():
         check_params("ast", {"sigma": 0.1})
     parent = task.seed_files()
     child = mutate("ast", parent, rng(1), task, task.operator_params("ast"))
-    assert set(child) == set(parent) and child[task.spec["code_file"]] != parent[task.spec["code_file"]]
+    assert set(child) == set(parent) and child[task.spec.code_file] != parent[task.spec.code_file]
     assert child == mutate("ast", parent, rng(1), task, task.operator_params("ast"))
     assert set(EDIT_KINDS) == {"constant", "operator", "comparison", "swap"}

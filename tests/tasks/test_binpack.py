@@ -72,8 +72,8 @@ def independent_first_fit(items) -> int:
 
 def test_task_is_a_builtin_with_a_code_genome():
     assert "binpack" in builtin_task_names()
-    assert TASK.genome_kind == "code" and TASK.spec["code_file"] == "priority.py"
-    assert TASK.spec["entry_point"] == "priority" and TASK.batchable is False
+    assert TASK.genome_kind == "code" and TASK.spec.code_file == "priority.py"
+    assert TASK.spec.entry_point == "priority" and TASK.batchable is False
     assert TASK.descriptor_space["names"] == ["fullest_share", "new_bin_share"]
     assert set(TASK.seed_files()) == {"priority.py"}
     assert "def priority(item: float, bins: np.ndarray) -> np.ndarray" in TASK.prompt()
@@ -100,7 +100,7 @@ def test_seed_is_best_fit():
     instances = ev.instances({**ev.DEFAULTS, **ARGS})
     bounds = [math.ceil(items.sum() / 100) for items in instances]
     bins = [independent_best_fit(items.tolist()) for items in instances]
-    expected = [100 * (b - lb) / lb for b, lb in zip(bins, bounds)]
+    expected = [100 * (b - lb) / lb for b, lb in zip(bins, bounds, strict=True)]
     assert result["fitness"] == pytest.approx(-np.mean(expected))
     assert result["metrics"]["bins"] == sum(bins) and result["metrics"]["lower_bound"] == sum(bounds)
     # best fit always picks the fullest fitting bin and never opens a bin while an opened one fits
@@ -149,7 +149,8 @@ def test_prints_do_not_reach_stdout(capfd):
     ("import numpy as np\n\ndef score(item, bins):\n    return bins\n",
      r"^priority\.py defines no function 'priority' \(callables defined: \['score'\]\)$"),
     ("priority = 3\n", r"defines no function 'priority'"),
-    ("raise RuntimeError('boom')\n", r"^priority\.py failed while loading: RuntimeError: boom at line 1: `raise RuntimeError\('boom'\)`$"),
+    ("raise RuntimeError('boom')\n",
+     r"^priority\.py failed while loading: RuntimeError: boom at line 1: `raise RuntimeError\('boom'\)`$"),
     ("import sys\nsys.exit(3)\n", r"failed while loading: SystemExit: 3 at line 2"),
     ("def priority(item, bins):\n    gap = bins - item\n    return 1 // int(gap.min() * 0)\n",
      r"^priority raised ZeroDivisionError: integer division or modulo by zero at line 3: "

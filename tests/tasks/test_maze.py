@@ -186,7 +186,7 @@ def test_evaluate_batch_results(map_name, maze):
     genomes = [_genome(s) for s in range(5)]
     results = ev.evaluate_batch(genomes, {"map": map_name})
     assert len(results) == 5
-    for g, r in zip(genomes, results):
+    for g, r in zip(genomes, results, strict=True):
         assert r["valid"] is True
         assert set(r) == {"fitness", "descriptors", "metrics", "feedback", "valid"}
         x, y = r["descriptors"]
@@ -346,7 +346,8 @@ def test_cli_writes_results_for_agent_dirs(tmp_path):
     elsewhere.mkdir()
     out = tmp_path / "out.json"
     proc = subprocess.run(
-        [sys.executable, str(MAZE_DIR / "evaluate.py"), "--out", str(out), "--arg", "map=hard", str(a), str(b), str(bad)],
+        [sys.executable, str(MAZE_DIR / "evaluate.py"), "--out", str(out), "--arg", "map=hard",
+         str(a), str(b), str(bad)],
         cwd=elsewhere, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
@@ -354,7 +355,7 @@ def test_cli_writes_results_for_agent_dirs(tmp_path):
     assert len(results) == 3
     assert [r["valid"] for r in results] == [True, True, False]
     expected = ev.evaluate_batch([_genome(10), _genome(11)], {"map": "hard"})
-    for got, want in zip(results[:2], expected):
+    for got, want in zip(results[:2], expected, strict=True):
         assert got["descriptors"] == pytest.approx(want["descriptors"], abs=1e-9)
         assert got["fitness"] == pytest.approx(want["fitness"], abs=1e-9)
     assert "(3,)" in results[2]["feedback"]

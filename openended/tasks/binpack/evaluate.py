@@ -141,7 +141,8 @@ def pack(priority, items: np.ndarray, capacity: float, *, deadline: float = math
         try:
             scores = np.asarray(scores, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise AgentError(f"{ENTRY_POINT} must return numbers, returned {type(scores).__name__} (on {where}): {exc}") from None
+            raise AgentError(f"{ENTRY_POINT} must return numbers, returned {type(scores).__name__} "
+                             f"(on {where}): {exc}") from None
         if scores.shape != feasible.shape:
             raise AgentError(
                 f"{ENTRY_POINT} must return one score per feasible bin, shape {feasible.shape}; "
@@ -156,7 +157,8 @@ def pack(priority, items: np.ndarray, capacity: float, *, deadline: float = math
             new_bin += bool(bins[choice] == capacity)
         bins[choice] -= item
         if time.monotonic() > deadline:
-            raise AgentError(f"too slow: packing exceeded the time budget (stopped at {where}); keep {ENTRY_POINT} vectorised")
+            raise AgentError(f"too slow: packing exceeded the time budget (stopped at {where}); "
+                             f"keep {ENTRY_POINT} vectorised")
     used = bins < capacity
     fills = (capacity - bins[used]) / capacity
     return {"bins": int(used.sum()), "choices": choices, "fullest": fullest, "new_bin": new_bin,
@@ -170,7 +172,8 @@ def evaluate_one(files: dict[str, bytes], args: dict) -> dict:
         priority, source = load_priority(files)
         capacity = float(args["capacity"])
         deadline = started + float(args["max_seconds"])
-        per_instance, totals = [], {"bins": 0, "choices": 0, "fullest": 0, "new_bin": 0, "full_bins": 0, "fill_sum": 0.0}
+        per_instance = []
+        totals = {"bins": 0, "choices": 0, "fullest": 0, "new_bin": 0, "full_bins": 0, "fill_sum": 0.0}
         bound = 0
         with np.errstate(all="ignore"):  # inf and NaN are judged from the scores, not warned about
             for i, items in enumerate(instances(args)):
@@ -261,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     genomes = [_read_agent(Path(a)) if Path(a).is_dir() else {} for a in ns.agents]
     results = evaluate_batch(genomes, dict(ns.arg))
-    for agent, res in zip(ns.agents, results):
+    for agent, res in zip(ns.agents, results, strict=True):
         if not Path(agent).is_dir():
             res.update(_invalid(f"agent folder {agent} does not exist"))
     Path(ns.out).write_text(json.dumps(results))

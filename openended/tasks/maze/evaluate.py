@@ -22,9 +22,8 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
-import numpy as np  # noqa: E402
-
 import maze_sim  # noqa: E402
+import numpy as np  # noqa: E402
 
 PARAMS_FILE = "weights.npy"
 _MAZES: dict[str, maze_sim.Maze] = {}
@@ -89,7 +88,7 @@ def evaluate_batch(genomes: list[dict[str, bytes]], args: dict) -> list[dict]:
     if rows:
         final = maze_sim.simulate(maze, np.stack(rows), steps=steps)
         dists = np.hypot(final[:, 0] - maze.goal[0], final[:, 1] - maze.goal[1])
-        for i, (x, y), d in zip(index, final.tolist(), dists.tolist()):
+        for i, (x, y), d in zip(index, final.tolist(), dists.tolist(), strict=True):
             if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(d)):
                 results[i] = _invalid("simulation produced a non-finite position (weights too large to compute)")
                 continue
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(agent)
         genomes.append(_read_agent(folder) if folder.is_dir() else {})
     results = evaluate_batch(genomes, dict(ns.arg))
-    for agent, res in zip(ns.agents, results):
+    for agent, res in zip(ns.agents, results, strict=True):
         if not Path(agent).is_dir():
             res.update(_invalid(f"agent folder {agent} does not exist"))
     Path(ns.out).write_text(json.dumps(results))
