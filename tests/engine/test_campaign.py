@@ -231,3 +231,22 @@ def test_resume_needs_an_existing_campaign_and_never_inherits_the_ray_address(tm
     resumed = Campaign(load_config(None, {"db": str(tmp_path / "c.db"), "sandbox.kind": "inprocess"}), resume_only=True)
     assert resumed.config.ray_address is None
     resumed.close()
+
+
+def test_a_campaign_stored_with_the_removed_model_weight_still_resumes(tmp_path):
+    """`weight` was documented for [[llm.models]] but never read; configs stored with it must still resume."""
+    import json
+
+    model = {"name": "m", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    cfg = load_config(None, {"task": "binpack", "db": str(tmp_path / "w.db"), "llm.models": [model],
+                             "sandbox.kind": "inprocess"})
+    Campaign(cfg).close()
+    con = sqlite3.connect(tmp_path / "w.db")
+    stored = json.loads(con.execute("SELECT config FROM runs").fetchone()[0])
+    stored["llm"]["models"][0]["weight"] = 1.0
+    con.execute("UPDATE runs SET config = ?", (json.dumps(stored),))
+    con.commit()
+    con.close()
+    resumed = Campaign(load_config(None, {"db": str(tmp_path / "w.db")}), resume_only=True)
+    assert [m.name for m in resumed.config.llm.models] == ["m"]
+    resumed.close()
