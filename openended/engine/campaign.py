@@ -29,7 +29,7 @@ from openended.engine import runtime
 from openended.engine.dedupe import Dedupe
 from openended.engine.dispatch import Dispatcher, RayExecutor, ensure_ray, shutdown_ray
 from openended.engine.jobmaker import GenomeCache, JobMaker
-from openended.engine.jobs import Evaluate, Job
+from openended.engine.jobs import ChildResult, Evaluate, Job
 from openended.engine.recorder import Child, Counters, Recorder
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
@@ -196,7 +196,7 @@ class Campaign:
         try:
             self._start_models()
             self.dispatcher = Dispatcher(
-                RayExecutor(self.task.ref, self.sandbox), max_in_flight=self.config.max_in_flight,
+                RayExecutor(self.task.ref, self.sandbox), self._take, max_in_flight=self.config.max_in_flight,
                 batch_size=self.config.batch_size if self.task.batchable else 1, cpus=RayExecutor.cluster_cpus(),
                 task_timeout=self._task_timeout, models=self.models)
             for job in self._queue:
@@ -207,6 +207,14 @@ class Campaign:
             if self.dispatcher.pending and status == "finished":
                 status = "stopped"
             return self._finish(status, stop_reason)
+        except Exception as exc:  # an error in the driver's own code: the run is marked failed, never left running
+            lines = str(exc).strip().splitlines()
+            error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:500]
+            try:
+                self.db.update_run(status="failed", state={**self.state, "last_error": error})
+            except Exception:  # the store itself may be what failed (or already closed): the error goes on up
+                pass
+            raise
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -234,18 +242,18 @@ class Campaign:
                 if self.archive.size == 0 and not dispatcher.pending and self.next_id >= self.state["n_roots"]:
                     return "every root agent failed"
                 continue
-            self._take(dispatcher.collect(timeout=0.5))
+            dispatcher.collect(timeout=0.5)
             now = time.monotonic()
             if now - last_stats >= self.config.stats_every_seconds:
                 self._snapshot()
                 last_stats = now
 
-    def _take(self, finished: list) -> None:
-        for mutation, results in finished:
-            if mutation:
-                self.recorder.mutations(results)
-            else:
-                self.recorder.evaluations(results)
+    def _take(self, mutation: bool, results: list[ChildResult]) -> None:
+        """Record results the moment the dispatcher has them (what this queues goes out next)."""
+        if mutation:
+            self.recorder.mutations(results)
+        else:
+            self.recorder.evaluations(results)
 
     def _start_models(self) -> None:
         """The model specs this session's LLM operators call; the embedded model is started here."""
@@ -337,7 +345,7 @@ class Campaign:
         """Stop dispatching; give in-flight children up to ``grace`` seconds; the rest stay for resume."""
         deadline = time.monotonic() + grace
         while dispatcher.in_flight and time.monotonic() < deadline and self._stop_requested < 2:
-            self._take(dispatcher.collect(timeout=min(0.2, max(0.0, deadline - time.monotonic()))))
+            dispatcher.collect(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
         dispatcher.cancel_all()
 
     # ------------------------------------------------------------ reporting

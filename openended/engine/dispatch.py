@@ -54,12 +54,18 @@ class Flight:
     mutation: bool
 
 
-class Dispatcher:
-    """Pending jobs, tasks in flight and their deadlines; produces every child's :class:`ChildResult`."""
+Deliver = Callable[[bool, list[ChildResult]], None]
+"""Receives results as they come: (from a mutation task?, one result per child)."""
 
-    def __init__(self, executor: Executor, *, max_in_flight: int, batch_size: int, cpus: int,
+
+class Dispatcher:
+    """Pending jobs, tasks in flight and their deadlines; hands every child's :class:`ChildResult` to
+    ``deliver`` the moment it is known, so whatever ``deliver`` queues goes out before the next batch."""
+
+    def __init__(self, executor: Executor, deliver: Deliver, *, max_in_flight: int, batch_size: int, cpus: int,
                  task_timeout: float, models: dict[str, ModelSpec]):
         self.executor = executor
+        self.deliver = deliver
         self.max_in_flight = max_in_flight
         self.batch_size = batch_size
         self.cpus = max(1, cpus)
@@ -68,13 +74,12 @@ class Dispatcher:
         self.pending: deque[Job] = deque()
         self._flights: dict[Hashable, Flight] = {}
         self._isolate: set[int] = set()  # children of a crashed batch, re-run one per task
-        self._done: list[tuple[bool, list[ChildResult]]] = []  # results known without running anything
 
     # ------------------------------------------------------------- state
     @property
     def in_flight(self) -> int:
-        """Tasks out, plus results waiting to be collected."""
-        return len(self._flights) + len(self._done)
+        """Tasks out."""
+        return len(self._flights)
 
     @property
     def children_in_flight(self) -> int:
@@ -141,12 +146,12 @@ class Dispatcher:
 
     def _send_mutation(self, job: Mutate) -> None:
         if job.unprepared is not None:
-            self._done.append((True, [_mutation_failed(job, job.unprepared)]))
+            self.deliver(True, [_mutation_failed(job, job.unprepared)])
             return
         spec = None if job.model is None else self.models.get(job.model)
         if job.model is not None and spec is None:
             reason = f"model {job.model!r} is not configured in this session"
-            self._done.append((True, [_mutation_failed(job, reason)]))
+            self.deliver(True, [_mutation_failed(job, reason)])
             return
         handle = self.executor.mutate(job, spec)
         limit = MUTATION_SECONDS if spec is None else spec.max_total_s + MODEL_SLACK_SECONDS
@@ -154,43 +159,42 @@ class Dispatcher:
         self._flights[handle] = Flight([job], time.monotonic() + limit * (1 + rounds_ahead), True)
 
     # ----------------------------------------------------------- collect
-    def collect(self, timeout: float) -> list[tuple[bool, list[ChildResult]]]:
-        """Results of the tasks that finished within ``timeout`` as (mutation?, results) pairs. A crashed
-        or late batch is queued again one child per task; a crashed or late lone child fails."""
-        done, self._done = self._done, []
+    def collect(self, timeout: float) -> None:
+        """Deliver the results of the tasks that finished within ``timeout``, in the order they are
+        taken. A crashed or late batch is queued again one child per task; a crashed or late lone
+        child fails."""
         if not self._flights:
-            return done
-        ready = self.executor.ready(list(self._flights), 0 if done else timeout)
-        for handle in ready:
+            return
+        for handle in self.executor.ready(list(self._flights), timeout):
             flight = self._flights.pop(handle)
             try:
                 results = self.executor.result(handle)
             except TaskLost as exc:
-                done.extend(self._lost(flight, "sandbox", f"{WORKER_LOST}: {exc}"))
+                self._lost(flight, "sandbox", f"{WORKER_LOST}: {exc}")
                 continue
             if not flight.mutation and len(flight.jobs) > 1 and any(r.batch_failure for r in results):
-                done.extend(self._lost(flight, "sandbox", "batch failed"))
+                self._lost(flight, "sandbox", "batch failed")
                 continue
-            done.append((flight.mutation, results))
+            self.deliver(flight.mutation, results)
         now = time.monotonic()
         for handle, flight in list(self._flights.items()):
             if now > flight.deadline:
                 self.executor.cancel(handle)
                 del self._flights[handle]
-                done.extend(self._lost(flight, "timeout", f"{NO_RESULT} {self.task_timeout:g}s"))
-        return done
+                self._lost(flight, "timeout", f"{NO_RESULT} {self.task_timeout:g}s")
 
-    def _lost(self, flight: Flight, stage: str, reason: str) -> list[tuple[bool, list[ChildResult]]]:
+    def _lost(self, flight: Flight, stage: str, reason: str) -> None:
         if len(flight.jobs) > 1:
             # Singletons go to the front of the queue, in their order.
             self._isolate.update(j.agent_id for j in flight.jobs)
             self.pending.extendleft(reversed(flight.jobs))
-            return []
+            return
         job = flight.jobs[0]
         if isinstance(job, Mutate):
-            return [(True, [_mutation_failed(job, f"{stage}: {reason}")])]
+            self.deliver(True, [_mutation_failed(job, f"{stage}: {reason}")])
+            return
         files = job.files if isinstance(job, Evaluate) else None
-        return [(False, [ChildResult(job.agent_id, files=files, fail_stage=stage, fail_reason=reason)])]
+        self.deliver(False, [ChildResult(job.agent_id, files=files, fail_stage=stage, fail_reason=reason)])
 
     def cancel_all(self) -> None:
         """Cancel every task in flight; their jobs go back to the queue (they run again on resume)."""

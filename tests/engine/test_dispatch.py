@@ -57,10 +57,20 @@ class FakeExecutor:
         return [h for h in self.sent if h not in self.finished and h not in self.cancelled and h not in self.collected]
 
 
-def make(executor, **kw):
+def make(executor, deliver=None, **kw):
     args = dict(max_in_flight=2, batch_size=4, cpus=2, task_timeout=60.0, models={})
     args.update(kw)
-    return Dispatcher(executor, **args)
+    got: list = []
+    d = Dispatcher(executor, deliver or (lambda mutation, results: got.append((mutation, results))), **args)
+    d.got = got
+    return d
+
+
+def collect(d, timeout=0):
+    """What the dispatcher delivered during one collect."""
+    d.got.clear()
+    d.collect(timeout)
+    return list(d.got)
 
 
 def breeder(start=0):
@@ -110,7 +120,7 @@ def test_a_failed_batch_is_rerun_one_child_per_task_and_only_the_culprit_fails()
     d.fill(no_proposals)
     (h,) = ex.open()
     ex.finished[h] = [ChildResult(i, fail_stage="sandbox", fail_reason="oom", batch_failure=True) for i in range(3)]
-    assert d.collect(0) == []  # nothing is recorded for a failed batch
+    assert collect(d) == []  # nothing is recorded for a failed batch
     assert [j.agent_id for j in d.pending] == [0, 1, 2]
     d.fill(no_proposals)
     singles = ex.open()
@@ -118,7 +128,7 @@ def test_a_failed_batch_is_rerun_one_child_per_task_and_only_the_culprit_fails()
     ex.succeed(singles[0])
     ex.succeed(singles[2])
     ex.finished[singles[1]] = [ChildResult(1, fail_stage="sandbox", fail_reason="oom", batch_failure=False)]
-    results = [r for _, rs in d.collect(0) for r in rs]
+    results = [r for _, rs in collect(d) for r in rs]
     assert sorted((r.agent_id, r.failed) for r in results) == [(0, False), (1, True), (2, False)]
 
 
@@ -129,12 +139,12 @@ def test_a_lost_worker_isolates_a_batch_and_fails_a_lone_child():
     d.queue(Evaluate(1, {"a": b"x"}))
     d.fill(no_proposals)
     ex.finished[ex.open()[0]] = TaskLost("the actor died")
-    assert d.collect(0) == []
+    assert collect(d) == []
     d.fill(no_proposals)
     (h,) = ex.open()
     assert [j.agent_id for j in ex.sent[h][1]] == [0]
     ex.finished[h] = TaskLost("the actor died")
-    [(mutation, [r])] = d.collect(0)
+    [(mutation, [r])] = collect(d)
     assert not mutation and r.agent_id == 0 and r.fail_stage == "sandbox"
     assert r.fail_reason.startswith("worker failed: the actor died") and r.files == {"a": b""}
 
@@ -145,7 +155,7 @@ def test_a_task_past_its_deadline_is_cancelled_and_its_child_fails_as_timeout():
     d.queue(Evaluate(7, {"a": b""}))
     d.fill(no_proposals)
     time.sleep(0.05)
-    [(_, [r])] = d.collect(0)
+    [(_, [r])] = collect(d)
     assert r.agent_id == 7 and r.fail_stage == "timeout" and r.fail_reason.startswith("no result within")
     assert ex.cancelled == [1] and d.in_flight == 0
 
@@ -162,7 +172,7 @@ def test_mutations_for_a_serial_model_wait_and_other_work_passes_them():
     assert kinds == [("mutate", 0), ("evaluate", 2)]  # one call to the local model at a time
     assert [j.agent_id for j in d.pending] == [1]
     ex.finished[1] = [ChildResult(0, files={"a": b"1"}, model=LOCAL_MODEL)]
-    [(mutation, _)] = d.collect(0)
+    [(mutation, _)] = collect(d)
     assert mutation
     d.fill(no_proposals)
     assert ex.sent[3] == ("mutate", [Mutate(1, 0, "llm_diff", model=LOCAL_MODEL)])
@@ -185,7 +195,7 @@ def test_an_unpreparable_mutation_or_unknown_model_fails_without_a_task():
     d.queue(Mutate(1, 0, "llm_diff", model="nobody"))
     d.fill(no_proposals)
     assert ex.sent == {}
-    results = [r for _, rs in d.collect(0) for r in rs]
+    results = [r for _, rs in d.got for r in rs]  # delivered at once, before anything else is proposed
     assert [(r.agent_id, r.fail_stage) for r in results] == [(0, "mutation"), (1, "mutation")]
     assert "cannot build the prompt" in results[0].fail_reason
     assert "'nobody' is not configured" in results[1].fail_reason
@@ -227,7 +237,45 @@ def test_every_child_gets_exactly_one_result_whatever_fails(n, batch, slots, fat
                 ex.finished[h] = [ChildResult(j.agent_id, fail_stage="evaluation", fail_reason="x") for j in jobs]
             else:
                 ex.succeed(h)
-        for _, results in d.collect(0):
+        for _, results in collect(d):
             seen.update(r.agent_id for r in results)
         assert step < 10_000
     assert seen == Counter(range(n))
+
+
+def test_a_failed_mutation_is_delivered_before_the_next_child_is_proposed():
+    """The bandit and the parent's last error see a child's failure before its sibling is made."""
+    ex = FakeExecutor()
+    events = []
+    d = make(ex, deliver=lambda mutation, results: events.append(("delivered", results[0].agent_id)),
+             max_in_flight=1, batch_size=1)
+    d.queue(Mutate(0, 0, "llm_diff", model="m", unprepared="cannot build the prompt"))
+
+    def propose(n):
+        events.append(("proposed", n))
+        return [Breed(1, 0, "gaussian")]
+    d.fill(propose)
+    assert events == [("delivered", 0), ("proposed", 1)]
+
+
+def test_what_a_result_queues_goes_behind_a_batch_isolated_in_the_same_collect():
+    """As results are recorded the moment they are taken, and deadlines are checked after them,
+    the children of a late batch go out before the evaluation a mutation result queued."""
+    ex = FakeExecutor()
+    holder = {}
+
+    def deliver(mutation, results):
+        for r in results:  # a stored code child goes to the front of the queue, as the recorder does
+            holder["d"].queue(Evaluate(r.agent_id, r.files), front=True)
+    d = make(ex, deliver=deliver, max_in_flight=2, batch_size=2, task_timeout=0.01)
+    holder["d"] = d
+    d.queue(Evaluate(10, {"a": b"0"}))
+    d.queue(Evaluate(11, {"a": b"1"}))
+    d.queue(Mutate(12, 0, "ast"))
+    d.fill(no_proposals)
+    batch, mutation = ex.open()
+    assert ex.sent[mutation][0] == "mutate"
+    ex.finished[mutation] = [ChildResult(12, files={"a": b"2"})]
+    time.sleep(0.05)  # the batch is past its deadline
+    d.collect(0)
+    assert [j.agent_id for j in d.pending] == [10, 11, 12]
