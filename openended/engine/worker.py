@@ -17,6 +17,7 @@ import numpy as np
 
 from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate
 from openended.mutation import mutate
+from openended.names import LLM_OPERATORS
 from openended.sandbox import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, get_sandbox
 from openended.tasks import Task, TaskRef, load_ref
 
@@ -67,7 +68,7 @@ STOP = {"llm_diff": ">>>>>>> REPLACE", "llm_rewrite": "\n```", "llm_crossover": 
 def mutate_job(task_ref: TaskRef, job: Mutate, model: ModelSpec | None) -> ChildResult:
     """Make one child's genome (an LLM call or an LLM-free edit); usage is counted even when it fails."""
     from openended.llm import LLMError, complete
-    from openended.mutation.llm_ops import LLM_OPERATORS, MutationFailed, llm_mutate
+    from openended.mutation.llm_ops import MutationFailed, llm_mutate
 
     out = ChildResult(job.agent_id)
     try:
