@@ -24,7 +24,7 @@ from .genomes import GenomeParts, genome_parts
 
 STATUSES: tuple[str, ...] = ("proposed", "mutated", "evaluated", "archived", "rejected", "failed")
 TERMINAL_STATUSES = frozenset({"archived", "rejected", "failed"})
-FAIL_STAGES: tuple[str, ...] = ("mutation", "sandbox", "evaluation", "timeout", "invalid")
+FAIL_STAGES: tuple[str, ...] = ("mutation", "sandbox", "evaluation", "timeout", "invalid", "internal")
 RUN_STATUSES: tuple[str, ...] = ("created", "running", "stopped", "finished", "failed")
 ARCHIVE_EVENTS = frozenset({"new_cell", "improved"})
 _RANK = {"proposed": 0, "mutated": 1, "evaluated": 2, "archived": 3, "rejected": 3}

@@ -1,4 +1,4 @@
--- archive_db schema, version 2 (PRAGMA user_version = 2).
+-- archive_db schema, version 3 (PRAGMA user_version = 3).
 -- GENERATED from archive_db/migrations/*.sql: documentation only, never executed by the code.
 -- Regenerate with:  python -m archive_db.schema > archive_db/schema.sql
 
@@ -9,7 +9,7 @@ CREATE TABLE agents (
     depth         INTEGER NOT NULL DEFAULT 0 CHECK (depth >= 0),
     status        TEXT NOT NULL DEFAULT 'proposed'
                   CHECK (status IN ('proposed', 'mutated', 'evaluated', 'archived', 'rejected', 'failed')),
-    fail_stage    TEXT CHECK (fail_stage IS NULL OR fail_stage IN ('mutation', 'sandbox', 'evaluation', 'timeout', 'invalid')),
+    fail_stage    TEXT CHECK (fail_stage IS NULL OR fail_stage IN ('mutation', 'sandbox', 'evaluation', 'timeout', 'invalid', 'internal')),
     fail_reason   TEXT,
     operator      TEXT NOT NULL,
     model         TEXT,

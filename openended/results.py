@@ -1,17 +1,52 @@
-"""Host-side validation of an evaluator's result JSON.
+"""Host-side validation of everything a sandbox sends back, before it reaches the archive or the store.
 
-Result: ``{"fitness": float, "descriptors": [float, ...], "metrics": {...},
-"feedback": "text", "valid": bool}``. Anything else is refused with a reason naming the field.
+Result: ``{"fitness": float, "descriptors": [float, ...], "metrics": {...}, "feedback": "text",
+"valid": bool}``. :func:`check_result` turns it into a :class:`CheckedResult` or refuses it with an
+:class:`InvalidResult` whose message names the field (the child then fails with stage ``invalid``).
+
+Limits on what a child may send:
+
+- numbers: ``bool`` is not a number; an integer beyond the float range (``10**400`` is valid JSON)
+  and NaN/infinity are refused; fitness must lie in the task's ``[fitness] lower/upper``, each
+  descriptor within its bounds widened by :data:`DESCRIPTOR_TOLERANCE` times its range (values
+  inside that margin are kept as given; the archive clips them into the edge cell);
+- text (feedback, output tails, reasons): lone surrogates (``"\\ud800"``, valid JSON, refused by
+  SQLite's text encoding) become U+FFFD, and the text is cut to its limit;
+- metrics: a JSON object at most :data:`MAX_DEPTH` levels deep, of at most :data:`MAX_NODES`
+  values and :data:`MAX_METRICS_BYTES` bytes, with string keys, finite floats, integers within
+  64 bits and no lone surrogates (refused, naming the path: metrics are data, not prose);
+- genome file names: non-empty strings of at most :data:`MAX_PATH_CHARS` characters, no NUL, no
+  newline, no lone surrogate.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 MAX_FEEDBACK_CHARS = 4_000
 MAX_METRICS_BYTES = 16_000
+MAX_RESULT_BYTES = 64_000  # the raw result kept with an evaluation record
+MAX_TAIL_CHARS = 16_000  # stdout/stderr tails and reasons kept in the store
+MAX_DEPTH = 32
+MAX_NODES = 10_000
+MAX_PATH_CHARS = 1_000
+MAX_INT = 2**63  # JSON integers in metrics: |x| < MAX_INT
+DESCRIPTOR_TOLERANCE = 1e-9  # relative to a descriptor's range (upper - lower)
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What the task declares a result may hold: fitness in [fitness_lower, fitness_upper] (None:
+    unbounded on that side), descriptor i in [descriptor_lower[i], descriptor_upper[i]] (± tolerance)."""
+
+    fitness_lower: float | None = None
+    fitness_upper: float | None = None
+    descriptor_lower: tuple[float, ...] | None = None
+    descriptor_upper: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,39 +61,177 @@ class InvalidResult(ValueError):
     """The evaluator's result breaks the contract; the message says which field and how."""
 
 
-def _finite(value, what: str) -> float:
+# ------------------------------------------------------------------------------------ text
+
+
+def clean_text(value: object, limit: int = MAX_TAIL_CHARS, *, keep: str = "head") -> str:
+    """``value`` as storable text: a non-string is shown by type (or ``str()`` when cheap), lone
+    surrogates become U+FFFD, and the text is cut to ``limit`` characters (its head or its tail)."""
+    if not isinstance(value, str):
+        if value is None:
+            return ""
+        if isinstance(value, (bool, float)) or (isinstance(value, int) and abs(value) < 10**100):
+            value = str(value)
+        else:
+            value = f"<{type(value).__name__}>"
+    text = value[:limit] if keep == "head" else value[-limit:] if limit else ""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # paired surrogates (two code points) join; lone ones are replaced
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+# ------------------------------------------------------------------------------------ numbers
+
+
+def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidResult(f"{what} is not a number: {value!r:.80}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise InvalidResult(f"{what} is not finite: {value}")
+        raise InvalidResult(f"{what} is not a number: {_show(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        assert isinstance(value, int)
+        raise InvalidResult(f"{what} is an integer of {value.bit_length()} bits, beyond the float range") from None
+    if not math.isfinite(number):
+        raise InvalidResult(f"{what} is not finite: {number}")
+    return number
+
+
+def _show(value: object) -> str:
+    """A short, storable picture of a value of unknown size."""
+    if isinstance(value, str):
+        return repr(clean_text(value, 80))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return clean_text(value, 80)
+    if isinstance(value, (bool, type(None))):
+        return repr(value)
+    return f"<{type(value).__name__}>"
+
+
+def _bounded(value: float, what: str, lower: float | None, upper: float | None, tolerance: float = 0.0) -> float:
+    if lower is not None and value < lower - tolerance:
+        raise InvalidResult(f"{what} = {value!r} is below the task's lower bound {lower!r}")
+    if upper is not None and value > upper + tolerance:
+        raise InvalidResult(f"{what} = {value!r} is above the task's upper bound {upper!r}")
     return value
 
 
-def check_result(result, n_descriptors: int) -> CheckedResult:
-    """Validate one result dict; InvalidResult says what is wrong (including valid=false with its feedback)."""
-    if not isinstance(result, dict):
+# ------------------------------------------------------------------------------------ JSON
+
+
+def check_json(value: object, what: str, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
+    """A plain-JSON copy of ``value`` (dicts with str keys, lists, str, finite float, int within 64
+    bits, bool, None) within ``max_depth`` levels, :data:`MAX_NODES` values and ``max_bytes``
+    bytes; InvalidResult naming the path of the first offending value."""
+    count = 0
+
+    def walk(v: object, path: str, depth: int) -> Any:
+        nonlocal count
+        count += 1
+        if count > MAX_NODES:
+            raise InvalidResult(f"{what} holds more than {MAX_NODES} values")
+        if depth > max_depth:
+            raise InvalidResult(f"{path} is nested deeper than {max_depth} levels")
+        if v is None or isinstance(v, bool):
+            return v
+        if isinstance(v, int):
+            if not -MAX_INT < v < MAX_INT:
+                raise InvalidResult(f"{path} is an integer beyond 64 bits ({v.bit_length()} bits)")
+            return int(v)
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise InvalidResult(f"{path} is not finite: {v}")
+            return float(v)
+        if isinstance(v, str):
+            if len(v) > max_bytes:
+                raise InvalidResult(f"{path} is a string of {len(v)} characters, over the {max_bytes} cap")
+            if _has_surrogate(v):
+                raise InvalidResult(f"{path} holds a lone surrogate (not encodable text)")
+            return str(v)
+        if isinstance(v, Mapping):
+            out = {}
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    raise InvalidResult(f"{path} has a key that is not a string: {_show(k)}")
+                if _has_surrogate(k):
+                    raise InvalidResult(f"{path} has a key with a lone surrogate: {clean_text(k, 80)!r}")
+                out[str(k)] = walk(item, f"{path}[{clean_text(k, 40)!r}]", depth + 1)
+            return out
+        if isinstance(v, (list, tuple)):
+            return [walk(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(v)]
+        raise InvalidResult(f"{path} is not a JSON value: {_show(v)}")
+
+    checked = walk(value, what, 0)
+    size = len(json.dumps(checked, allow_nan=False, separators=(",", ":")).encode("utf-8"))
+    if size > max_bytes:
+        raise InvalidResult(f"{what} take {size} bytes, over the {max_bytes} cap")
+    return checked
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+def check_result(result: object, n_descriptors: int, bounds: Bounds | None = None) -> CheckedResult:
+    """Validate one result dict against the contract and ``bounds``; InvalidResult says what is
+    wrong (including valid=false with its feedback)."""
+    if not isinstance(result, Mapping):
         raise InvalidResult(f"result is not a JSON object: {type(result).__name__}")
-    feedback = result.get("feedback") or ""
-    if not isinstance(feedback, str):
-        feedback = str(feedback)
-    feedback = feedback[:MAX_FEEDBACK_CHARS]
+    bounds = bounds or Bounds()
+    feedback = clean_text(result.get("feedback") or "", MAX_FEEDBACK_CHARS)
     if result.get("valid", True) is not True:
         raise InvalidResult(f"evaluator marked the agent invalid: {feedback or '(no feedback)'}")
-    fitness = _finite(result.get("fitness"), "fitness")
-    descriptors = result.get("descriptors")
-    if not isinstance(descriptors, list):
-        raise InvalidResult(f"descriptors is not a list: {descriptors!r:.80}")
-    if len(descriptors) != n_descriptors:
-        raise InvalidResult(f"descriptors has length {len(descriptors)}, the task defines {n_descriptors}")
-    descriptors = [_finite(d, f"descriptors[{i}]") for i, d in enumerate(descriptors)]
+    fitness = _bounded(_number(result.get("fitness"), "fitness"), "fitness", bounds.fitness_lower,
+                       bounds.fitness_upper)
+    raw = result.get("descriptors")
+    if not isinstance(raw, (list, tuple)):
+        raise InvalidResult(f"descriptors is not a list: {_show(raw)}")
+    if len(raw) != n_descriptors:
+        raise InvalidResult(f"descriptors has length {len(raw)}, the task defines {n_descriptors}")
+    descriptors = [_number(d, f"descriptors[{i}]") for i, d in enumerate(raw)]
+    lows, highs = bounds.descriptor_lower, bounds.descriptor_upper
+    if lows is not None and highs is not None:
+        for i, (d, lo, hi) in enumerate(zip(descriptors, lows, highs, strict=True)):
+            _bounded(d, f"descriptors[{i}]", lo, hi, DESCRIPTOR_TOLERANCE * (hi - lo))
     metrics = result.get("metrics") or {}
-    if not isinstance(metrics, dict):
-        raise InvalidResult(f"metrics is not an object: {metrics!r:.80}")
-    try:
-        encoded = json.dumps(metrics, allow_nan=False)
-    except ValueError as exc:
-        raise InvalidResult(f"metrics are not finite JSON: {exc}") from None
-    if len(encoded) > MAX_METRICS_BYTES:
-        raise InvalidResult(f"metrics take {len(encoded)} bytes, over the {MAX_METRICS_BYTES} cap")
+    if not isinstance(metrics, Mapping):
+        raise InvalidResult(f"metrics is not an object: {_show(metrics)}")
+    metrics = check_json(metrics, "metrics", max_bytes=MAX_METRICS_BYTES)
     return CheckedResult(fitness, descriptors, metrics, feedback)
+
+
+def storable_result(result: object) -> dict[str, Any] | None:
+    """The raw result as kept in an evaluation record: itself when it is plain JSON within
+    :data:`MAX_RESULT_BYTES`, else ``{"refused": reason}``; None stays None."""
+    if result is None:
+        return None
+    try:
+        checked = check_json(result, "result", max_bytes=MAX_RESULT_BYTES)
+    except InvalidResult as exc:
+        return {"refused": clean_text(str(exc), 500)}
+    return checked if isinstance(checked, dict) else {"value": checked}
+
+
+def check_files(files: object) -> dict[str, bytes]:
+    """A genome as sent by a worker: ``{name: bytes}`` with storable names; InvalidResult naming the file."""
+    if not isinstance(files, Mapping):
+        raise InvalidResult(f"genome is not a mapping of file names to bytes: {_show(files)}")
+    for name, content in files.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidResult(f"genome file name is not a non-empty string: {_show(name)}")
+        if len(name) > MAX_PATH_CHARS:
+            raise InvalidResult(f"genome file name of {len(name)} characters, over the {MAX_PATH_CHARS} cap")
+        if "\x00" in name or "\n" in name or _has_surrogate(name):
+            raise InvalidResult(f"genome file name {clean_text(name, 80)!r} holds NUL, a newline or a lone surrogate")
+        if not isinstance(content, (bytes, bytearray, memoryview)):
+            raise InvalidResult(f"genome file {name!r} is not bytes: {type(content).__name__}")
+    return dict(files)
+

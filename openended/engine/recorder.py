@@ -3,21 +3,38 @@
 Every write goes through :meth:`Recorder.commit`: the outcomes, the evaluation records, the elite
 changes and the driver's state (RNG, archive state) in one transaction, so a kill at any moment
 leaves the store at a state the campaign can resume from.
+
+Nothing a child sends reaches the archive or the store unchecked (:mod:`openended.results`): a
+result outside the contract or the task's bounds fails the child with stage ``invalid``. As a last
+line, if committing a batch raises anyway, the batch is committed child by child and a child whose
+step still cannot be stored fails with stage ``internal`` and the error: the campaign goes on.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
 
 from archive_db import ArchiveDB, Evaluation, Outcome
 from openended.engine.dedupe import Dedupe, Verdict, decide
 from openended.engine.jobs import ChildResult, Evaluate, Job
 from openended.portfolio import Arm, Portfolio
 from openended.qd import Archive
-from openended.results import InvalidResult, check_result
+from openended.results import (
+    MAX_TAIL_CHARS,
+    Bounds,
+    InvalidResult,
+    check_files,
+    check_result,
+    clean_text,
+    storable_result,
+)
 from openended.selection import LineageCounts
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -50,13 +67,19 @@ class Recorder:
     def __init__(self, db: ArchiveDB, archive: Archive, *, lineage: LineageCounts, portfolio: Portfolio,
                  counters: Counters, n_descriptors: int, dedupe: Dedupe | None,
                  driver_state: Callable[[], dict], requeue: Callable[[Job], None],
-                 remember: Callable[[int, dict[str, bytes]], None]):
+                 remember: Callable[[int, dict[str, bytes]], None], fitness_upper: float | None = None):
         self.db = db
         self.archive = archive
         self.lineage = lineage
         self.portfolio = portfolio
         self.counters = counters
         self.n_descriptors = n_descriptors
+        # the task's bounds: fitness from the archive's floor (the task's [fitness] lower) up to
+        # ``fitness_upper``; descriptors within the archive's space
+        space = archive.space
+        self.bounds = Bounds(fitness_lower=archive.fitness_offset, fitness_upper=fitness_upper,
+                             descriptor_lower=tuple(float(x) for x in space.lower),
+                             descriptor_upper=tuple(float(x) for x in space.upper))
         self.dedupe = dedupe  # None: parameter genomes, never de-duplicated
         self._driver_state = driver_state
         self._requeue = requeue
@@ -75,6 +98,35 @@ class Recorder:
                 self.db.set_elites(elites)
             self.db.update_run(state=self._driver_state())
 
+    def _commit_safely(self, outcomes: list[Outcome], *, evaluations: Sequence[Evaluation] = (),
+                       elites: dict[int, int] | None = None) -> list[Outcome]:
+        """:meth:`commit`; if that raises, each child on its own, and a child whose step cannot be
+        stored is failed with stage ``internal`` and the error. Returns the outcomes as stored."""
+        try:
+            self.commit(outcomes, evaluations=evaluations, elites=elites)
+            return outcomes
+        except Exception as exc:  # the last line: a child's data must not stop the campaign
+            log.warning("recording a batch of %d failed (%s); recording child by child", len(outcomes), _last_line(exc))
+        stored: list[Outcome] = []
+        for o in outcomes:
+            own = [e for e in evaluations if e.agent_id == o.id]
+            cells = {cell: aid for cell, aid in (elites or {}).items() if aid == o.id}
+            try:
+                self.commit([o], evaluations=own, elites=cells)
+                stored.append(o)
+                continue
+            except Exception as exc:
+                reason = f"recording this child failed: {type(exc).__name__}: {_last_line(exc)}"
+            failed = Outcome(o.id, "failed", fail_stage="internal", fail_reason=clean_text(reason, MAX_TAIL_CHARS),
+                             tokens_in=o.tokens_in, tokens_out=o.tokens_out, cost=o.cost,
+                             model=clean_text(o.model, 200) if o.model is not None else None)
+            try:
+                self.commit([failed])
+                stored.append(failed)
+            except Exception as exc:  # e.g. the row is already terminal: leave it as stored
+                log.error("agent %d: could not record its internal failure either: %s", o.id, _last_line(exc))
+        return stored
+
     def mutations(self, results: list[ChildResult]) -> None:
         """Store code children's genomes (or their mutation failures) before any evaluation."""
         for r in results:
@@ -85,16 +137,26 @@ class Recorder:
                 if child is not None and child.parent_id is not None:
                     self.last_errors[child.parent_id] = r.fail_reason or "no genome"
                 self.finish([Outcome(r.agent_id, "failed", fail_stage=r.fail_stage or "mutation",
-                                     fail_reason=r.fail_reason or "the mutation returned no genome", **usage)])
+                                     fail_reason=clean_text(r.fail_reason or "the mutation returned no genome",
+                                                            MAX_TAIL_CHARS), **usage)])
                 continue
-            mutated = Outcome(r.agent_id, "mutated", files=r.files, **usage)
+            try:
+                files = check_files(r.files)
+            except InvalidResult as exc:
+                self.finish([Outcome(r.agent_id, "failed", fail_stage="invalid", fail_reason=str(exc), **usage)])
+                continue
+            mutated = Outcome(r.agent_id, "mutated", files=files, **usage)
             assert self.dedupe is not None, "only code children are mutated apart from their evaluation"
-            first = self.dedupe.first(r.agent_id, r.files)
+            first = self.dedupe.first(r.agent_id, files)
             if first != r.agent_id:
                 self.duplicate(r.agent_id, first, stored=[mutated])
                 continue
-            self.commit([mutated])
-            self._requeue(Evaluate(r.agent_id, r.files))
+            stored = self._commit_safely([mutated])
+            if stored and stored[0] is mutated:
+                self._requeue(Evaluate(r.agent_id, files))
+            else:  # failed as internal
+                self.children.pop(r.agent_id, None)
+                self._recorded(stored)
 
     def duplicate(self, agent_id: int, first: int, stored: list[Outcome] | None = None) -> None:
         """A child whose genome agent ``first`` already had: not evaluated again unless the machinery
@@ -121,18 +183,22 @@ class Recorder:
             child = self.children.pop(o.id, None)
             if child is not None and child.arm is not None:
                 self.portfolio.update(child.arm, False)
-        self.commit([*(stored or []), *outcomes])
-        self._recorded(outcomes)
+        final = {o.id: o for o in self._commit_safely([*(stored or []), *outcomes])}
+        self._recorded([final.get(o.id, o) for o in outcomes])
 
     def evaluations(self, results: list[ChildResult]) -> None:
         """Check each result, place it in the archive, and commit the batch in one transaction."""
         outcomes: list[Outcome] = []
         elites: dict[int, int] = {}
-        evaluations = [Evaluation(agent_id=r.agent_id, **asdict(r.evaluation))
-                       for r in results if r.evaluation is not None]
+        evaluations = [_evaluation(r.agent_id, r.evaluation) for r in results if r.evaluation is not None]
         for r in results:
             self.counters.spend(r)
-            outcome = self._outcome(r)
+            try:
+                outcome = self._outcome(r)
+            except Exception as exc:  # the last line: this child fails, the batch goes on
+                outcome = Outcome(r.agent_id, "failed", fail_stage="internal", **_usage(r),
+                                  fail_reason=clean_text(f"checking this child failed: {type(exc).__name__}: "
+                                                         f"{_last_line(exc)}", MAX_TAIL_CHARS))
             outcomes.append(outcome)
             if outcome.status == "archived":
                 assert outcome.cell is not None and r.files is not None
@@ -147,18 +213,23 @@ class Recorder:
                     self.portfolio.update(child.arm, o.status == "archived")
             if self.dedupe is not None and o.files is not None:
                 self.dedupe.first(o.id, o.files)
-        self.commit(outcomes, evaluations=evaluations, elites=elites)
-        self._recorded(outcomes)
+        self._recorded(self._commit_safely(outcomes, evaluations=evaluations, elites=elites))
 
     def _outcome(self, r: ChildResult) -> Outcome:
         usage = _usage(r)
+        files = r.files
+        if files is not None:
+            try:
+                files = check_files(files)
+            except InvalidResult as exc:
+                return Outcome(r.agent_id, "failed", fail_stage="invalid", fail_reason=str(exc), **usage)
         if r.failed:
-            return Outcome(r.agent_id, "failed", files=r.files, fail_stage=r.fail_stage, fail_reason=r.fail_reason,
-                           **usage)
+            return Outcome(r.agent_id, "failed", files=files, fail_stage=r.fail_stage, **usage,
+                           fail_reason=clean_text(r.fail_reason or "(no reason given)", MAX_TAIL_CHARS))
         try:
-            checked = check_result(r.result, self.n_descriptors)
+            checked = check_result(r.result, self.n_descriptors, self.bounds)
         except InvalidResult as exc:
-            return Outcome(r.agent_id, "failed", files=r.files, fail_stage="invalid", fail_reason=str(exc),
+            return Outcome(r.agent_id, "failed", files=files, fail_stage="invalid", fail_reason=str(exc),
                            eval_seconds=r.eval_seconds, **usage)
         added = self.archive.add(r.agent_id, checked.fitness, checked.descriptors)
         archived = added.status != "not_added"
@@ -166,7 +237,7 @@ class Recorder:
         if best is None or checked.fitness > best:
             self.counters.best_fitness = checked.fitness
         return Outcome(
-            r.agent_id, "archived" if archived else "rejected", files=r.files, **usage,
+            r.agent_id, "archived" if archived else "rejected", files=files, **usage,
             fitness=checked.fitness, descriptors=checked.descriptors, metrics=checked.metrics,
             feedback=checked.feedback, eval_seconds=r.eval_seconds, novelty=added.novelty, cell=added.cell,
             archive_event=added.status if archived else None)
@@ -187,3 +258,30 @@ class Recorder:
 
 def _usage(r: ChildResult) -> dict:
     return dict(model=r.model, tokens_in=r.tokens_in, tokens_out=r.tokens_out, cost=r.cost)
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return clean_text(lines[-1] if lines else type(exc).__name__, 500)
+
+
+def _evaluation(agent_id: int, record: object) -> Evaluation:
+    """A worker's evaluation record as a storable :class:`Evaluation`: its text cleaned and cut
+    (output tails keep their end), its raw result kept only when it is plain JSON within limits."""
+    raw = {f.name: getattr(record, f.name) for f in fields(record)}  # type: ignore[arg-type]
+
+    def number(v: object) -> float | None:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e308
+        return float(v) if ok and math.isfinite(float(v)) else None  # type: ignore[arg-type]
+
+    exit_status = raw.get("exit_status")
+    return Evaluation(
+        agent_id=agent_id, stage=clean_text(raw.get("stage"), 200) or "evaluate",
+        seconds=number(raw.get("seconds")) or 0.0,
+        exit_status=exit_status if isinstance(exit_status, int) and not isinstance(exit_status, bool)
+        and abs(exit_status) < 2**63 else None,
+        fitness=number(raw.get("fitness")), result=storable_result(raw.get("result")),
+        stdout_tail=clean_text(raw.get("stdout_tail"), MAX_TAIL_CHARS, keep="tail"),
+        stderr_tail=clean_text(raw.get("stderr_tail"), MAX_TAIL_CHARS, keep="tail"),
+        failure_kind=None if raw.get("failure_kind") is None else clean_text(raw.get("failure_kind"), 200),
+        started_at=number(raw.get("started_at")))

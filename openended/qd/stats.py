@@ -4,11 +4,13 @@ Coverage = occupied measurement cells / cells; QD score = sum over occupied cell
 in the cell - fitness_offset); mean fitness over the members. Sums are kept as exact integers in
 units of 2**-1074 (every finite double is an integer multiple of it), so the results are correctly
 rounded and do not depend on the order members arrived in: an archive restored from its elites
-gives bit-identical statistics.
+gives bit-identical statistics. A result beyond the float range (a QD score over many cells near
+the largest double) saturates at ``±sys.float_info.max``: the statistics never overflow.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TypedDict
 
 import numpy as np
@@ -25,8 +27,12 @@ def exact(x: float) -> int:
 
 
 def from_exact(total: int, divisor: int = 1) -> float:
-    """Correctly rounded ``total * 2**-1074 / divisor``."""
-    return total / (divisor << _EXACT_SHIFT)
+    """Correctly rounded ``total * 2**-1074 / divisor``; beyond the float range it saturates at
+    ``±sys.float_info.max`` (a sum of finite doubles can exceed it: two elites near 1.7e308)."""
+    try:
+        return total / (divisor << _EXACT_SHIFT)
+    except OverflowError:
+        return sys.float_info.max if total > 0 else -sys.float_info.max
 
 
 class ArchiveStats(TypedDict):
