@@ -156,7 +156,7 @@ class Campaign:
             self.db, self.archive, lineage=self.lineage, portfolio=self.portfolio, counters=self.counters,
             n_descriptors=len(run["descriptor_schema"]["space"]["names"]),
             dedupe=Dedupe(self.db.genome_firsts()) if code else None, driver_state=self._driver_state,
-            requeue=self._requeue, remember=self.genomes.put)
+            requeue=self._requeue, remember=self.genomes.put, fitness_upper=self.task.spec.fitness.upper)
         self.jobs = JobMaker(self.task, self.config, self.db, self.archive, self.lineage, self.genomes,
                              self.recorder.last_errors)
         children = self.recorder.children
