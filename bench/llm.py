@@ -32,13 +32,14 @@ from openended.llm import complete
 from openended.llm.local import LocalModelServer, local_spec
 from openended.mutation.llm_ops import MutationFailed, llm_mutate
 from openended.mutation.prompts import MutationContext, choose_focus
-from openended.tasks import evaluator_module, load_task
+from openended.sandbox.inprocess import load_evaluator
+from openended.tasks import load_task
 
 
 def proposals(n: int) -> dict:
     task = load_task("binpack")
     seed = task.seed_files()
-    fitness = evaluator_module(task).evaluate_batch([seed], task.evaluate_args)[0]
+    fitness = load_evaluator(str(task.root))([seed], task.evaluate_args)[0]
     ctx = MutationContext.for_task(task, seed, parent_fitness=fitness["fitness"], parent_feedback=fitness["feedback"])
     # As a campaign asks a base model: the statement to edit is chosen, the model writes its replacement.
     ctx.focus = choose_focus(ctx.parent_code, ctx.entry_point, np.random.default_rng(0))
