@@ -13,6 +13,7 @@ from rich.table import Table
 from archive_db import ArchiveDBError
 from openended import inspect_cli
 from openended.config import FLAG_KEYS, ConfigError, load_config
+from openended.names import ARCHIVE_KINDS, OPERATORS, SANDBOX_KINDS, SELECTION_STRATEGIES
 from openended.tasks import TaskError, builtin_task_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -54,18 +55,19 @@ def run(
     db: Annotated[str | None, typer.Option(help="campaign database (resumed if it exists)")] = None,
     budget: Annotated[int | None, typer.Option(help="maximum children, roots included")] = None,
     seed: Annotated[int | None, typer.Option(help="campaign seed (parents, operators, child seeds)")] = None,
-    selection: Annotated[str | None, typer.Option(help="parent selection: uniform, fitness, tournament, "
-                                                          "score_child, novelty, curiosity")] = None,
-    archive: Annotated[str | None, typer.Option(help="archive kind: grid, cvt, novelty, all")] = None,
+    selection: Annotated[str | None, typer.Option(help=f"parent selection: {', '.join(SELECTION_STRATEGIES)}")] = None,
+    archive: Annotated[str | None, typer.Option(help=f"archive kind: {', '.join(ARCHIVE_KINDS)}")] = None,
     max_in_flight: Annotated[int | None, typer.Option(help="Ray tasks out at once")] = None,
     batch_size: Annotated[int | None, typer.Option(help="children per Ray task (batchable tasks)")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="wall-time budget in seconds")] = None,
     ray_address: Annotated[str | None, typer.Option(help="join a running Ray cluster (ray start --head)")] = None,
-    sandbox: Annotated[str | None, typer.Option(help="where children are evaluated: auto (docker if an engine "
-                                                        "answers), docker, process (no isolation), inprocess")] = None,
+    sandbox: Annotated[str | None, typer.Option(help=f"where children are evaluated: {', '.join(SANDBOX_KINDS)} "
+                                                        "(auto: docker if an engine answers; process does not "
+                                                        "isolate)")] = None,
     llm: Annotated[str | None, typer.Option(
         help="'local': serve the embedded Gemma 3 270M for the LLM operators")] = None,
-    operator: Annotated[str | None, typer.Option(help="mutation operator (default: by the task's genome)")] = None,
+    operator: Annotated[str | None, typer.Option(help=f"mutation operator: {', '.join(OPERATORS)} "
+                                                         "(default: by the task's genome)")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="token budget (model input + output)")] = None,
     quiet: Annotated[bool, typer.Option(help="plain log lines even on a terminal")] = False,
 ):
@@ -91,7 +93,7 @@ def resume(
     budget: Annotated[int | None, typer.Option(help="raise the children budget")] = None,
     max_in_flight: Annotated[int | None, typer.Option()] = None,
     ray_address: Annotated[str | None, typer.Option()] = None,
-    sandbox: Annotated[str | None, typer.Option(help="auto, docker, process or inprocess")] = None,
+    sandbox: Annotated[str | None, typer.Option(help=f"{', '.join(SANDBOX_KINDS)}")] = None,
     quiet: Annotated[bool, typer.Option()] = False,
 ):
     """Continue a stopped or crashed campaign exactly where it stopped."""

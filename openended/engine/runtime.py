@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 from typing import IO
 
@@ -88,19 +89,37 @@ def check_api_keys(config: CampaignConfig) -> None:
 
 
 def check_initial_agents(config: CampaignConfig) -> None:
+    """Every initial agent is a folder of regular files (read once here, so a bad one fails before any file
+    is made; it is read again when its turn comes)."""
     for i, folder in enumerate(config.mutation.initial_agents):
         if not Path(folder).is_dir():
             raise ConfigError(f"key 'mutation.initial_agents[{i}]': {folder!r} is not a folder")
+        read_agent(folder)
 
 
 def read_agent(folder: str) -> Files:
-    """An agent's files from a folder (relative path -> bytes), caches and hidden files left out."""
+    """An agent's files from a folder (relative path -> bytes), caches and hidden files left out.
+    A symbolic link or anything but a regular file is refused: it could hand a host file to the store
+    and the sandbox."""
     root = Path(folder)
-    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-             if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")}
+    files: Files = {}
+    for here, dirs, names in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        for name in [*dirs, *sorted(n for n in names if not n.startswith("."))]:
+            path = Path(here) / name
+            where = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                raise ConfigError(f"key 'mutation.initial_agents': {folder!r} holds a symbolic link, {where!r}; "
+                                  "an agent is made of regular files only")
+            if name in dirs:
+                continue
+            if not stat.S_ISREG(path.lstat().st_mode):
+                raise ConfigError(f"key 'mutation.initial_agents': {folder!r} holds {where!r}, which is not a "
+                                  "regular file")
+            files[where] = path.read_bytes()
     if not files:
         raise ConfigError(f"key 'mutation.initial_agents': folder {folder!r} holds no files")
-    return files
+    return dict(sorted(files.items()))
 
 
 def lock_campaign(path: Path) -> IO[str]:
