@@ -10,7 +10,6 @@ crash of the whole worker process.
 from __future__ import annotations
 
 import dataclasses
-import traceback
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,15 +18,11 @@ from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate
 from openended.mutation import mutate
 from openended.names import LLM_OPERATORS
 from openended.sandbox import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, get_sandbox
+from openended.sandbox.spec import short_error
 from openended.tasks import Task, TaskRef, load_ref
 
 if TYPE_CHECKING:
     from openended.llm import ModelSpec
-
-
-def _short_error(exc: BaseException) -> str:
-    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return last[:500]
 
 
 def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None = None,
@@ -37,7 +32,7 @@ def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None
         task = load_ref(task_ref)
     except Exception as exc:  # e.g. the task folder is missing on this node
         return [ChildResult(j.agent_id, files=j.files if isinstance(j, Evaluate) else None, fail_stage="evaluation",
-                            fail_reason=f"cannot load task: {_short_error(exc)}") for j in jobs]
+                            fail_reason=f"cannot load task: {short_error(exc)}") for j in jobs]
     results: list[ChildResult] = []
     to_evaluate: list[ChildResult] = []
     for job in jobs:
@@ -50,7 +45,7 @@ def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None
                 rng = np.random.default_rng(job.seed)
                 out.files = mutate(job.operator, job.parent_files, rng, task, job.params)
             except Exception as exc:  # a bad mutation fails this child only
-                out.fail_stage, out.fail_reason = "mutation", _short_error(exc)
+                out.fail_stage, out.fail_reason = "mutation", short_error(exc)
                 continue
         to_evaluate.append(out)
     if not to_evaluate:
@@ -97,7 +92,7 @@ def mutate_job(task_ref: TaskRef, job: Mutate, model: ModelSpec | None) -> Child
         out.fail_stage, out.fail_reason = "mutation", exc.reason
         _usage(out, exc.completion)
     except Exception as exc:  # a bad mutation fails this child only
-        out.fail_stage, out.fail_reason = "mutation", _short_error(exc)
+        out.fail_stage, out.fail_reason = "mutation", short_error(exc)
     return out
 
 
@@ -113,7 +108,7 @@ def _evaluate_sandboxed(spec: SandboxSpec, task: Task, children: list[ChildResul
     try:
         outcome = get_sandbox(spec, str(task.root)).evaluate([c.files or {} for c in children], args)
     except Exception as exc:  # e.g. no Docker engine on this node
-        outcome = EvalOutcome.failed(FailureKind.SANDBOX_ERROR, _short_error(exc))
+        outcome = EvalOutcome.failed(FailureKind.SANDBOX_ERROR, short_error(exc))
     # In-process evaluation keeps no record of how it ran, and a failed batch fails every child
     # (it has no limits that one child could hit for all): as before it went through the sandbox.
     contained = spec.kind != "inprocess"

@@ -10,13 +10,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
 from openended.names import Files
-from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec
+from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, short_error
 
 EvaluateBatch = Callable[[list[Files], EvalArgs], object]
 # task folder -> its evaluate_batch, imported once per process
@@ -41,10 +40,6 @@ def load_evaluator(task_root: str) -> EvaluateBatch:
     return found
 
 
-def _short_error(exc: BaseException) -> str:
-    return traceback.format_exception_only(type(exc), exc)[-1].strip()[:500]
-
-
 class InProcessSandbox:
     def __init__(self, spec: SandboxSpec, task_root: str):
         self.spec = spec
@@ -56,7 +51,7 @@ class InProcessSandbox:
             # Imported here, not in __init__: a SyntaxError in evaluate.py fails this batch, not the worker.
             results = load_evaluator(self.task_root)(list(agents), args)
         except Exception as exc:
-            return EvalOutcome.failed(FailureKind.CRASH, _short_error(exc), seconds=time.perf_counter() - started)
+            return EvalOutcome.failed(FailureKind.CRASH, short_error(exc), seconds=time.perf_counter() - started)
         seconds = time.perf_counter() - started
         if not isinstance(results, list) or len(results) != len(agents):
             got = f"of length {len(results)}" if isinstance(results, list) else type(results).__name__

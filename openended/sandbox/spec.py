@@ -8,6 +8,7 @@ sandboxes, the worker and the driver can all import it without a cycle.
 from __future__ import annotations
 
 import enum
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -67,6 +68,11 @@ _STAGE: dict[FailureKind, EvalFailStage] = {
     FailureKind.BAD_RESULT: "invalid",
 }
 
+
+
+def short_error(exc: BaseException) -> str:
+    """An exception as a failure reason: its type and message as Python prints them, at most 500 characters."""
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()[:500]
 
 @dataclass(frozen=True)
 class Limits:
