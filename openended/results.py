@@ -29,7 +29,6 @@ from typing import Any
 
 MAX_FEEDBACK_CHARS = 4_000
 MAX_METRICS_BYTES = 16_000
-MAX_RESULT_BYTES = 64_000  # the raw result kept with an evaluation record
 MAX_TAIL_CHARS = 16_000  # stdout/stderr tails and reasons kept in the store
 MAX_DEPTH = 32
 MAX_NODES = 10_000
@@ -75,9 +74,7 @@ def clean_text(value: object, limit: int = MAX_TAIL_CHARS, *, keep: str = "head"
         else:
             value = f"<{type(value).__name__}>"
     text = value[:limit] if keep == "head" else value[-limit:] if limit else ""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # paired surrogates (two code points) join; lone ones are replaced
+    if _has_surrogate(text):  # paired surrogates (two code points) join; lone ones are replaced
         text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
 
@@ -206,18 +203,6 @@ def check_result(result: object, n_descriptors: int, bounds: Bounds | None = Non
         raise InvalidResult(f"metrics is not an object: {_show(metrics)}")
     metrics = check_json(metrics, "metrics", max_bytes=MAX_METRICS_BYTES)
     return CheckedResult(fitness, descriptors, metrics, feedback)
-
-
-def storable_result(result: object) -> dict[str, Any] | None:
-    """The raw result as kept in an evaluation record: itself when it is plain JSON within
-    :data:`MAX_RESULT_BYTES`, else ``{"refused": reason}``; None stays None."""
-    if result is None:
-        return None
-    try:
-        checked = check_json(result, "result", max_bytes=MAX_RESULT_BYTES)
-    except InvalidResult as exc:
-        return {"refused": clean_text(str(exc), 500)}
-    return checked if isinstance(checked, dict) else {"value": checked}
 
 
 def check_files(files: object) -> dict[str, bytes]:

@@ -30,7 +30,7 @@ from openended.engine.dedupe import Dedupe
 from openended.engine.dispatch import Dispatcher, RayExecutor, ensure_ray, shutdown_ray
 from openended.engine.jobmaker import GenomeCache, JobMaker
 from openended.engine.jobs import ChildResult, Evaluate, Job
-from openended.engine.recorder import Child, Counters, Recorder
+from openended.engine.recorder import Child, Counters, Recorder, describe_error
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
 from openended.portfolio import Arm, Portfolio
@@ -74,6 +74,8 @@ class Campaign:
                 raise ConfigError(f"{path} holds no campaign; start one with `openended run --db {path}`")
             self.task = load_task(config.task)
             self.config = runtime.resolve_operators(config, self.task)
+            if new_archive is None:  # the file existed (empty): its agents were not checked above
+                runtime.check_initial_agents(self.config)
             self._create_run(self._new_archive(config) if new_archive is None else new_archive)
         else:
             self.config = runtime.merge_for_resume(run["config"], config, self.db.path)
@@ -121,7 +123,6 @@ class Campaign:
         initial_random = self.config.mutation.initial_random
         if initial_random is None:
             initial_random = self.task.spec.initial_random if self.task.genome_kind == "params" else 0
-        runtime.check_initial_agents(self.config)
         state = {
             "rng": np.random.default_rng(self.config.seed).bit_generator.state,
             "archive": archive.state(),
@@ -208,10 +209,8 @@ class Campaign:
                 status = "stopped"
             return self._finish(status, stop_reason)
         except Exception as exc:  # an error in the driver's own code: the run is marked failed, never left running
-            lines = str(exc).strip().splitlines()
-            error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:500]
             try:
-                self.db.update_run(status="failed", state={**self.state, "last_error": error})
+                self.db.update_run(status="failed", state={**self.state, "last_error": describe_error(exc)})
             except Exception:  # the store itself may be what failed (or already closed): the error goes on up
                 pass
             raise

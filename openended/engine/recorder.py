@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from archive_db import ArchiveDB, Evaluation, Outcome
 from openended.engine.dedupe import Dedupe, Verdict, decide
@@ -30,8 +30,8 @@ from openended.results import (
     check_files,
     check_result,
     clean_text,
-    storable_result,
 )
+from openended.sandbox.spec import EvaluationRecord
 from openended.selection import LineageCounts
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ class Recorder:
             self.commit(outcomes, evaluations=evaluations, elites=elites)
             return outcomes
         except Exception as exc:  # the last line: a child's data must not stop the campaign
-            log.warning("recording a batch of %d failed (%s); recording child by child", len(outcomes), _last_line(exc))
+            log.warning("recording a batch of %d failed (%s); recording child by child", len(outcomes),
+                        describe_error(exc))
         stored: list[Outcome] = []
         for o in outcomes:
             own = [e for e in evaluations if e.agent_id == o.id]
@@ -116,7 +117,7 @@ class Recorder:
                 stored.append(o)
                 continue
             except Exception as exc:
-                reason = f"recording this child failed: {type(exc).__name__}: {_last_line(exc)}"
+                reason = f"recording this child failed: {describe_error(exc)}"
             failed = Outcome(o.id, "failed", fail_stage="internal", fail_reason=clean_text(reason, MAX_TAIL_CHARS),
                              tokens_in=o.tokens_in, tokens_out=o.tokens_out, cost=o.cost,
                              model=clean_text(o.model, 200) if o.model is not None else None)
@@ -124,7 +125,7 @@ class Recorder:
                 self.commit([failed])
                 stored.append(failed)
             except Exception as exc:  # e.g. the row is already terminal: leave it as stored
-                log.error("agent %d: could not record its internal failure either: %s", o.id, _last_line(exc))
+                log.error("agent %d: could not record its internal failure either: %s", o.id, describe_error(exc))
         return stored
 
     def mutations(self, results: list[ChildResult]) -> None:
@@ -197,8 +198,7 @@ class Recorder:
                 outcome = self._outcome(r)
             except Exception as exc:  # the last line: this child fails, the batch goes on
                 outcome = Outcome(r.agent_id, "failed", fail_stage="internal", **_usage(r),
-                                  fail_reason=clean_text(f"checking this child failed: {type(exc).__name__}: "
-                                                         f"{_last_line(exc)}", MAX_TAIL_CHARS))
+                                  fail_reason=f"checking this child failed: {describe_error(exc)}")
             outcomes.append(outcome)
             if outcome.status == "archived":
                 assert outcome.cell is not None and r.files is not None
@@ -260,28 +260,23 @@ def _usage(r: ChildResult) -> dict:
     return dict(model=r.model, tokens_in=r.tokens_in, tokens_out=r.tokens_out, cost=r.cost)
 
 
-def _last_line(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """``Type: last line of the message`` (the line that says what went wrong), as storable text."""
     lines = str(exc).strip().splitlines()
-    return clean_text(lines[-1] if lines else type(exc).__name__, 500)
+    return clean_text(f"{type(exc).__name__}: {lines[-1] if lines else type(exc).__name__}", 500)
 
 
-def _evaluation(agent_id: int, record: object) -> Evaluation:
+def _evaluation(agent_id: int, record: EvaluationRecord) -> Evaluation:
     """A worker's evaluation record as a storable :class:`Evaluation`: its text cleaned and cut
-    (output tails keep their end), its raw result kept only when it is plain JSON within limits."""
-    raw = {f.name: getattr(record, f.name) for f in fields(record)}  # type: ignore[arg-type]
-
-    def number(v: object) -> float | None:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e308
-        return float(v) if ok and math.isfinite(float(v)) else None  # type: ignore[arg-type]
-
-    exit_status = raw.get("exit_status")
+    (output tails keep their end), numbers kept only when finite and in range."""
+    seconds = record.seconds
+    ok_seconds = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+    exit_status = record.exit_status
+    ok_exit = isinstance(exit_status, int) and not isinstance(exit_status, bool) and abs(exit_status) < 2**63
     return Evaluation(
-        agent_id=agent_id, stage=clean_text(raw.get("stage"), 200) or "evaluate",
-        seconds=number(raw.get("seconds")) or 0.0,
-        exit_status=exit_status if isinstance(exit_status, int) and not isinstance(exit_status, bool)
-        and abs(exit_status) < 2**63 else None,
-        fitness=number(raw.get("fitness")), result=storable_result(raw.get("result")),
-        stdout_tail=clean_text(raw.get("stdout_tail"), MAX_TAIL_CHARS, keep="tail"),
-        stderr_tail=clean_text(raw.get("stderr_tail"), MAX_TAIL_CHARS, keep="tail"),
-        failure_kind=None if raw.get("failure_kind") is None else clean_text(raw.get("failure_kind"), 200),
-        started_at=number(raw.get("started_at")))
+        agent_id=agent_id, stage=clean_text(record.stage, 200) or "evaluate",
+        seconds=float(seconds) if ok_seconds else 0.0,
+        exit_status=exit_status if ok_exit else None,
+        stdout_tail=clean_text(record.stdout_tail, MAX_TAIL_CHARS, keep="tail"),
+        stderr_tail=clean_text(record.stderr_tail, MAX_TAIL_CHARS, keep="tail"),
+        failure_kind=None if record.failure_kind is None else clean_text(record.failure_kind, 200))
