@@ -33,3 +33,29 @@ SandboxMode = Literal["pool", "fresh"]
 
 LOCAL_MODEL = "local-gemma3-270m"
 """The embedded model's name in configs, the store and reports."""
+
+MAX_GENOME_PATH_CHARS = 1_000
+
+
+def genome_path_problem(name: object) -> str | None:
+    """What is wrong with ``name`` as the path of a genome file, or None when it is fine.
+
+    A genome file lives inside its agent's folder, wherever the genome came from (a user's folder,
+    a model's answer, an operator, the store): a non-empty relative POSIX path of at most
+    :data:`MAX_GENOME_PATH_CHARS` characters, with no ``..``, ``.`` or empty segment, no backslash,
+    and no NUL, newline or lone surrogate."""
+    if not isinstance(name, str) or not name:
+        return f"file name {name!r} is not a non-empty string"
+    shown = repr(name[:80])
+    if len(name) > MAX_GENOME_PATH_CHARS:
+        return f"file name {shown}... is {len(name)} characters long, over the {MAX_GENOME_PATH_CHARS} cap"
+    if any(ch in name for ch in "\x00\n\r\\") or any(0xD800 <= ord(ch) <= 0xDFFF for ch in name):
+        return f"file name {name.encode('utf-8', 'backslashreplace')[:80]!r} holds NUL, a newline, a backslash or " \
+               "a lone surrogate"
+    if name.startswith("/"):
+        return f"file name {shown} is an absolute path; a genome file lives inside its agent's folder"
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return (f"file name {shown} has a '..', '.' or empty segment; a genome file is a plain relative path "
+                "inside its agent's folder")
+    return None
