@@ -41,12 +41,11 @@ from typing import Any
 
 from openended.names import Files
 from openended.sandbox.engine import HOST_CONFIG_KEYS, PYTHON, client, container_options, sweep
-from openended.sandbox.jobdir import RUNNER, parse_report, write_job
+from openended.sandbox.jobdir import parse_report, runner_command, write_job
 from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec
 
 # Extra wall-clock the host allows over the runner's own limit before it kills the container.
 KILL_MARGIN_S = 5.0
-RUNNER_SOURCE = RUNNER.read_text()
 STDERR_TAIL = 4000
 
 
@@ -193,7 +192,7 @@ class DockerSandbox:
 
     def _launch(self) -> Serving:
         """A started serving container, attached before the start so that no output is lost."""
-        container_id = self._create([PYTHON, "-I", "-c", RUNNER_SOURCE, "--serve"])
+        container_id = self._create(runner_command(PYTHON, "--serve"))
         try:
             channel = Channel(self.api.api, container_id)
             self.api.api.start(container_id)
@@ -274,8 +273,8 @@ class DockerSandbox:
                 return self._run(job, wall, started, retry=False)
             return self._runner_died(state, serving.channel.stderr_tail, started)
         outcome = parse_report(line, serving.channel.stderr_tail, None, time.monotonic() - started, job=job)
-        if outcome.failure_kind is not None or serving.uses >= self._max_uses:
-            self._retire()  # a failed child may have left anything behind in the container
+        if outcome.failure_kind is not None or outcome.retire or serving.uses >= self._max_uses:
+            self._retire()  # a failed child may have left anything behind; the runner says when a good one did
         return outcome
 
     def _timed_out(self, started: float) -> EvalOutcome:

@@ -1,18 +1,47 @@
-"""The runner's side of the line: where it is, the job folder both sandboxes hand it (job.json plus
-one folder per agent), and its one-line JSON report read back as an :class:`EvalOutcome`."""
+"""The runner's side of the line: how both sandboxes start it, the job folder they hand it (job.json
+plus one folder per agent), and its one-line JSON report read back as an :class:`EvalOutcome`."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path, PurePosixPath
 
-from openended.names import Files
+from openended.names import Files, genome_path_problem
 from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, Limits
 
 # The runner lives in the top-level `sandboxes` package (installed beside `openended`), with the image's Dockerfile.
 RUNNER = Path(__file__).resolve().parent.parent.parent / "sandboxes" / "runner.py"
+# Modules of the `sandboxes` package the runner and the evaluators import inside the sandbox, where
+# nothing of openended is installed: the runner's source registers them from their text first.
+IN_SANDBOX_MODULES = ("cleanup", "agent")
+
+_BOOTSTRAP = """import sys, types
+_package = sys.modules.setdefault("sandboxes", types.ModuleType("sandboxes"))
+_package.__path__ = []
+for _name, _source in {sources!r}:
+    _module = types.ModuleType("sandboxes." + _name)
+    _module.__source__ = _source
+    sys.modules[_module.__name__] = _module
+    exec(compile(_source, "sandboxes/" + _name + ".py", "exec"), _module.__dict__)
+    setattr(_package, _name, _module)
+del _package, _name, _source, _module
+"""
+
+
+@cache
+def runner_source() -> str:
+    """The source both sandboxes run with ``python3 -I -c``: the in-sandbox modules registered, then the runner."""
+    sources = [(name, (RUNNER.parent / f"{name}.py").read_text()) for name in IN_SANDBOX_MODULES
+               if (RUNNER.parent / f"{name}.py").exists()]
+    return _BOOTSTRAP.format(sources=sources) + RUNNER.read_text()
+
+
+def runner_command(python: str, *args: str) -> list[str]:
+    """The command line that runs the runner with ``args`` under ``python``."""
+    return [python, "-I", "-c", runner_source(), *args]
 
 
 def write_job(root: Path, agents: Sequence[Files], *, task_dir: str, args: EvalArgs, limits: Limits,
@@ -25,9 +54,10 @@ def write_job(root: Path, agents: Sequence[Files], *, task_dir: str, args: EvalA
         name = f"agent{i}"
         names.append(name)
         for rel, data in files.items():
+            problem = genome_path_problem(rel)
+            if problem:
+                raise ValueError(f"agent {i}: {problem}")
             path = PurePosixPath(rel)
-            if path.is_absolute() or ".." in path.parts or not path.parts:
-                raise ValueError(f"agent {i}: file name {rel!r} must be a relative path inside the agent")
             target = job_dir / name / Path(*path.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data if isinstance(data, bytes) else str(data).encode())
@@ -48,7 +78,7 @@ def parse_report(stdout: bytes, stderr: bytes, exit_status: int | None, seconds:
     if lines:
         try:
             report = json.loads(lines[-1])
-        except ValueError:
+        except (ValueError, RecursionError):
             report = None
         if isinstance(report, dict) and "failure_kind" in report and (job is None or report.get("job") == job):
             kind = report.get("failure_kind")
@@ -63,6 +93,7 @@ def parse_report(stdout: bytes, stderr: bytes, exit_status: int | None, seconds:
                 seconds=float(report.get("seconds") or seconds),
                 stdout_tail=report.get("stdout_tail") or "",
                 stderr_tail=report.get("stderr_tail") or "",
+                retire=report.get("retire") if isinstance(report.get("retire"), str) else None,
             )
     tail = stderr.decode("utf-8", "replace").strip()[-2000:]
     return EvalOutcome.failed(FailureKind.SANDBOX_ERROR, f"the runner gave no report (exit status {exit_status}): "

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from openended.names import Files
-from openended.sandbox.jobdir import RUNNER, parse_report, write_job
+from openended.sandbox.jobdir import parse_report, runner_command, write_job
 from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec
 
 # Address space is not resident memory: numpy and its BLAS reserve far more than they touch.
@@ -44,7 +44,7 @@ class ProcessSandbox:
         started = time.monotonic()
         try:
             proc = subprocess.run(
-                [sys.executable, "-I", str(RUNNER), str(job_dir)],
+                runner_command(sys.executable, str(job_dir)),
                 capture_output=True, env={"PATH": "/usr/bin:/bin"}, cwd=str(self.root),
                 timeout=limits.timeout_s + 10, preexec_fn=self._limit, start_new_session=True,
             )

@@ -34,8 +34,10 @@ class FailureKind(enum.StrEnum):
     PIDS = "pids"  # the process limit
     OUTPUT_LIMIT = "output_limit"  # more stdout or stderr than the limit
     CRASH = "crash"  # the evaluation raised or exited with an error
-    NO_RESULT = "no_result"  # it exited cleanly without writing a result
-    BAD_RESULT = "bad_result"  # its result is not JSON, too large, or not one per agent
+    NO_RESULT = "no_result"  # it exited cleanly without sending a result
+    BAD_RESULT = "bad_result"  # its result is not JSON, too large, too deep, or not one per agent
+    FORGED_RESULT = "forged_result"  # a result not from the evaluator: wrong token, a second result, a result
+    # file, or an agent that tampered with its evaluation (sandboxes.agent.ForgedResult)
     SANDBOX_ERROR = "sandbox_error"  # the machinery failed (the engine, the runner), not the child
 
     @property
@@ -66,6 +68,7 @@ _STAGE: dict[FailureKind, EvalFailStage] = {
     FailureKind.CRASH: "evaluation",
     FailureKind.NO_RESULT: "evaluation",
     FailureKind.BAD_RESULT: "invalid",
+    FailureKind.FORGED_RESULT: "invalid",
 }
 
 
@@ -120,6 +123,7 @@ class EvalOutcome:
     seconds: float = 0.0
     stdout_tail: str = ""
     stderr_tail: str = ""
+    retire: str | None = None  # why the container that ran it must not run another job (docker, pool)
 
     @classmethod
     def failed(cls, kind: FailureKind, reason: str, *, exit_status: int | None = None, seconds: float = 0.0,

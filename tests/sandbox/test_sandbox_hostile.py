@@ -81,12 +81,17 @@ def _hostile(secret_file: Path, port: int) -> dict[str, tuple[str, str, str | No
                 sys.stdout.write(chunk)
             return {"fitness": 1.0, "descriptors": [0.4, 0.4]}
         """), "sandbox", "output_limit", "stdout"),
-        "no_result": (_child("import os\nos._exit(0)"), "evaluation", "no_result", "without writing a result"),
+        "no_result": (_child("import os\nos._exit(0)"), "evaluation", "no_result", "without sending a result"),
         "malformed_result": (_child("""
             import os
-            open(".result.json", "w").write("{not json")
+            os.write(3, b"{not json")
             os._exit(0)
         """), "invalid", "bad_result", "not valid JSON"),
+        "result_file": (_child("""
+            import os
+            open(".result.json", "w").write('[{"fitness": 1.0, "descriptors": [0.5, 0.5]}]')
+            os._exit(0)
+        """), "invalid", "forged_result", "result file"),
         "nan_fitness": (_child("return {'fitness': float('nan'), 'descriptors': [0.5, 0.6]}"),
                         "invalid", None, "fitness"),
     }

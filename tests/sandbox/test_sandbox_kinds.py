@@ -85,7 +85,7 @@ def test_failure_kinds_map_to_the_stores_fail_stages():
     assert stages == {
         FailureKind.TIMEOUT: "timeout", FailureKind.OOM: "sandbox", FailureKind.PIDS: "sandbox",
         FailureKind.OUTPUT_LIMIT: "sandbox", FailureKind.SANDBOX_ERROR: "sandbox", FailureKind.CRASH: "evaluation",
-        FailureKind.NO_RESULT: "evaluation", FailureKind.BAD_RESULT: "invalid",
+        FailureKind.NO_RESULT: "evaluation", FailureKind.BAD_RESULT: "invalid", FailureKind.FORGED_RESULT: "invalid",
     }
     assert [k for k in FailureKind if k.machinery] == [FailureKind.SANDBOX_ERROR]
     assert FailureKind.parse("oom") is FailureKind.OOM
