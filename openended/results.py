@@ -15,8 +15,8 @@ Limits on what a child may send:
 - metrics: a JSON object at most :data:`MAX_DEPTH` levels deep, of at most :data:`MAX_NODES`
   values and :data:`MAX_METRICS_BYTES` bytes, with string keys, finite floats, integers within
   64 bits and no lone surrogates (refused, naming the path: metrics are data, not prose);
-- genome file names: non-empty strings of at most :data:`MAX_PATH_CHARS` characters, no NUL, no
-  newline, no lone surrogate.
+- genome file names: :func:`openended.names.genome_path_problem`, the rule every genome source
+  follows (a plain relative path inside the agent's folder).
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from openended.names import genome_path_problem
+
 MAX_FEEDBACK_CHARS = 4_000
 MAX_METRICS_BYTES = 16_000
 MAX_TAIL_CHARS = 16_000  # stdout/stderr tails and reasons kept in the store
 MAX_DEPTH = 32
 MAX_NODES = 10_000
-MAX_PATH_CHARS = 1_000
 MAX_INT = 2**63  # JSON integers in metrics: |x| < MAX_INT
 DESCRIPTOR_TOLERANCE = 1e-9  # relative to a descriptor's range (upper - lower)
 
@@ -206,16 +207,14 @@ def check_result(result: object, n_descriptors: int, bounds: Bounds | None = Non
 
 
 def check_files(files: object) -> dict[str, bytes]:
-    """A genome as sent by a worker: ``{name: bytes}`` with storable names; InvalidResult naming the file."""
+    """A genome as sent by a worker (an operator's or a model's child): ``{name: bytes}`` whose names pass
+    :func:`~openended.names.genome_path_problem`; InvalidResult naming the file otherwise."""
     if not isinstance(files, Mapping):
         raise InvalidResult(f"genome is not a mapping of file names to bytes: {_show(files)}")
     for name, content in files.items():
-        if not isinstance(name, str) or not name:
-            raise InvalidResult(f"genome file name is not a non-empty string: {_show(name)}")
-        if len(name) > MAX_PATH_CHARS:
-            raise InvalidResult(f"genome file name of {len(name)} characters, over the {MAX_PATH_CHARS} cap")
-        if "\x00" in name or "\n" in name or _has_surrogate(name):
-            raise InvalidResult(f"genome file name {clean_text(name, 80)!r} holds NUL, a newline or a lone surrogate")
+        problem = genome_path_problem(name)
+        if problem is not None:
+            raise InvalidResult(f"genome {clean_text(problem, 400)}")
         if not isinstance(content, (bytes, bytearray, memoryview)):
             raise InvalidResult(f"genome file {name!r} is not bytes: {type(content).__name__}")
     return dict(files)

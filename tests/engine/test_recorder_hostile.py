@@ -115,7 +115,8 @@ def results(draw):
         result["feedback"] = draw(good_text)
     files = {"weights.npy": draw(st.binary(max_size=16))}
     if "files" in bad:
-        files = {draw(st.sampled_from(["", "a\x00b", "x\ud800.py", "n" * 2_000])): b"x"}
+        files = {draw(st.sampled_from(["", "a\x00b", "x\ud800.py", "n" * 2_000, "../evil.py", "/etc/passwd",
+                                       "lib\\x.py", "lib//x.py", "./x.py"])): b"x"}
     return result, files, expectation
 
 
