@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO
 
 from openended.config import CampaignConfig, ConfigError, validate_config
-from openended.names import CODE_OPERATORS, LLM_OPERATORS, PARAMS_OPERATORS, Files
+from openended.names import CODE_OPERATORS, LLM_OPERATORS, PARAMS_OPERATORS, Files, genome_path_problem
 from openended.sandbox import SandboxSpec, sweep
 from openended.tasks import Task
 
@@ -100,7 +100,8 @@ def check_initial_agents(config: CampaignConfig) -> None:
 def read_agent(folder: str) -> Files:
     """An agent's files from a folder (relative path -> bytes), caches and hidden files left out.
     A symbolic link or anything but a regular file is refused: it could hand a host file to the store
-    and the sandbox."""
+    and the sandbox; so is a name that is no genome path (:func:`~openended.names.genome_path_problem`,
+    e.g. one holding a backslash or a newline, or bytes that are not UTF-8)."""
     root = Path(folder)
     files: Files = {}
     for here, dirs, names in os.walk(root, followlinks=False):
@@ -108,6 +109,9 @@ def read_agent(folder: str) -> Files:
         for name in [*dirs, *sorted(n for n in names if not n.startswith("."))]:
             path = Path(here) / name
             where = path.relative_to(root).as_posix()
+            problem = genome_path_problem(where)
+            if problem is not None:
+                raise ConfigError(f"key 'mutation.initial_agents': in folder {folder!r}, {problem}")
             if path.is_symlink():
                 raise ConfigError(f"key 'mutation.initial_agents': {folder!r} holds a symbolic link, {where!r}; "
                                   "an agent is made of regular files only")

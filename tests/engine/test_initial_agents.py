@@ -1,4 +1,5 @@
-"""Initial agents are folders of regular files: a symbolic link or a special file is refused before any file is made."""
+"""Initial agents are folders of regular files with genome paths for names: a symbolic link, a special file or a
+bad name is refused before any file is made."""
 
 from __future__ import annotations
 
@@ -39,6 +40,21 @@ def test_links_and_special_files_are_refused_naming_the_path(tmp_path, make):
     make(folder, host)
     with pytest.raises(ConfigError, match=r"initial_agents.*(symbolic link|not a regular file)"):
         read_agent(str(folder))
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    (b"lib\\util.py", "lib\\\\util.py"),  # a backslash: a folder separator on Windows
+    (b"two\nlines.py", "two\\nlines.py"),
+    (b"latin1-\xe9.py", "latin1-\\\\udce9.py"),  # bytes that are not UTF-8: the store could not hold the name
+], ids=["backslash", "newline", "not UTF-8"])
+def test_a_file_name_that_is_no_genome_path_is_refused_naming_the_folder_and_the_path(tmp_path, name, shown):
+    folder = _agent(tmp_path)
+    with open(os.path.join(os.fsencode(folder), name), "wb") as f:
+        f.write(b"z = 3\n")
+    with pytest.raises(ConfigError) as info:
+        read_agent(str(folder))
+    message = str(info.value)
+    assert "initial_agents" in message and repr(str(folder)) in message and shown in message, message
 
 
 def test_a_campaign_with_a_linked_agent_is_refused_before_any_file_is_made(tmp_path):
