@@ -76,7 +76,9 @@ def llm_mutate(kind: str, ctx: MutationContext, call: Callable[[str], Any], *,
 
 
 def _diff_child(ctx: MutationContext, response: str, max_blocks: int | None) -> Files:
-    """Apply the response's blocks; a block naming another file of the genome edits that file."""
+    """Apply the response's blocks; a block naming another file of the genome edits that file, one naming
+    a file the genome lacks edits the code file, and one naming no genome path at all (``../evil.py``)
+    fails the child (:func:`~openended.mutation.search_replace.parse_blocks`)."""
     try:
         blocks = parse_blocks(response, max_blocks)
     except PatchError as exc:

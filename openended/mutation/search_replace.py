@@ -3,7 +3,7 @@ and apply them to a file's text.
 
 A block::
 
-    priority.py                 <- optional file name line
+    priority.py                 <- optional file name line (a genome path: not ../x.py, not /etc/x.py)
     <<<<<<< SEARCH
     lines copied from the file
     =======
@@ -23,6 +23,8 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+
+from openended.names import genome_path_problem
 
 _SEARCH = re.compile(r"^\s*<{3,}\s*SEARCH\b.*$", re.IGNORECASE)
 _DIVIDER = re.compile(r"^\s*={3,}\s*$")
@@ -80,8 +82,10 @@ def parse_blocks(response: str, max_blocks: int | None = None) -> list[Block]:
     fixed number of edits from a model that goes on writing.
 
     Raises:
-        PatchError: no block at all, or a block without its ``=======`` divider or its
-            ``>>>>>>> REPLACE`` marker (the reason names the block by its 1-based number).
+        PatchError: no block at all, a block without its ``=======`` divider or its
+            ``>>>>>>> REPLACE`` marker, or a block whose file name line names no genome path
+            (:func:`~openended.names.genome_path_problem`: ``../evil.py``, ``/etc/x.py``); the reason
+            names the block by its 1-based number.
     """
     lines = response.replace("\r\n", "\n").split("\n")
     blocks: list[Block] = []
@@ -92,6 +96,9 @@ def parse_blocks(response: str, max_blocks: int | None = None) -> list[Block]:
             continue
         n = len(blocks) + 1
         filename = _filename_before(lines, i)
+        problem = None if filename is None else genome_path_problem(filename)
+        if problem is not None:
+            raise PatchError(f"block {n}: {problem}; name a file of the program, or none")
         start = i + 1
         j = start
         while j < len(lines) and not (_DIVIDER.match(lines[j]) or _SEARCH.match(lines[j]) or _REPLACE.match(lines[j])):

@@ -104,6 +104,25 @@ def test_diff_editing_only_a_helper_file_is_a_change(tmp_path):
         llm_mutate("llm_diff", ctx(parent_files=files), Model(bad), templates_dir=tmp_path)
 
 
+@pytest.mark.parametrize("name", ["../evil.py", "/etc/evil.py", "helpers/../../evil.py", "./helpers.py"])
+def test_diff_naming_a_path_outside_the_agent_fails_the_child_naming_it(tmp_path, name):
+    files = {"priority.py": PARENT.encode(), "helpers.py": b"SCALE = 1.0\n"}
+    (tmp_path / "diff.txt").write_text("$parent_code\nEdit:\n")  # a template that does not open the block
+    text = f"{name}\n<<<<<<< SEARCH\n    return -gap\n=======\n    return -gap * 2\n>>>>>>> REPLACE\n"
+    model = Model(text)
+    with pytest.raises(MutationFailed) as info:
+        llm_mutate("llm_diff", ctx(parent_files=files), model, templates_dir=tmp_path)
+    assert info.value.reason.startswith(f"block 1: file name {name!r} ")
+    assert info.value.completion.text == text  # its tokens still count
+
+
+def test_diff_under_a_line_that_is_no_file_name_edits_the_code_file_only(tmp_path):
+    (tmp_path / "diff.txt").write_text("$parent_code\nEdit:\n")
+    text = "/etc/passwd\n<<<<<<< SEARCH\n    return -gap\n=======\n    return -gap * 2\n>>>>>>> REPLACE\n"
+    child = llm_mutate("llm_diff", ctx(), Model(text), templates_dir=tmp_path)
+    assert child.files == {"priority.py": PARENT.replace("return -gap\n", "return -gap * 2\n").encode()}
+
+
 @pytest.mark.parametrize("text,reason", [
     ("    return -gap ** 2\n>>>>>>> REPLACE\n", "block 1: no ======= line between <<<<<<< SEARCH and >>>>>>> REPLACE"),
     ("    return -gap\n=======\n    return gap\n", "block 1: unterminated (no >>>>>>> REPLACE)"),

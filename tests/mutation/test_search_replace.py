@@ -1,5 +1,7 @@
 """SEARCH/REPLACE blocks: parsing tolerance, exact and whitespace-tolerant matching, precise errors."""
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -123,6 +125,29 @@ def test_unterminated_without_divider():
 def test_next_block_before_replace_marker():
     response = block("    score = -gap", "    score = gap") + "<<<<<<< SEARCH\n    gap\n=======\nx\n<<<<<<< SEARCH\n"
     assert reason(SOURCE, response).startswith("block 2: unterminated (no >>>>>>> REPLACE before the next marker")
+
+
+@pytest.mark.parametrize(("header", "why"), [
+    ("../evil.py", "'..'"), ("lib/../../evil.py", "'..'"), ("/etc/evil.py", "absolute path"),
+    ("`./priority.py`", "'.'"), ("lib//priority.py", "empty segment"),
+])
+def test_a_file_name_that_is_no_genome_path_fails_its_block_naming_it(header, why):
+    name = header.strip("`")
+    response = "Edit:\n\n" + header + "\n" + block("    score = -gap", "    score = gap") + \
+        "\nlib/helpers.py\n" + block("x", "y")
+    problem = reason(SOURCE, response)
+    assert problem.startswith(f"block 1: file name {name!r} ") and why in problem, problem
+    # a later block: its number is named, and the blocks after max_blocks are not read at all
+    later = "lib/helpers.py\n" + block("    score = -gap", "    score = gap") + f"\n{header}\n" + block("x", "y")
+    with pytest.raises(PatchError, match=rf"^block 2: file name {re.escape(repr(name))} "):
+        parse_blocks(later)
+    assert [b.filename for b in parse_blocks(later, max_blocks=1)] == ["lib/helpers.py"]
+
+
+def test_a_line_that_is_no_file_name_is_prose():
+    # no extension: not read as a file name at all, so the block has none (the code file is edited)
+    response = "/etc/passwd\n" + block("    score = -gap", "    score = gap")
+    assert [b.filename for b in parse_blocks(response)] == [None]
 
 
 def test_missing_divider():
