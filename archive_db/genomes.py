@@ -14,6 +14,8 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from openended.names import genome_path_problem
+
 from .errors import ArchiveDBError, InvalidValueError
 
 _COMPRESS_MIN = 64  # smaller blobs are never worth a zlib header
@@ -30,7 +32,8 @@ class GenomeParts:
 
 
 def genome_parts(files: object, what: str = "genome") -> GenomeParts:
-    """Hash a file tree; InvalidValueError (naming ``what``) for anything but a dict path -> bytes."""
+    """Hash a file tree; InvalidValueError (naming ``what``) for anything but a dict path -> bytes whose
+    paths pass :func:`openended.names.genome_path_problem` (the store holds no name a genome source refuses)."""
     if not isinstance(files, dict):
         raise InvalidValueError(f"{what}: files must be a dict of path -> bytes, not {type(files).__name__}")
     h = hashlib.sha256()
@@ -39,17 +42,14 @@ def genome_parts(files: object, what: str = "genome") -> GenomeParts:
     total = 0
     for path in sorted(files):
         content = files[path]
-        if not isinstance(path, str) or not path or "\x00" in path or "\n" in path:
-            raise InvalidValueError(f"{what}: invalid file path {path!r}")
+        problem = genome_path_problem(path)
+        if problem is not None:
+            raise InvalidValueError(f"{what}: {problem}")
         if not isinstance(content, bytes):
             if isinstance(content, (bytearray, memoryview)):
                 content = bytes(content)
             else:
                 raise InvalidValueError(f"{what}: content of {path!r} must be bytes, not {type(content).__name__}")
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidValueError(f"{what}: file path {path!r} is not valid UTF-8") from None
         bh = hashlib.sha256(content).hexdigest()
         blobs.setdefault(bh, content)
         manifest[path] = bh

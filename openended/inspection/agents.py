@@ -15,7 +15,7 @@ import numpy as np
 from archive_db import ArchiveDB
 from openended.genome_diff import genome_diff
 from openended.inspection.access import InspectionError, ids_json, snapshot
-from openended.names import Files
+from openended.names import Files, genome_path_problem
 
 __all__ = ["LineageStep", "top", "show", "lineage", "diff", "export", "safe_paths"]
 
@@ -190,13 +190,15 @@ def diff(db: ArchiveDB, a: int, b: int | None = None) -> dict:
 
 
 def safe_paths(agent_id: int, files: Files) -> list[PurePosixPath]:
-    """The agent's file paths, each checked to stay inside its folder (no absolute path, no ``..``)."""
+    """The agent's file paths, each a genome path (:func:`~openended.names.genome_path_problem`), so it
+    stays inside its folder: the store refuses other names, but a database may be old or made by hand."""
     out = []
     for rel in files:
-        pure = PurePosixPath(rel)
-        if pure.is_absolute() or ".." in pure.parts:
-            raise InspectionError(f"export: agent {agent_id} has a file path {rel!r} outside its folder; refusing")
-        out.append(pure)
+        problem = genome_path_problem(rel)
+        if problem is not None:
+            raise InspectionError(f"export: agent {agent_id} has a file path outside its folder or unsafe to "
+                                  f"write: {problem}; refusing")
+        out.append(PurePosixPath(rel))
     return out
 
 

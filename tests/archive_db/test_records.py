@@ -29,8 +29,9 @@ finite_floats = st.floats(allow_nan=False, allow_infinity=False)
 non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
 small_text = st.text(max_size=20)
 json_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), finite_floats, small_text)
-files_st = st.dictionaries(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00\n"), min_size=1,
-                                   max_size=8),
+# File names are genome paths (openended.names.genome_path_problem): one segment, no NUL, newline or backslash.
+files_st = st.dictionaries(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00\n\r\\/"),
+                                   min_size=1, max_size=8).filter(lambda name: name not in (".", "..")),
                            st.binary(max_size=64), min_size=1, max_size=3)
 
 

@@ -381,7 +381,10 @@ def test_identical_genomes_stored_once(tmp_path):
     assert db.get_genome(h) == {"r.bin": rnd}
 
 
-PATHS = st.text(st.characters(blacklist_characters="\x00\n", blacklist_categories=("Cs",)), min_size=1, max_size=12)
+# Genome paths (openended.names.genome_path_problem): segments without NUL, newlines or backslashes, joined by "/".
+SEGMENTS = st.text(st.characters(blacklist_characters="\x00\n\r\\/", blacklist_categories=("Cs",)), min_size=1,
+                   max_size=6).filter(lambda s: s not in (".", ".."))
+PATHS = st.lists(SEGMENTS, min_size=1, max_size=3).map("/".join)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

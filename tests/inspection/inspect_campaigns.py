@@ -161,13 +161,19 @@ def build_code_db(path: Path) -> Path:
                        feedback=f"feedback for agent {i}", tokens_in=10 * i, model=None)
                for i in sorted(code)])
     db.record([Outcome(id=3, status="failed", fail_stage="mutation", fail_reason="no SEARCH block matched")])
-    db.record([Outcome(id=7, status="archived", files={"../escape.py": b"print('out')\n"}, fitness=0.1,
+    db.record([Outcome(id=7, status="archived", files={"escape.py": b"print('out')\n"}, fitness=0.1,
                        descriptors=[0.5, 0.5], cell=7, archive_event="new_cell")])
     db.add_evaluation(2, stage="full", seconds=0.25, exit_status=0, fitness=3.0, result={"fitness": 3.0},
                       stdout_tail="ok\n")
     db.set_elites({0: 0, 1: 1, 2: 2, 5: 5, 7: 7, 8: 8})
     db.record_stats(children_done=7, archive_size=6, coverage=0.25, qd_score=9.2, best_fitness=3.0)
     db.close()
+    # The store refuses such a path: agent 7's climbs out as in a database written by hand (or by an
+    # older version), which export must still refuse.
+    with sqlite3.connect(path) as con:
+        con.execute("""UPDATE genomes SET manifest = replace(manifest, '"escape.py"', '"../escape.py"')
+                       WHERE hash = (SELECT genome_hash FROM agents WHERE id = 7)""")
+    con.close()
     return path
 
 

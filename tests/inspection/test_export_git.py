@@ -364,9 +364,9 @@ def test_export_git_human_output_names_the_range(code_db, tmp_path):
 
 
 def test_export_git_keeps_odd_paths_and_bytes(tmp_path):
-    """Spaces, quotes, backslashes and non-ASCII in paths, nested folders, an empty file and binary
-    bytes all come back from git exactly as stored."""
-    files = {"a b/c \"d\".txt": b"quoted\n", "back\\slash.py": b"x = 1\n",
+    """Spaces, quotes, a tab, punctuation and non-ASCII in paths, nested folders, an empty file and binary
+    bytes all come back from git exactly as stored (a backslash is no genome path: the store refuses it)."""
+    files = {"a b/c \"d\".txt": b"quoted\n", "tab\there; it's #1.py": b"x = 1\n",
              "\u00fcn\u00efc\u00f8de.md": "\u00e9\n".encode(), "deep/er/still/file": b"",
              "blob.bin": bytes(range(256)), "weights.npy": b"not really an array"}
     (tmp_path / "db").mkdir()
