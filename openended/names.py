@@ -45,7 +45,7 @@ def genome_path_problem(name: object) -> str | None:
     :data:`MAX_GENOME_PATH_CHARS` characters, with no ``..``, ``.`` or empty segment, no backslash,
     and no NUL, newline or lone surrogate."""
     if not isinstance(name, str) or not name:
-        return f"file name {name!r} is not a non-empty string"
+        return f"file name {repr(name)[:80]} is not a non-empty string"
     shown = repr(name[:80])
     if len(name) > MAX_GENOME_PATH_CHARS:
         return f"file name {shown}... is {len(name)} characters long, over the {MAX_GENOME_PATH_CHARS} cap"
