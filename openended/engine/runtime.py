@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import stat
 from pathlib import Path
 from typing import IO
 
 from openended.config import CampaignConfig, ConfigError, validate_config
-from openended.names import CODE_OPERATORS, LLM_OPERATORS, PARAMS_OPERATORS, Files, genome_path_problem
+from openended.genome_folder import GenomeFolderError, read_genome_folder
+from openended.names import CODE_OPERATORS, LLM_OPERATORS, PARAMS_OPERATORS, Files
 from openended.sandbox import SandboxSpec, sweep
 from openended.tasks import Task
 
@@ -98,32 +98,11 @@ def check_initial_agents(config: CampaignConfig) -> None:
 
 
 def read_agent(folder: str) -> Files:
-    """An agent's files from a folder (relative path -> bytes), caches and hidden files left out.
-    A symbolic link or anything but a regular file is refused: it could hand a host file to the store
-    and the sandbox; so is a name that is no genome path (:func:`~openended.names.genome_path_problem`,
-    e.g. one holding a backslash or a newline, or bytes that are not UTF-8)."""
-    root = Path(folder)
-    files: Files = {}
-    for here, dirs, names in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-        for name in [*dirs, *sorted(n for n in names if not n.startswith("."))]:
-            path = Path(here) / name
-            where = path.relative_to(root).as_posix()
-            problem = genome_path_problem(where)
-            if problem is not None:
-                raise ConfigError(f"key 'mutation.initial_agents': in folder {folder!r}, {problem}")
-            if path.is_symlink():
-                raise ConfigError(f"key 'mutation.initial_agents': {folder!r} holds a symbolic link, {where!r}; "
-                                  "an agent is made of regular files only")
-            if name in dirs:
-                continue
-            if not stat.S_ISREG(path.lstat().st_mode):
-                raise ConfigError(f"key 'mutation.initial_agents': {folder!r} holds {where!r}, which is not a "
-                                  "regular file")
-            files[where] = path.read_bytes()
-    if not files:
-        raise ConfigError(f"key 'mutation.initial_agents': folder {folder!r} holds no files")
-    return dict(sorted(files.items()))
+    """A user's initial agent: :func:`~openended.genome_folder.read_genome_folder`, its errors as config errors."""
+    try:
+        return read_genome_folder(folder)
+    except GenomeFolderError as exc:
+        raise ConfigError(f"key 'mutation.initial_agents': {exc}") from None
 
 
 def lock_campaign(path: Path) -> IO[str]:

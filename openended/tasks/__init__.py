@@ -10,6 +10,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openended.genome_folder import GenomeFolderError, read_genome_folder
 from openended.tasks.spec import TaskSpec, parse_task_spec
 
 BUILTIN_DIR = Path(__file__).parent
@@ -86,11 +87,10 @@ class Task:
         seed = self.root / "seed"
         if not seed.is_dir():
             raise TaskError(f"task {self.name!r} has no seed/ folder at {seed}")
-        return {
-            p.relative_to(seed).as_posix(): p.read_bytes()
-            for p in sorted(seed.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts
-        }
+        try:
+            return read_genome_folder(seed)
+        except GenomeFolderError as exc:
+            raise TaskError(f"task {self.name!r}: its seed: {exc}") from None
 
     def prompt(self) -> str:
         path = self.root / "prompt.md"

@@ -65,3 +65,16 @@ def test_code_file_defaults_to_main_py_and_must_be_in_the_seed(tmp_path):
         load_task(folder)
     (Path(folder) / "seed" / "main.py").write_text("def run():\n    return {}\n")
     assert load_task(folder).spec.code_file == "main.py"
+
+
+def test_a_seed_is_read_by_the_genome_folder_rule(tmp_path):
+    folder = Path(_task(tmp_path, HOSTILE, lambda t: t))
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("the host's file")
+    (folder / "seed" / "link.py").symlink_to(secret)
+    with pytest.raises(TaskError, match=r"seed: .*holds a symbolic link, 'link\.py'"):
+        load_task(str(folder)).seed_files()
+    (folder / "seed" / "link.py").unlink()
+    (folder / "seed" / "back\\slash.py").write_text("x = 1\n")
+    with pytest.raises(TaskError, match=r"seed: .*back\\\\slash\.py.*backslash"):
+        load_task(str(folder)).seed_files()
