@@ -111,7 +111,10 @@ def _detach_from_runner(out_w, err_w, res_w):
 
 
 def _send_result(document):
-    data = json.dumps(document, allow_nan=True).encode()
+    try:
+        data = json.dumps(document, allow_nan=True).encode()
+    except (TypeError, ValueError, RecursionError) as exc:  # the evaluator's value, not the runner's fault
+        data = json.dumps({"token": document["token"], "unserializable": f"{type(exc).__name__}: {exc}"[:300]}).encode()
     while data:
         data = data[os.write(RESULT_FD, data):]
     os.close(RESULT_FD)
@@ -228,6 +231,8 @@ def _read_results(data, token, count):
         return None, "forged_result", "more than one result was sent on the evaluation's channel"
     if not isinstance(document, dict) or document.get("token") != token:
         return None, "forged_result", "the result on the evaluation's channel does not carry its token"
+    if "unserializable" in document:
+        return None, "bad_result", f"evaluate_batch returned a value JSON cannot hold: {document['unserializable']}"
     if "forged" in document:
         return None, "forged_result", f"an agent tampered with its evaluation: {str(document['forged'])[:500]}"
     results = document.get("results")

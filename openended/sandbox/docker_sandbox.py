@@ -1,10 +1,11 @@
 """The ``docker`` sandbox: evaluations in containers of the sandbox image, through the docker SDK.
 
 Every container has no network, memory (no swap), CPU and pids limits, a read-only root
-filesystem with tmpfs at /work and /tmp, a non-root user, no capabilities, no host
-environment, and exactly two read-only mounts: the task folder (/task) and the folder the
-host writes agents into (/agents). Every evaluation runs in a fresh process with a fresh work
-dir, forked by the runner (``sandboxes/runner.py``); a hard wall-clock limit kills the
+filesystem with tmpfs at /work and /tmp, a non-root user, no capabilities, openended's seccomp
+profile, a private IPC namespace, no host environment, and exactly two read-only mounts: a copy
+of the task folder (/task) and the folder the host writes agents into (/agents), both under a
+fresh temporary folder whose path says nothing of the host's layout. Every evaluation runs in
+a fresh process with a fresh work dir, forked by the runner (``sandboxes/runner.py``); a hard wall-clock limit kills the
 container of an evaluation that overruns.
 
 A container's main process is the runner in ``--serve`` mode. The host writes a job folder
@@ -31,16 +32,22 @@ import select
 import shutil
 import socket
 import struct
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from openended.names import Files
-from openended.sandbox.engine import HOST_CONFIG_KEYS, PYTHON, client, container_options, sweep
+from openended.sandbox.engine import (
+    HOST_CONFIG_KEYS,
+    PYTHON,
+    client,
+    container_options,
+    copy_task,
+    neutral_folders,
+    sweep,
+)
 from openended.sandbox.jobdir import parse_report, runner_command, write_job
 from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec
 
@@ -164,8 +171,7 @@ class DockerSandbox:
         self.spec = spec
         self.task_root = str(task_root)
         self.api = client()
-        self.root = Path(tempfile.mkdtemp(prefix="openended-docker-"))
-        self.root.chmod(0o755)
+        self.root, self.task, self.agents = neutral_folders()
         self._container: Serving | None = None
         self._next: Future | None = None  # of the Serving container that will replace _container
         self._background = _executor()  # container starts and removals, off the evaluations' path
@@ -179,7 +185,7 @@ class DockerSandbox:
     def _create(self, command: list[str]) -> str:
         """Create (not start) a sandbox container; its id. Its stdin stays open for the first
         attached client and closes when that client goes: the serving runner then exits."""
-        opts = container_options(self.spec, self.task_root, self.root)
+        opts = container_options(self.spec, self.task, self.agents)
         opts.pop("detach")
         api = self.api.api
         volumes = opts.pop("volumes")
@@ -293,7 +299,10 @@ class DockerSandbox:
     # ------------------------------------------------------------------ API
     def evaluate(self, agents: Sequence[Files], args: EvalArgs) -> EvalOutcome:
         limits = self.spec.limits
-        job_dir = write_job(self.root, agents, task_dir="/task", args=args, limits=limits, work_root="/work")
+        if not self.task.exists():  # first use, or after close()
+            self.agents.mkdir(parents=True, exist_ok=True)
+            copy_task(self.task_root, self.task)
+        job_dir = write_job(self.agents, agents, task_dir="/task", args=args, limits=limits, work_root="/work")
         job = f"/agents/{job_dir.name}"
         started = time.monotonic()
         try:

@@ -10,10 +10,13 @@ that owns them).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from openended.sandbox.seccomp import profile_json
 from openended.sandbox.spec import SandboxSpec
 
 if TYPE_CHECKING:
@@ -23,12 +26,16 @@ LABEL = "openended.campaign"
 HOST_LABEL = "openended.host"
 PID_LABEL = "openended.pid"
 # Only a change of this version asks users to rebuild the image (nothing of openended is baked in).
-IMAGE_VERSION = "1"
+IMAGE_VERSION = "2"  # 2: no setuid or setgid file
 VERSION_LABEL = "openended.sandbox.version"
 PYTHON = "/usr/bin/python3"
 # container_options keys that belong to the engine's HostConfig (the rest go to create_container)
 HOST_CONFIG_KEYS = ("network_mode", "read_only", "mem_limit", "memswap_limit", "nano_cpus", "pids_limit", "cap_drop",
-                    "security_opt", "tmpfs", "log_config")
+                    "security_opt", "tmpfs", "log_config", "ipc_mode", "shm_size", "ulimits")
+# /dev/shm of a container (it counts against the memory limit): POSIX semaphores and small buffers fit.
+SHM_MB = 16
+# Open files per process (the engine's default is about a million: kernel memory a child could pin).
+NOFILE = 4096
 
 
 def client(timeout: int = 120) -> docker.DockerClient:
@@ -58,10 +65,13 @@ def docker_problem(image: str) -> str | None:
     return None
 
 
-def container_options(spec: SandboxSpec, task_root: str, agents_dir: Path) -> dict[str, Any]:
+def container_options(spec: SandboxSpec, task_root: str | Path, agents_dir: Path) -> dict[str, Any]:
     """The keyword arguments of ``containers.run`` that make a sandbox container: no network, memory
     (no swap), CPU and pids limits, a read-only root with tmpfs at /work and /tmp, a non-root user, no
-    capabilities, no host environment, and two read-only mounts: the task (/task) and the agents (/agents)."""
+    capabilities, no new privileges, openended's seccomp profile, a private IPC namespace with a small
+    /dev/shm, no host environment, and two read-only mounts: the task (/task) and the agents (/agents).
+    Give both as folders whose paths say nothing of the host (see :func:`neutral_folders`): a
+    container can read its mounts' sources in /proc/self/mountinfo."""
     limits = spec.limits
     memory = f"{limits.memory_mb}m"
     return dict(
@@ -76,7 +86,10 @@ def container_options(spec: SandboxSpec, task_root: str, agents_dir: Path) -> di
         nano_cpus=int(limits.cpus * 1e9),
         pids_limit=limits.pids,
         cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
+        security_opt=["no-new-privileges", f"seccomp={profile_json()}"],
+        ipc_mode="private",
+        shm_size=f"{SHM_MB}m",
+        ulimits=[{"name": "nofile", "soft": NOFILE, "hard": NOFILE}],
         tmpfs={"/work": f"rw,nosuid,nodev,size={max(16, limits.memory_mb // 2)}m,mode=1777",
                "/tmp": "rw,nosuid,nodev,size=16m,mode=1777"},
         volumes={str(task_root): {"bind": "/task", "mode": "ro"}, str(agents_dir): {"bind": "/agents", "mode": "ro"}},
@@ -84,6 +97,23 @@ def container_options(spec: SandboxSpec, task_root: str, agents_dir: Path) -> di
         log_config={"type": "none"},
         stop_signal="SIGKILL",
     )
+
+
+def neutral_folders() -> tuple[Path, Path, Path]:
+    """(root, task, agents): a fresh private folder under the system's temporary folder, whose
+    ``task`` and ``agents`` are what a container mounts; remove ``root`` when done."""
+    root = Path(tempfile.mkdtemp(prefix="openended-"))
+    root.chmod(0o755)
+    agents = root / "agents"
+    agents.mkdir(mode=0o755)
+    return root, root / "task", agents
+
+
+def copy_task(task_root: str | Path, target: Path) -> None:
+    """Copy a task folder to ``target``, readable by the sandbox user whatever the user's umask."""
+    shutil.copytree(task_root, target, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    for path in [target, *target.rglob("*")]:
+        path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
 
 
 def sweep(label: str, *, only_dead_owners: bool = False) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -17,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openended.sandbox.engine import IMAGE_VERSION, PYTHON, VERSION_LABEL, client, container_options
+from openended.sandbox.engine import (
+    IMAGE_VERSION,
+    PYTHON,
+    SHM_MB,
+    VERSION_LABEL,
+    client,
+    container_options,
+    neutral_folders,
+)
 from openended.sandbox.jobdir import RUNNER
 from openended.sandbox.spec import Limits, SandboxSpec
 
@@ -69,6 +78,8 @@ def _build_with_debootstrap(api: Any, image: str, mirror: str, log: Callable[[st
             raise ImageBuildError(f"debootstrap failed (exit {proc.returncode}): " + " | ".join(tail))
         for rel in SLIM_PATHS:
             shutil.rmtree(rootfs / rel, ignore_errors=True)
+        stripped = strip_setuid(rootfs)
+        log(f"removed the setuid/setgid bit from {len(stripped)} files ({', '.join(stripped[:6])}...)")
         tarball = Path(tmp) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
         log(f"debootstrap took {time.monotonic() - started:.0f}s; "
@@ -76,6 +87,20 @@ def _build_with_debootstrap(api: Any, image: str, mirror: str, log: Callable[[st
         api.api.import_image_from_file(str(tarball), repository=repository, tag=tag,
                                        changes=[f'LABEL {VERSION_LABEL}="{IMAGE_VERSION}"',
                                                 "ENV PATH=/usr/local/bin:/usr/bin:/bin"])
+
+
+def strip_setuid(rootfs: Path) -> list[str]:
+    """Clear the setuid and setgid bits of every file under ``rootfs``; their paths inside it.
+    Nothing in a sandbox needs them, and each is a way to gain privileges a child should not have."""
+    stripped = []
+    for path in sorted(rootfs.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        mode = path.stat().st_mode
+        if mode & (stat.S_ISUID | stat.S_ISGID):
+            path.chmod(stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID))
+            stripped.append("/" + path.relative_to(rootfs).as_posix())
+    return stripped
 
 
 @dataclass
@@ -114,6 +139,31 @@ except OSError as exc:
     report["pids"] = f"fork refused after {len(pids)}: {exc}"
 for pid in pids:
     os.kill(pid, 9)
+import ctypes, errno, stat
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)
+fd = libc.syscall(425, 8, params)  # io_uring_setup(8 entries)
+report["io_uring"] = f"allowed (fd {fd})" if fd >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+report["ptrace"] = "allowed" if libc.syscall(101, 16, os.getppid(), 0, 0) == 0 else \
+    errno.errorcode.get(ctypes.get_errno(), "?")  # PTRACE_ATTACH to the runner's parent
+seg = libc.shmget(0, 4096, 0o1600)  # IPC_PRIVATE | IPC_CREAT | 0600
+report["sysv_ipc"] = open("/proc/sysvipc/shm").read().count("\n") - 1
+libc.shmctl(seg, 0, None)
+shm = os.statvfs("/dev/shm")
+report["shm_mb"] = shm.f_blocks * shm.f_frsize / 2**20
+setuid = []
+for top in ("/usr", "/bin", "/sbin", "/lib", "/etc", "/opt", "/var"):
+    for root, dirs, names in os.walk(top):
+        for name in names:
+            try:
+                mode = os.lstat(os.path.join(root, name)).st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
+                setuid.append(os.path.join(root, name))
+report["setuid"] = setuid
+mounts = [line.split()[3] for line in open("/proc/self/mountinfo") if line.split()[4] in ("/task", "/agents")]
+report["mount_sources"] = mounts
 print(json.dumps(report))
 '''
 
@@ -143,9 +193,10 @@ def check_sandbox(image: str = "openended-sandbox:latest") -> list[Check]:
                         f"{image} {img.short_id}, {img.attrs.get('Size', 0) / 1e6:.0f} MB, version {label} "
                         f"(expected {IMAGE_VERSION}{rebuild})"))
     spec = SandboxSpec(kind="docker", image=image, limits=Limits(memory_mb=64, pids=32), campaign_label="check")
-    with tempfile.TemporaryDirectory(prefix="openended-check-") as tmp:
-        Path(tmp).chmod(0o755)
-        opts = container_options(spec, tmp, Path(tmp))
+    root, task, agents = neutral_folders()
+    try:
+        task.mkdir()
+        opts = container_options(spec, task, agents)
         opts["log_config"] = {"type": "json-file"}
         report = _probe(api, opts, [PYTHON, "-c", PROBE])
         if isinstance(report, str):
@@ -157,6 +208,18 @@ def check_sandbox(image: str = "openended-sandbox:latest") -> list[Check]:
         checks.append(Check("tmpfs work dir", report["workdir"] == "writable", report["workdir"]))
         checks.append(Check("pids limit", "refused" in report["pids"], report["pids"]))
         checks.append(Check("no host environment", not report["env"], ", ".join(report["env"]) or "none passed"))
+        checks.append(Check("seccomp profile", report["io_uring"] != "allowed" and report["ptrace"] != "allowed",
+                            f"io_uring_setup: {report['io_uring']}, ptrace: {report['ptrace']}"))
+        checks.append(Check("private IPC namespace", report["sysv_ipc"] == 1,
+                            f"{report['sysv_ipc']} SysV segment(s) visible after making one (the host's stay out)"))
+        checks.append(Check("small /dev/shm", 0 < report["shm_mb"] <= SHM_MB,
+                            f"{report['shm_mb']:.0f} MiB (limit {SHM_MB} MiB)"))
+        checks.append(Check("no setuid files", not report["setuid"],
+                            ", ".join(report["setuid"][:5]) or "none in the image"))
+        # mountinfo shows a source relative to its filesystem: the tail of the neutral folder's path
+        neutral = all(str(task).endswith(m) or str(agents).endswith(m) for m in report["mount_sources"])
+        checks.append(Check("neutral mount sources", neutral and len(report["mount_sources"]) == 2,
+                            ", ".join(report["mount_sources"]) or "no mount of /task or /agents"))
         bomb = api.containers.run(command=[PYTHON, "-c", MEMORY_BOMB], **opts)
         try:
             status = bomb.wait(timeout=60)
@@ -166,6 +229,8 @@ def check_sandbox(image: str = "openended-sandbox:latest") -> list[Check]:
                                 f"256 MB in a 64 MB container: exit {status.get('StatusCode')}, OOM-killed {oom}"))
         finally:
             bomb.remove(force=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     return checks
 
 

@@ -112,7 +112,9 @@ def test_sandbox_check_reports_every_limit_enforced(docker_engine, cli_env, pyth
     checks = {c["name"]: c for c in json.loads(proc.stdout)}
     assert proc.returncode == 0, checks
     assert {"engine", "image", "no network", "read-only root", "pids limit", "memory limit",
-            "no host environment", "non-root user"} <= set(checks)
+            "no host environment", "non-root user", "seccomp profile", "private IPC namespace", "small /dev/shm",
+            "no setuid files", "neutral mount sources"} <= set(checks)
+    assert "io_uring_setup: EPERM" in checks["seccomp profile"]["detail"]
     assert all(c["ok"] for c in checks.values())
 
 
