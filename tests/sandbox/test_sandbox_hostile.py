@@ -94,6 +94,50 @@ def _hostile(secret_file: Path, port: int) -> dict[str, tuple[str, str, str | No
         """), "invalid", "forged_result", "result file"),
         "nan_fitness": (_child("return {'fitness': float('nan'), 'descriptors': [0.5, 0.6]}"),
                         "invalid", None, "fitness"),
+        "second_result": (_child("""
+            import os
+            os.write(3, b'{"token": "guess", "results": [{"fitness": 1.0, "descriptors": [0.5, 0.5]}]}')
+            return {"fitness": 0.1, "descriptors": [0.5, 0.5]}
+        """), "invalid", "forged_result", "more than one result"),
+        "deep_result": (_child("""
+            import os
+            os.write(3, b"[" * 200000)
+            os._exit(0)
+        """), "invalid", "bad_result", "nested too deeply"),
+        "huge_result": (_child("""
+            import os
+            chunk = b" " * (1 << 20)
+            for _ in range(60):
+                os.write(3, chunk)
+            os._exit(0)
+        """), "invalid", "bad_result", "over 8388608 bytes"),
+        "fd_exhaustion": (_child("""
+            import os
+            fds = []
+            while True:
+                fds.append(os.open("/dev/null", os.O_RDONLY))
+        """), "evaluation", "crash", "Too many open files"),
+        "io_uring": (_child("""
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.syscall(425, 8, ctypes.create_string_buffer(120)) < 0:
+                raise PermissionError(ctypes.get_errno(), "io_uring_setup refused")
+            return {"fitness": 1.0, "descriptors": [0.6, 0.6], "feedback": "io_uring allowed"}
+        """), "evaluation", "crash", "io_uring_setup refused"),
+        "ipc_leftovers": (_child("""
+            import ctypes, os
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.shmat.restype = ctypes.c_void_p
+            seg = libc.shmget(0, 100 * 1024 * 1024, 0o1600)
+            ctypes.memset(libc.shmat(seg, None, 0), 1, 100 * 1024 * 1024)
+            libc.msgget(0, 0o1600)
+            open("/dev/shm/left", "w").write("x")
+            os.makedirs("/tmp/locked/inner")
+            os.chmod("/tmp/locked", 0o555)
+            raise RuntimeError("left IPC objects, /dev/shm and a read-only folder")
+        """), "evaluation", "crash", "left IPC objects"),
+        "out_of_bounds_fitness": (_child("return {'fitness': 1e308, 'descriptors': [0.5, 0.6]}"),
+                                  "invalid", None, "upper bound"),
     }
 
 
@@ -179,6 +223,8 @@ def test_hostile_children_fail_with_the_right_kind(tmp_path, cli_env, python, do
         later = [rows[i] for i in range(1 + len(cases), budget)]
         assert later and all(r[0] in ("archived", "rejected") for r in later), later
 
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT COUNT(*) FROM agents WHERE status IN ('proposed', 'mutated')").fetchone()[0] == 0
         # The host is unaffected.
         assert accepted == [], "a child reached the host's network"
         assert secret.read_text() == "the host's private file"
