@@ -2,7 +2,8 @@
 
 No isolation and no limits beyond the campaign's per-task deadline: for benchmarks of the engine
 and trusted evaluators. An exception of ``evaluate_batch`` (a SyntaxError in evaluate.py
-included) is the batch's ``crash``; a result that is not one per agent is a ``bad_result``.
+included) is the batch's ``crash``; a result that is not one per agent is a ``bad_result``; an
+agent caught tampering by ``sandboxes.agent`` (its ``ForgedResult``) is a ``forged_result``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import cast
 
 from openended.names import Files
 from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, short_error
+from sandboxes.agent import ForgedResult
 
 EvaluateBatch = Callable[[list[Files], EvalArgs], object]
 # task folder -> its evaluate_batch, imported once per process
@@ -50,6 +52,9 @@ class InProcessSandbox:
         try:
             # Imported here, not in __init__: a SyntaxError in evaluate.py fails this batch, not the worker.
             results = load_evaluator(self.task_root)(list(agents), args)
+        except ForgedResult as exc:
+            return EvalOutcome.failed(FailureKind.FORGED_RESULT, f"an agent tampered with its evaluation: {exc}",
+                                      seconds=time.perf_counter() - started)
         except Exception as exc:
             return EvalOutcome.failed(FailureKind.CRASH, short_error(exc), seconds=time.perf_counter() - started)
         seconds = time.perf_counter() - started
