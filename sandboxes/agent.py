@@ -105,6 +105,17 @@ _DTYPE_CACHE: dict = {}
 _SCALARS = frozenset([type(None), bool, int, float, str])
 _DTYPES = frozenset(["|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"])
 _JSON = json.JSONEncoder(allow_nan=True, separators=(",", ":"))
+try:  # the C encoder itself: JSONEncoder.encode makes a new one for every message
+    from json.encoder import c_make_encoder, encode_basestring_ascii
+
+    _C_JSON = c_make_encoder(None, None, encode_basestring_ascii, None, ":", ",", False, False, True)
+except (ImportError, TypeError):
+    _C_JSON = None
+
+
+def _json_text(doc) -> str:
+    """``doc`` (JSON types only, no cycles: _prepare made it) as compact ASCII JSON with NaN and infinities."""
+    return "".join(_C_JSON(doc, 0)) if _C_JSON is not None else _JSON.encode(doc)
 _SERVER_FLAG = "--agent-server"
 _POLL_S = 0.1  # while waiting on a reply: how often to check that the agent process still lives
 
@@ -158,7 +169,8 @@ def _prepare(obj, arrays: list, depth: int):
         return out
     np = sys.modules.get("numpy")
     if np is not None and isinstance(obj, np.ndarray):
-        if obj.dtype.kind not in "biuf" or obj.dtype.newbyteorder("<").str not in _DTYPES:
+        dtype = obj.dtype
+        if dtype.str not in _DTYPES and (dtype.kind not in "biuf" or dtype.newbyteorder("<").str not in _DTYPES):
             raise WireError(f"cannot send an array of dtype {obj.dtype} (bool, int, uint or float up to 64 bits)")
         if obj.ndim > MAX_NDIM:
             raise WireError(f"cannot send an array of {obj.ndim} dimensions (at most {MAX_NDIM})")
@@ -198,7 +210,7 @@ def encode(value) -> bytes:
                 a = a.astype(a.dtype.newbyteorder("<"))
             meta.append([a.dtype.str, list(a.shape)])
             blobs.append(a.tobytes())
-        text = _JSON.encode([doc, meta]).encode()
+        text = _json_text([doc, meta]).encode()
     except WireError:
         raise
     except RecursionError:
@@ -248,10 +260,12 @@ def _arrays(meta, payload, offset: int) -> list:
         if type(entry) is not list or len(entry) != 2 or entry[0] not in _DTYPES or type(entry[1]) is not list:
             raise WireError("malformed array description")
         dtype, shape = _DTYPE_CACHE.get(entry[0]) or _DTYPE_CACHE.setdefault(entry[0], np.dtype(entry[0])), entry[1]
-        if len(shape) > MAX_NDIM or any(type(d) is not int or not 0 <= d <= MAX_FRAME_BYTES for d in shape):
-            raise WireError(f"bad array shape {shape!r}"[:200])
+        if len(shape) > MAX_NDIM:
+            raise WireError(f"an array of {len(shape)} dimensions (at most {MAX_NDIM})")
         count = 1
         for d in shape:
+            if type(d) is not int or not 0 <= d <= MAX_FRAME_BYTES:
+                raise WireError(f"bad array shape {shape!r}"[:200])
             count *= d
         nbytes = count * dtype.itemsize
         if nbytes > len(payload) - offset:
@@ -357,6 +371,8 @@ def _snapshot(root: str) -> dict:
 
 
 def _difference(before: dict, after: dict) -> tuple[str, str] | None:
+    if before == after:
+        return None
     for path in sorted(set(before) | set(after)):
         old, new = before.get(path), after.get(path)
         if old == new:
@@ -703,7 +719,10 @@ class Agent:
         view = memoryview(frame)
         while view:
             try:
-                view = view[os.write(self._req, view):]
+                written = os.write(self._req, view)
+                if written == len(view):
+                    return
+                view = view[written:]
                 continue
             except BlockingIOError:
                 pass
@@ -800,7 +819,10 @@ def run_agent(files: dict, module: str, *, timeout_s: float, memory_mb: int | No
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+    written = os.write(fd, data)
+    if written == len(data):
+        return
+    view = memoryview(data)[written:]
     while view:
         view = view[os.write(fd, view):]
 
