@@ -6,6 +6,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 from openended.results import check_result
 from openended.tasks import builtin_task_names, load_task
+from sandboxes.agent import ForgedResult
 
 BINPACK_DIR = Path(__file__).resolve().parents[2] / "openended" / "tasks" / "binpack"
 TASK = load_task("binpack")
@@ -178,6 +180,62 @@ def test_missing_or_binary_file():
 def test_too_slow():
     result = evaluate("def priority(item, bins):\n    return -(bins - item)\n", max_seconds=0.0)
     assert result["valid"] is False and result["feedback"].startswith("too slow: packing exceeded the time budget")
+
+
+def test_an_endless_priority_is_stopped_at_the_budget():
+    started = time.monotonic()
+    result = evaluate("def priority(item, bins):\n    while True:\n        pass\n", max_seconds=1.0)
+    assert time.monotonic() - started < 5
+    expected = (r"^too slow: packing exceeded the time budget of 1s \(stopped at item 0 \(size \d+\) of "
+                r"instance 0, \d+ feasible bins\); keep priority vectorised$")
+    assert re.match(expected, result["feedback"]), result["feedback"]
+
+
+# --- the agent runs in a process of its own (sandboxes.agent.run_agent) -------------------------
+
+#: The forgery of the issue: write the runner's result file with a perfect score and exit 0.
+FORGER = ("import os\n"
+          "open('.result.json', 'w').write('[{\"fitness\": 0.0, \"descriptors\": [0.5, 0.5], \"valid\": true}]')\n"
+          "os._exit(0)\n")
+
+
+def test_the_forgery_of_the_issue_fails_its_evaluation():
+    """In the evaluator's process this scored 0.0 (perfect); now it only ends the agent's own process."""
+    [result] = ev.evaluate_batch([agent(FORGER)], ARGS)
+    assert result["valid"] is False and result["fitness"] is None
+    assert result["feedback"] == "the agent's process died while loading priority.py: it exited with status 0"
+
+
+def test_a_forged_result_file_in_the_runners_working_folder_ends_the_batch(tmp_path, monkeypatch):
+    """Where the runner's result file lives (its working folder, also $TMPDIR), a write is a ForgedResult,
+    which no `except Exception` stops: the runner fails the evaluation with kind forged_result."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    forger = FORGER.replace("'.result.json'", "'../.result.json'").replace("os._exit(0)\n", "")
+    forger += "def priority(item, bins):\n    return -(bins - item)\n"
+    with pytest.raises(ForgedResult, match=r"\.result\.json added"):
+        ev.evaluate_batch([agent(forger)], {**ARGS, "items": 20})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".result.json"]  # the agent's own folder is gone
+    [honest] = ev.evaluate_batch([TASK.seed_files()], {**ARGS, "items": 20})  # same folder, honest agent
+    assert honest["valid"] is True
+
+
+def test_the_agent_cannot_reach_the_evaluator():
+    """It runs in a fresh interpreter: none of the evaluator's modules, no way to patch its numpy."""
+    spy = ("import sys, numpy as np\n"
+           "seen = sorted(m for m in sys.modules if 'evaluate' in m or m.startswith('_pytest'))\n"
+           "np.argmax = lambda a: len(a) - 1  # would make every choice the last bin, in-process\n"
+           "def priority(item, bins):\n"
+           "    if seen:\n"
+           "        raise RuntimeError(str(seen))\n"
+           "    return -(bins - item)\n")
+    assert evaluate(spy)["fitness"] == evaluate(TASK.seed_files()["priority.py"].decode())["fitness"]
+
+
+def test_the_agent_process_dying_mid_packing():
+    result = evaluate("import os\n\ndef priority(item, bins):\n    os._exit(0)\n", items=10)
+    assert re.match(r"^the agent's process died during priority\(\): it exited with status 0 \(on item 0 ",
+                    result["feedback"]), result["feedback"]
 
 
 def test_one_bad_agent_does_not_spoil_the_batch():

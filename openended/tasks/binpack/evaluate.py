@@ -12,8 +12,13 @@ lower bound ``ceil(sum(items) / capacity)`` (0 would be perfect). Descriptors de
 heuristic does, not how well: the share of items put into the fullest bin that fits them, and
 the share of items put into a new (empty) bin although an opened one had room.
 
-Any fault of the agent (no file, syntax error, exception, wrong output shape, NaN, too slow) gives
-``valid: false`` with a precise feedback line; the evaluator itself never crashes on an agent.
+The agent's ``priority`` never runs in this process: ``sandboxes.agent.run_agent`` loads it in a
+fresh interpreter of its own and every call crosses a pipe (its prints go nowhere); the packing
+state, the checks of every reply and the score stay here. Any fault of the agent (no file, syntax
+error, exception, wrong output shape, NaN, too slow, its process dying, a malformed reply) gives
+``valid: false`` with a precise feedback line; the evaluator itself never crashes on an agent. An
+agent that changes the evaluator's working folder raises ``ForgedResult`` out of
+``evaluate_batch`` (the runner fails the evaluation with kind ``forged_result``).
 """
 
 from __future__ import annotations
@@ -23,10 +28,23 @@ import json
 import math
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
+
+try:  # the runner registers sandboxes.agent in the sandbox; on the host it is installed or beside us
+    from sandboxes.agent import AgentError, AgentTimeout, run_agent
+except ModuleNotFoundError:
+    import importlib.util
+
+    _LIBRARY = Path(__file__).resolve().parent.parent.parent.parent / "sandboxes" / "agent.py"  # a checkout
+    _spec = importlib.util.spec_from_file_location("sandboxes.agent", _LIBRARY)
+    if _spec is None or _spec.loader is None or not _LIBRARY.is_file():
+        raise
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules["sandboxes.agent"] = _module
+    _spec.loader.exec_module(_module)
+    from sandboxes.agent import AgentError, AgentTimeout, run_agent
 
 CODE_FILE = "priority.py"
 ENTRY_POINT = "priority"
@@ -37,24 +55,10 @@ DEFAULTS = {
     "capacity": 100,
     "shape": 3.0,       # Weibull shape and scale (FunSearch's Weibull benchmark)
     "scale": 45.0,
-    "max_seconds": 20.0,  # packing budget per agent; the sandbox's wall clock is the hard limit
+    "max_seconds": 20.0,  # the agent's wall-clock budget (its start, load and calls); the sandbox's is the hard limit
 }
 
 _INSTANCES: dict[tuple, list[np.ndarray]] = {}
-
-
-class AgentError(Exception):
-    """The agent is unusable; the message is its feedback."""
-
-
-class _Discard:
-    """A write-only sink: an agent's prints must not fill the sandbox's capped stdout."""
-
-    def write(self, text):
-        return len(text)
-
-    def flush(self):
-        pass
 
 
 def instances(args: dict) -> list[np.ndarray]:
@@ -75,55 +79,12 @@ def l1_bound(items: np.ndarray, capacity: float) -> int:
     return int(math.ceil(float(items.sum()) / capacity - 1e-9))
 
 
-def load_priority(files: dict[str, bytes]):
-    """The agent's ``priority`` function, executed from its source in a fresh namespace."""
-    if CODE_FILE not in files:
-        raise AgentError(f"genome has no {CODE_FILE} (files: {sorted(files) or 'none'})")
-    data = files[CODE_FILE]
-    try:
-        source = data.decode("utf-8") if isinstance(data, bytes) else str(data)
-    except UnicodeDecodeError as exc:
-        raise AgentError(f"{CODE_FILE} is not UTF-8 text: {exc}") from None
-    try:
-        code = compile(source, CODE_FILE, "exec")
-    except SyntaxError as exc:
-        raise AgentError(f"{CODE_FILE} does not parse: line {exc.lineno}: {exc.msg}") from None
-    namespace = {"__name__": "agent", "__file__": CODE_FILE}
-    try:
-        _quietly(exec, code, namespace)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure at import is the agent's
-        raise AgentError(f"{CODE_FILE} failed while loading: {_describe(exc, source)}") from None
-    fn = namespace.get(ENTRY_POINT)
-    if not callable(fn):
-        names = sorted(k for k, v in namespace.items() if callable(v) and not k.startswith("__"))
-        raise AgentError(f"{CODE_FILE} defines no function {ENTRY_POINT!r} (callables defined: {names or 'none'})")
-    return fn, source
+def _too_slow(budget: float, where: str) -> str:
+    return f"too slow: packing exceeded the time budget of {budget:g}s (stopped {where}); keep {ENTRY_POINT} vectorised"
 
 
-def _quietly(fn, *args):
-    saved = sys.stdout, sys.stderr
-    sys.stdout = sys.stderr = _Discard()
-    try:
-        return fn(*args)
-    finally:
-        sys.stdout, sys.stderr = saved
-
-
-def _describe(exc: BaseException, source: str) -> str:
-    """'ZeroDivisionError: division by zero at line 7: `return 1 / gap`' (the agent's own innermost line)."""
-    text = f"{type(exc).__name__}: {exc}"[:300]
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == CODE_FILE]
-    if frames:
-        lineno = frames[-1].lineno
-        lines = source.splitlines()
-        line = lines[lineno - 1].strip() if lineno and 0 < lineno <= len(lines) else ""
-        text += f" at line {lineno}" + (f": `{line}`" if line else "")
-    return text
-
-
-def pack(priority, items: np.ndarray, capacity: float, *, deadline: float = math.inf, source: str = "",
-         instance: int = 0) -> dict:
-    """Pack ``items`` online with ``priority``; counts of bins and of the choices made.
+def pack(priority, items: np.ndarray, capacity: float, *, instance: int = 0, budget: float = math.inf) -> dict:
+    """Pack ``items`` online with ``priority`` (the agent's, through run_agent); counts of bins and choices.
 
     Every item could need its own bin, so there are ``len(items)`` bins, all empty at first;
     ``bins`` holds their remaining capacities and the agent sees those of the feasible ones.
@@ -132,12 +93,14 @@ def pack(priority, items: np.ndarray, capacity: float, *, deadline: float = math
     fullest = new_bin = choices = 0
     for k, item in enumerate(items.tolist()):
         valid = np.flatnonzero(bins >= item)  # never empty: an unused bin has full capacity
-        feasible = bins[valid]  # a copy: the agent cannot change the state
+        feasible = bins[valid]  # a copy, and the agent gets a copy of it
         where = f"item {k} (size {item:g}) of instance {instance}, {len(valid)} feasible bins"
         try:
-            scores = _quietly(priority, item, feasible)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001
-            raise AgentError(f"{ENTRY_POINT} raised {_describe(exc, source)} (on {where})") from None
+            scores = priority(item, feasible)
+        except AgentTimeout:
+            raise AgentError(_too_slow(budget, f"at {where}")) from None
+        except AgentError as exc:
+            raise AgentError(f"{exc} (on {where})") from None
         try:
             scores = np.asarray(scores, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -149,16 +112,14 @@ def pack(priority, items: np.ndarray, capacity: float, *, deadline: float = math
                 f"returned shape {scores.shape} (on {where})"
             )
         if np.isnan(scores).any():
-            raise AgentError(f"{ENTRY_POINT} returned NaN for {int(np.isnan(scores).sum())} of the bins (on {where})")
+            raise AgentError(f"{ENTRY_POINT} returned NaN for {int(np.isnan(scores).sum())} of the bins "
+                             f"(on {where})")
         choice = valid[int(np.argmax(scores))]
         if feasible.min() < capacity:  # an opened bin fits: a real choice between bins
             choices += 1
             fullest += bool(bins[choice] == feasible.min())
             new_bin += bool(bins[choice] == capacity)
         bins[choice] -= item
-        if time.monotonic() > deadline:
-            raise AgentError(f"too slow: packing exceeded the time budget (stopped at {where}); "
-                             f"keep {ENTRY_POINT} vectorised")
     used = bins < capacity
     fills = (capacity - bins[used]) / capacity
     return {"bins": int(used.sum()), "choices": choices, "fullest": fullest, "new_bin": new_bin,
@@ -166,23 +127,31 @@ def pack(priority, items: np.ndarray, capacity: float, *, deadline: float = math
 
 
 def evaluate_one(files: dict[str, bytes], args: dict) -> dict:
-    """The result dict of one agent (valid or not)."""
+    """The result dict of one agent (valid or not); its ``priority`` runs in a process of its own.
+
+    Raises:
+        ForgedResult: the agent changed the evaluator's files (from run_agent; the runner fails
+            the evaluation with kind forged_result).
+    """
     started = time.monotonic()
+    budget = float(args["max_seconds"])
     try:
-        priority, source = load_priority(files)
-        capacity = float(args["capacity"])
-        deadline = started + float(args["max_seconds"])
-        per_instance = []
-        totals = {"bins": 0, "choices": 0, "fullest": 0, "new_bin": 0, "full_bins": 0, "fill_sum": 0.0}
-        bound = 0
-        with np.errstate(all="ignore"):  # inf and NaN are judged from the scores, not warned about
-            for i, items in enumerate(instances(args)):
-                stats = pack(priority, items, capacity, deadline=deadline, source=source, instance=i)
-                lb = l1_bound(items, capacity)
-                per_instance.append(100.0 * (stats["bins"] - lb) / lb)
-                bound += lb
-                for key in totals:
-                    totals[key] += stats[key]
+        with run_agent(files, CODE_FILE, timeout_s=budget) as agent:
+            priority = agent.function(ENTRY_POINT)
+            capacity = float(args["capacity"])
+            per_instance = []
+            totals = {"bins": 0, "choices": 0, "fullest": 0, "new_bin": 0, "full_bins": 0, "fill_sum": 0.0}
+            bound = 0
+            with np.errstate(all="ignore"):  # inf and NaN are judged from the scores, not warned about
+                for i, items in enumerate(instances(args)):
+                    stats = pack(priority, items, capacity, instance=i, budget=budget)
+                    lb = l1_bound(items, capacity)
+                    per_instance.append(100.0 * (stats["bins"] - lb) / lb)
+                    bound += lb
+                    for key in totals:
+                        totals[key] += stats[key]
+    except AgentTimeout:  # while starting and loading: pack words its own
+        return _invalid(_too_slow(budget, f"while loading {CODE_FILE}"))
     except AgentError as exc:
         return _invalid(str(exc))
     excess = float(np.mean(per_instance))
