@@ -31,9 +31,10 @@ API (standard library only; numpy is imported only to encode or decode an array)
   decoded reply. ``Agent.call(name, *args, **kwargs)`` does the same in one step.
   ``Agent.callables`` lists what the module defines; ``Agent.seconds_used`` the budget spent.
 - ``Agent.close()``: kills the agent's process group and every process it started that can be
-  found (its descendants; the agent process is their child subreaper and dies with its parent),
-  reaps it, checks the guard a last time and removes its folder. Idempotent; ``__exit__`` calls
-  it, also when the evaluator raises.
+  found (its descendants: the agent process is their child subreaper), reaps it, checks the guard
+  a last time and removes its folder. Idempotent; ``__exit__`` calls it, also when the evaluator
+  raises. Should the evaluator die first, the agent gets SIGKILL (its parent-death signal; on
+  Linux that follows the thread that called run_agent: keep the agent within that thread's life).
 - ``AgentError(Exception)``: the agent is unusable; the message is its feedback: the module is
   missing, not UTF-8, does not parse (with the line), or raised while loading (type, message, the
   agent's innermost line); a call raised (same detail); the agent timed out

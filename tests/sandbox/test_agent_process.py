@@ -264,6 +264,20 @@ def test_escaped_daemons_are_killed_on_close():
     assert gone(daemon)
 
 
+def test_the_agent_shares_the_callers_cpu_until_close():
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    before = os.sched_getaffinity(0)
+    with run_agent(src("import os\ndef cpus():\n    return sorted(os.sched_getaffinity(0))\n"), "main.py",
+                   timeout_s=20) as agent:
+        mine = os.sched_getaffinity(0)
+        assert len(mine) == 1 and agent.call("cpus") == sorted(mine)
+    assert os.sched_getaffinity(0) == before
+    with run_agent(src("import os\ndef cpus():\n    return sorted(os.sched_getaffinity(0))\n"), "main.py",
+                   timeout_s=20, same_cpu=False) as agent:
+        assert os.sched_getaffinity(0) == before and agent.call("cpus") == sorted(before)
+
+
 def test_close_kills_and_cleans_up_when_the_evaluator_raises():
     with pytest.raises(RuntimeError), run_agent(src("def f():\n    return 1\n"), "main.py", timeout_s=20) as agent:
         pid, folder = agent.pid, agent.folder
@@ -304,6 +318,7 @@ def test_the_agent_sees_no_environment_no_fds_and_none_of_the_evaluators_memory(
     assert "sk-not-for-agents" not in json.dumps(seen)
     pipes = sorted(int(fd) for fd in seen["argv"][1:3])
     assert seen["fds"] == pipes  # its two pipes, nothing of the evaluator's
+    assert len({int(fd) for fd in seen["listed"]} - {0, 1, 2, *pipes}) <= 1  # at most listdir's own fd
     assert seen["std"] == ["/dev/null"] * 3
     assert seen["modules"] == []  # a fresh interpreter, not a fork of the evaluator
     assert seen["pgid"] == seen["pid"] != os.getpgid(0)
