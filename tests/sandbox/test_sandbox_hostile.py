@@ -273,3 +273,52 @@ def test_kill_9_of_the_driver_leaves_no_container_after_resume(tmp_path, cli_env
     out = subprocess.run(["docker", "ps", "-q", "--filter", "label=openended.campaign"], capture_output=True,
                          text=True).stdout
     assert not set(out.split()) & set(survivors)
+
+
+# The binpack forgery of issue 11: the agent writes a perfect result where the runner once read it,
+# and into its evaluator's folder, then exits before the evaluator can score it.
+BINPACK_FORGER = '''
+import json, os
+import numpy as np
+perfect = json.dumps([{"fitness": 0.0, "descriptors": [1.0, 0.0], "valid": True, "feedback": "perfect"}])
+for path in ("../.result.json", "/work/.result.json", "../result.json"):
+    try:
+        with open(path, "w") as fh:
+            fh.write(perfect)
+    except OSError:
+        pass
+print(json.dumps({"results": json.loads(perfect), "failure_kind": None}))
+os._exit(0)
+
+def priority(item, bins):
+    return -bins
+'''
+
+
+@pytest.mark.parametrize("mode", ["pool", "fresh"])
+def test_the_binpack_forgery_fails_as_forged_result(tmp_path, cli_env, python, docker_engine, mode):
+    forger = tmp_path / "forger"
+    forger.mkdir()
+    (forger / "priority.py").write_text(BINPACK_FORGER)
+    db = tmp_path / "binpack.db"
+    config = tmp_path / "campaign.toml"
+    config.write_text("\n".join([
+        'task = "binpack"', f'db = "{db}"', "max_in_flight = 2", "grace_seconds = 0.0",
+        "[sandbox]", 'kind = "docker"', f'mode = "{mode}"',
+        "[mutation]", 'operator = "noop"', f'initial_agents = ["{forger}"]',
+        "[budget]", "max_children = 4",
+    ]) + "\n")
+    proc = subprocess.run([python, "-m", "openended", "run", str(config), "--quiet"], env=cli_env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    conn = sqlite3.connect(db)
+    rows = {r[0]: r[1:] for r in conn.execute("SELECT id, status, fail_stage, fail_reason, fitness FROM agents")}
+    kinds = dict(conn.execute("SELECT agent_id, failure_kind FROM evaluations"))
+    status, stage, reason, fitness = rows[1]
+    assert (status, stage, kinds.get(1)) == ("failed", "invalid", "forged_result"), rows[1]
+    assert reason.startswith("forged_result: ") and fitness is None
+    best = conn.execute("SELECT MAX(fitness) FROM agents WHERE status = 'archived'").fetchone()[0]
+    assert best is not None and best < -1.0, "the honest seed (best fit, about -4.6) is the best, not a forged 0.0"
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    assert _containers(campaign_label(db)) == []
