@@ -1,11 +1,12 @@
 -- best_lineage: the ancestors of the best agent (highest fitness among evaluated, archived and
+-- rejected agents; ties go to the lowest id), root first, the best agent last.
 -- Columns (lineage view): id, parent_id, parent2_id, depth, status, operator, fitness, novelty,
 -- cell, archive_event; ArchiveDB.agent(id) has the full row.
--- rejected agents; ties go to the lowest id), root first, the best agent last.
 -- sqlite3 CLI:  sqlite3 campaign.db ".read archive_db/queries/best_lineage.sql"
 WITH RECURSIVE best(id) AS (
     SELECT id FROM agents
-    WHERE +status IN ('evaluated', 'archived', 'rejected')  -- unary +: sort by the fitness index, not the status one AND fitness IS NOT NULL
+    -- unary +: sort by the fitness index, not the status one
+    WHERE +status IN ('evaluated', 'archived', 'rejected') AND fitness IS NOT NULL
     ORDER BY fitness DESC, id ASC
     LIMIT 1
 ),

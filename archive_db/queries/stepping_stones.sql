@@ -1,13 +1,14 @@
 -- stepping_stones: ancestors of the best agent (itself excluded), root first, that never held the
+-- best agent's archive cell: their cell differs from the best's cell, or they were never archived.
 -- Columns (lineage view): id, parent_id, parent2_id, depth, status, operator, fitness, novelty,
 -- cell, archive_event; ArchiveDB.agent(id) has the full row.
--- best agent's archive cell: their cell differs from the best's cell, or they were never archived.
 -- Meaningful for grid and cvt archives; in `all` and `novelty` archives every member has a cell of
 -- its own, so every ancestor counts as a stepping stone.
 -- sqlite3 CLI:  sqlite3 campaign.db ".read archive_db/queries/stepping_stones.sql"
 WITH RECURSIVE best(id, cell) AS (
     SELECT id, cell FROM agents
-    WHERE +status IN ('evaluated', 'archived', 'rejected')  -- unary +: sort by the fitness index, not the status one AND fitness IS NOT NULL
+    -- unary +: sort by the fitness index, not the status one
+    WHERE +status IN ('evaluated', 'archived', 'rejected') AND fitness IS NOT NULL
     ORDER BY fitness DESC, id ASC
     LIMIT 1
 ),

@@ -2,6 +2,7 @@
 -- sqlite3 CLI:  sqlite3 campaign.db -cmd ".parameter set :k 10" ".read archive_db/queries/top_by_fitness.sql"
 SELECT *
 FROM agents
-WHERE +status IN ('evaluated', 'archived', 'rejected')  -- unary +: sort by the fitness index, not the status one AND fitness IS NOT NULL
+-- unary +: sort by the fitness index, not the status one
+WHERE +status IN ('evaluated', 'archived', 'rejected') AND fitness IS NOT NULL
 ORDER BY fitness DESC, id ASC
 LIMIT :k;

@@ -583,6 +583,21 @@ def test_named_queries_run_from_the_sql_files(tmp_path):
             db.named_query("../schema")
 
 
+def test_named_queries_leave_out_agents_without_the_sorted_value(tmp_path):
+    """The NULL filters apply (they once sat after a `--` comment on the same line, so they never did)."""
+    db = new_db(tmp_path)
+    db.propose([prop(0, None, "seed"), prop(1, 0), prop(2, 0)])
+    db.record([archived(0, 1.0, novelty=0.2), archived(1, 2.0, novelty=None), archived(2, 0.5, novelty=0.1)])
+    assert [r["id"] for r in db.named_query("top_by_novelty", k=5)] == [0, 2]
+    assert [r["id"] for r in db.named_query("top_by_fitness", k=5)] == [1, 0, 2]
+    db.close()
+    for path in (PKG / "queries").glob("*.sql"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code, _, comment = line.partition("--")
+            assert not (code.strip() and any(word in comment.split() for word in ("AND", "OR", "WHERE"))), \
+                f"{path.name}:{number}: SQL after a comment on the same line never runs"
+
+
 def test_named_query_with_sqlite3_cli(tmp_path):
     import shutil
     import subprocess
