@@ -14,6 +14,7 @@ from archive_db import ArchiveDBError
 from openended import inspect_cli
 from openended.config import FLAG_KEYS, ConfigError, load_config
 from openended.names import ARCHIVE_KINDS, OPERATORS, SANDBOX_KINDS, SELECTION_STRATEGIES
+from openended.standing import show_number
 from openended.tasks import TaskError, builtin_task_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -131,7 +132,7 @@ def status(
         if key == "coverage":
             value = f"{value:.1%}"
         elif isinstance(value, float):
-            value = f"{value:.4g}"
+            value = show_number(value)
         table.add_row(key.replace("_", " "), str(value))
     table.add_row("by status", ", ".join(f"{k} {v}" for k, v in info["by_status"].items()))
     table.add_row("duplicates", str(info["duplicates"]))

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
+def show_number(value: float) -> str:
+    """A number as summaries print it: 4 significant digits, and never "-0" (a perfect -0.0 distance)."""
+    return f"{value + 0.0:.4g}"
+
+
 @dataclass(frozen=True, slots=True)
 class Standing:
     """The campaign's numbers at one moment."""
@@ -41,9 +46,9 @@ class Summary(Standing):
     seconds: float  # this session's wall time
 
     def line(self) -> str:
-        best = "n/a" if self.best_fitness is None else f"{self.best_fitness:.4g}"
+        best = "n/a" if self.best_fitness is None else show_number(self.best_fitness)
         return (
             f"{self.status} ({self.stop_reason}): {self.children_done} done, {self.children_failed} failed, "
             f"{self.children_pending} left for resume, archive {self.archive_size}, coverage {self.coverage:.1%}, "
-            f"QD score {self.qd_score:.4g}, best fitness {best}, {self.seconds:.1f}s -> {self.db_path}"
+            f"QD score {show_number(self.qd_score)}, best fitness {best}, {self.seconds:.1f}s -> {self.db_path}"
         )

@@ -31,3 +31,12 @@ def test_live_table_shows_counts_rate_and_eta():
     text = progress.console.file.getvalue()
     assert "140 / 10 / 4" in text and "104 / 200" in text and "25.0%" in text
     assert "ETA (budget)" in text
+
+
+def test_the_summary_line_never_prints_minus_zero():
+    from openended.standing import Summary
+
+    summary = Summary(**{**SNAP.as_dict(), "best_fitness": -0.0, "qd_score": -0.0}, db_path="c.db", status="finished",
+                      stop_reason="target", children_pending=0, seconds=1.0)
+    line = summary.line()
+    assert "best fitness 0," in line and "QD score 0," in line and "-0" not in line
