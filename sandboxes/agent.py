@@ -17,7 +17,7 @@ API (standard library only; numpy is imported only to encode or decode an array)
 
 - ``run_agent(files, module, *, timeout_s, memory_mb=None, guard=<auto>, same_cpu=True) -> Agent``: writes
   ``files`` (relative path -> bytes) into a fresh private folder and starts a fresh interpreter
-  (``python -I -c <this file>``, exec'd, not forked: it holds none of the evaluator's memory) in
+  (``python -I -c <source>``, exec'd, not forked: it holds none of the evaluator's memory) in
   a session of its own, with only its two pipes open, stdin/stdout/stderr on /dev/null (its
   prints never reach the evaluator's output), the environment ``HOME``/``TMPDIR`` = its folder,
   ``PATH=/usr/bin:/bin`` and one BLAS thread, its folder as working folder and first on
@@ -48,29 +48,21 @@ API (standard library only; numpy is imported only to encode or decode an array)
 - ``encode(value) -> bytes`` / ``decode(frame) -> value`` (raises only :class:`WireError`): the
   wire format, public for tests.
 
-The guard, and the rule it implies. The runner gives each evaluation a fresh private working
-folder (its current directory, also its ``$TMPDIR``), where it later reads the result file. By
-default run_agent guards that folder when it recognises it (the current directory is
-``$TMPDIR``); ``guard=PATH`` guards another folder, ``guard=None`` none. When the agent starts it
-records every entry of the guarded tree outside the folders of the agents alive in this process
-(path, type and mode, inode, size, mtime_ns and ctime_ns) and compares after every call, failed
-calls included, and at close, after the agent's processes are dead: a file or folder changed,
-added or removed raises ForgedResult naming it. Hence, for task authors: **while an agent is
-open, the evaluator itself changes nothing in its working folder** (write what you need before
-``run_agent`` or after the ``with`` block, or keep it in memory), and opens one agent at a time
-(changes between two agents' own folders are not checked). Agents' folders are made in the
-guarded folder, else in the temporary folder.
+The guard, and the rule it implies (see :mod:`sandboxes.guard`). By default run_agent guards the
+runner's working folder for the evaluation when it recognises it (the current directory is
+``$TMPDIR``); ``guard=PATH`` guards another folder, ``guard=None`` none. A file or folder there
+changed, added or removed after any call, failed calls included, or at close, raises
+ForgedResult naming it. Hence, for task authors: **while an agent is open, the evaluator itself
+changes nothing in its working folder** (write what you need before ``run_agent`` or after the
+``with`` block, or keep it in memory), and opens one agent at a time (changes between two
+agents' own folders are not checked). Agents' folders are made in the guarded folder, else in
+the temporary folder.
 
-Wire format. Each message is one frame: ``u32 n`` (little-endian) then ``n`` bytes: ``u32 m``, a
-UTF-8 JSON document of ``m`` bytes, then the arrays' raw bytes one after another. The document is
-``[value, [[dtype, shape], ...]]``: the value holds None, bool, int, float (NaN and infinities
-included), str, list (tuples are sent as lists) and dict with str keys; an array is
-``{"\\u0000": i}``, the i-th entry of the list (each used once, in order; the key "\\x00" is
-reserved). Arrays are C-ordered, little-endian, of dtype bool, int8..int64, uint8..uint64 or
-float16..float64 (numpy scalars are sent as Python numbers); they arrive as fresh writable
-arrays. Limits: a frame at most :data:`MAX_FRAME_BYTES` (16 MiB), nesting at most
-:data:`MAX_DEPTH` (64) levels, at most 32 dimensions. No pickle or marshal: decoding runs
-``json.loads`` and ``numpy.frombuffer`` and nothing of the sender's.
+Where the parts live: the wire format in :mod:`sandboxes.wire` (re-exported here), the guard in
+:mod:`sandboxes.guard`, killing the agent's processes and removing its folder in
+:mod:`sandboxes.reaper`, the agent's side (the server its interpreter runs, and the ``-c`` source
+that registers it there from its text) in :mod:`sandboxes.agent_server`. Inside the sandbox the
+runner registers all of them (``openended.sandbox.jobdir.IN_SANDBOX_MODULES``).
 
 Known limits: a process the agent started that left the agent's session and whose parents are
 gone (the agent can undo its subreaper setting) is not found on close; the sandbox container's
@@ -82,42 +74,32 @@ non-dumpable).
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
-import stat
-import struct
 import sys
 import threading
 import time
 from typing import Any
 
+try:  # registered by the runner (inside the sandbox), or the installed package
+    from sandboxes.agent_server import SERVER_FLAG, serve, server_source
+except ModuleNotFoundError as _missing:  # this file loaded alone (spec_from_file_location): the package beside it
+    if _missing.name != "sandboxes" or not globals().get("__file__"):
+        raise
+    import types
+
+    sys.modules["sandboxes"] = types.ModuleType("sandboxes")
+    sys.modules["sandboxes"].__path__ = [os.path.dirname(os.path.abspath(__file__))]
+    from sandboxes.agent_server import SERVER_FLAG, serve, server_source
+from sandboxes.guard import folder_id, forget_folder, make_folder, snapshot, tampered
+from sandboxes.reaper import kill_all, remove_tree
+from sandboxes.wire import MAX_DEPTH, MAX_FRAME_BYTES, U32, WireError, decode, decode_payload, encode
+
 __all__ = ["MAX_DEPTH", "MAX_FRAME_BYTES", "Agent", "AgentError", "AgentTimeout", "ForgedResult",
            "WireError", "decode", "encode", "run_agent"]
 
-MAX_FRAME_BYTES = 16 * 1024 * 1024
-MAX_DEPTH = 64
-MAX_NDIM = 32
 MAX_TEXT = 2000  # longest feedback text taken from the agent
-MARK = "\x00"
-_U32 = struct.Struct("<I")
-_DTYPE_CACHE: dict = {}
-_SCALARS = frozenset([type(None), bool, int, float, str])
-_DTYPES = frozenset(["|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"])
-_JSON = json.JSONEncoder(allow_nan=True, separators=(",", ":"))
-try:  # the C encoder itself: JSONEncoder.encode makes a new one for every message
-    from json.encoder import c_make_encoder, encode_basestring_ascii
-
-    _C_JSON = c_make_encoder(None, None, encode_basestring_ascii, None, ":", ",", False, False, True)
-except (ImportError, TypeError):
-    _C_JSON = None
-
-
-def _json_text(doc) -> str:
-    """``doc`` (JSON types only, no cycles: _prepare made it) as compact ASCII JSON with NaN and infinities."""
-    return "".join(_C_JSON(doc, 0)) if _C_JSON is not None else _JSON.encode(doc)
-_SERVER_FLAG = "--agent-server"
 _POLL_S = 0.1  # while waiting on a reply: how often to check that the agent process still lives
 
 
@@ -137,201 +119,9 @@ class ForgedResult(BaseException):  # noqa: N818 - named for the failure kind fo
         self.path = path
 
 
-class WireError(ValueError):
-    """A value that cannot be encoded, or bytes that are not a valid frame."""
-
-
-# --- wire format ------------------------------------------------------------------------------
-
-
-def _numpy():
-    import numpy
-
-    return numpy
-
-
-def _prepare(obj, arrays: list, depth: int):
-    """``obj`` as a JSON-ready value; arrays are replaced by markers and appended to ``arrays``."""
-    if depth > MAX_DEPTH:
-        raise WireError(f"nested deeper than {MAX_DEPTH} levels")
-    kind = type(obj)
-    if kind in _SCALARS:
-        return obj
-    if kind is list or kind is tuple:
-        return [x if type(x) in _SCALARS else _prepare(x, arrays, depth + 1) for x in obj]
-    if kind is dict:
-        out = {}
-        for key, value in obj.items():
-            if type(key) is not str:
-                raise WireError(f"dict keys must be str, got {type(key).__name__}")
-            if key == MARK:
-                raise WireError("the dict key '\\x00' is reserved")
-            out[key] = value if type(value) in _SCALARS else _prepare(value, arrays, depth + 1)
-        return out
-    np = sys.modules.get("numpy")
-    if np is not None and isinstance(obj, np.ndarray):
-        dtype = obj.dtype
-        if dtype.str not in _DTYPES and (dtype.kind not in "biuf" or dtype.newbyteorder("<").str not in _DTYPES):
-            raise WireError(f"cannot send an array of dtype {obj.dtype} (bool, int, uint or float up to 64 bits)")
-        if obj.ndim > MAX_NDIM:
-            raise WireError(f"cannot send an array of {obj.ndim} dimensions (at most {MAX_NDIM})")
-        arrays.append(obj)
-        return {MARK: len(arrays) - 1}
-    if np is not None and isinstance(obj, np.generic):
-        if obj.dtype.kind in "biuf":
-            return obj.item()
-        if isinstance(obj, str):
-            return str(obj)
-        raise WireError(f"cannot send a numpy {type(obj).__name__}")
-    if isinstance(obj, bool):
-        return bool(obj)
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return float(obj)
-    if isinstance(obj, str):
-        return str(obj)
-    if isinstance(obj, (list, tuple)):
-        return [_prepare(x, arrays, depth + 1) for x in obj]
-    if isinstance(obj, dict):
-        return _prepare(dict(obj.items()), arrays, depth)
-    raise WireError(f"cannot send a {type(obj).__name__} (None, bool, int, float, str, list, dict "
-                    f"or a numpy array of numbers)")
-
-
-def encode(value) -> bytes:
-    """One frame holding ``value``; WireError if it holds what cannot be sent or is too large."""
-    arrays: list = []
-    try:
-        doc = _prepare(value, arrays, 0)
-        meta = []
-        blobs = []
-        for a in arrays:
-            if a.dtype.str not in _DTYPES:
-                a = a.astype(a.dtype.newbyteorder("<"))
-            meta.append([a.dtype.str, list(a.shape)])
-            blobs.append(a.tobytes())
-        text = _json_text([doc, meta]).encode()
-    except WireError:
-        raise
-    except RecursionError:
-        raise WireError(f"nested deeper than {MAX_DEPTH} levels") from None
-    except Exception as exc:  # noqa: BLE001 - e.g. an int too large for JSON
-        raise WireError(f"cannot encode: {type(exc).__name__}: {exc}"[:300]) from None
-    size = 4 + len(text) + sum(len(b) for b in blobs)
-    if size > MAX_FRAME_BYTES:
-        raise WireError(f"the message is {size} bytes (at most {MAX_FRAME_BYTES})")
-    return b"".join([_U32.pack(size), _U32.pack(len(text)), text, *blobs])
-
-
-def _restore(value, arrays: list, used: list, depth: int):
-    """Check the decoded document's depth and put the arrays in place of their markers."""
-    if depth > MAX_DEPTH:
-        raise WireError(f"nested deeper than {MAX_DEPTH} levels")
-    kind = type(value)
-    if kind is list:
-        for i, item in enumerate(value):
-            if type(item) is list or type(item) is dict:
-                value[i] = _restore(item, arrays, used, depth + 1)
-        return value
-    if kind is dict:
-        if MARK in value:
-            index = value[MARK]
-            if len(value) != 1 or type(index) is not int or index != used[0] or index >= len(arrays):
-                raise WireError("malformed array marker")
-            used[0] += 1
-            return arrays[index]
-        for key, item in value.items():
-            if type(item) is list or type(item) is dict:
-                value[key] = _restore(item, arrays, used, depth + 1)
-        return value
-    return value
-
-
-def _arrays(meta, payload, offset: int) -> list:
-    if type(meta) is not list:
-        raise WireError("malformed array list")
-    if not meta:
-        if offset != len(payload):
-            raise WireError(f"{len(payload) - offset} bytes after the document")
-        return []
-    np = _numpy()
-    arrays = []
-    for entry in meta:
-        if type(entry) is not list or len(entry) != 2 or entry[0] not in _DTYPES or type(entry[1]) is not list:
-            raise WireError("malformed array description")
-        dtype, shape = _DTYPE_CACHE.get(entry[0]) or _DTYPE_CACHE.setdefault(entry[0], np.dtype(entry[0])), entry[1]
-        if len(shape) > MAX_NDIM:
-            raise WireError(f"an array of {len(shape)} dimensions (at most {MAX_NDIM})")
-        count = 1
-        for d in shape:
-            if type(d) is not int or not 0 <= d <= MAX_FRAME_BYTES:
-                raise WireError(f"bad array shape {shape!r}"[:200])
-            count *= d
-        nbytes = count * dtype.itemsize
-        if nbytes > len(payload) - offset:
-            raise WireError("array data runs past the end of the frame")
-        arrays.append(np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape))
-        offset += nbytes
-    if offset != len(payload):
-        raise WireError(f"{len(payload) - offset} bytes after the arrays")
-    return arrays
-
-
-def _decode_payload(payload: bytearray):
-    """The value of a frame's payload (what follows its length); WireError on anything else."""
-    try:
-        if len(payload) < 4:
-            raise WireError("frame too short")
-        (size,) = _U32.unpack_from(payload, 0)
-        if size > len(payload) - 4:
-            raise WireError("document runs past the end of the frame")
-        doc = json.loads(str(memoryview(payload)[4:4 + size], "utf-8"))
-        if type(doc) is not list or len(doc) != 2:
-            raise WireError("the document is not [value, arrays]")
-        value, meta = doc
-        arrays = _arrays(meta, payload, 4 + size)
-        used = [0]
-        if type(value) is list or type(value) is dict:
-            value = _restore(value, arrays, used, 0)
-        if used[0] != len(arrays):
-            raise WireError("an array is not placed in the value")
-        return value
-    except WireError:
-        raise
-    except RecursionError:
-        raise WireError("nested too deeply") from None
-    except Exception as exc:  # noqa: BLE001 - hostile bytes: any failure is a wire error
-        raise WireError(f"undecodable frame: {type(exc).__name__}: {exc}"[:300]) from None
-
-
-def decode(frame) -> Any:
-    """The value of one whole frame (bytes); WireError if it is not a valid frame."""
-    data = bytearray(frame)
-    if len(data) < 4:
-        raise WireError("frame too short")
-    (size,) = _U32.unpack_from(data, 0)
-    if size > MAX_FRAME_BYTES:
-        raise WireError(f"frame of {size} bytes (at most {MAX_FRAME_BYTES})")
-    if size != len(data) - 4:
-        raise WireError(f"frame length {size} does not match its {len(data) - 4} bytes")
-    return _decode_payload(data[4:])
-
-
 # --- the evaluator's side ---------------------------------------------------------------------
 
 _AUTO = object()
-_LIVE_FOLDERS: set[str] = set()  # folders of the agents alive in this process: no guard looks inside
-_LIVE_LOCK = threading.Lock()
-_SOURCE: str | None = globals().get("__source__")
-
-
-def _own_source() -> str:
-    global _SOURCE
-    if _SOURCE is None:
-        with open(__file__, encoding="utf-8") as fh:
-            _SOURCE = fh.read()
-    return _SOURCE
 
 
 def _cap(text, limit: int = MAX_TEXT) -> str:
@@ -339,119 +129,11 @@ def _cap(text, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _entry(st) -> tuple:
-    return (stat.S_IFMT(st.st_mode), st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _snapshot(root: str) -> dict:
-    """Every entry under ``root`` (not following links), outside the live agents' folders."""
-    with _LIVE_LOCK:
-        skip = set(_LIVE_FOLDERS)
-    out: dict = {}
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError as exc:
-            out[folder] = ("unreadable", exc.errno)
-            continue
-        for e in entries:
-            path = e.path
-            if path in skip:
-                continue
-            try:
-                st = e.stat(follow_symlinks=False)
-            except OSError as exc:
-                out[path] = ("unreadable", exc.errno)
-                continue
-            out[path] = _entry(st)
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(path)
-    return out
-
-
-def _difference(before: dict, after: dict) -> tuple[str, str] | None:
-    if before == after:
-        return None
-    for path in sorted(set(before) | set(after)):
-        old, new = before.get(path), after.get(path)
-        if old == new:
-            continue
-        if old is None:
-            return path, "added"
-        if new is None:
-            return path, "removed"
-        if old[0] != new[0]:
-            return path, "replaced"
-        if "unreadable" in (old[0], new[0]):
-            return path, "made unreadable"
-        what = [name for name, i in (("mode", 1), ("inode", 2), ("size", 3), ("mtime", 4), ("ctime", 5))
-                if old[i] != new[i]]
-        return path, "changed (" + ", ".join(what) + ")"
-    return None
-
-
 def _check_path(name: str) -> list[str]:
     parts = name.replace("\\", "/").split("/")
     if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in name:
         raise AgentError(f"file name {name!r} is not a plain relative path")
     return parts
-
-
-def _remove_tree(folder: str) -> bool:
-    """Remove ``folder`` even where the agent took away permissions; whether it is gone."""
-    import shutil
-
-    def retry(func, path, _exc):  # only ever chmod what lies inside the folder, never a link
-        try:
-            parent = os.path.dirname(path)
-            if parent == folder or parent.startswith(folder + os.sep):
-                os.chmod(parent, 0o700)
-            if os.path.isdir(path) and not os.path.islink(path) and path.startswith(folder + os.sep):
-                os.chmod(path, 0o700)
-            if func is not os.path.islink:
-                func(path)
-        except OSError:
-            pass
-
-    shutil.rmtree(folder, onerror=retry)
-    if os.path.lexists(folder):
-        shutil.rmtree(folder, ignore_errors=True)
-    return not os.path.lexists(folder)
-
-
-def _descendants(root_pid: int) -> set[int]:
-    """The processes below ``root_pid`` and the members of its session (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    session: set[int] = set()
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return set()
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        pid, ppid, sid = int(name), int(fields[1]), int(fields[3])
-        children.setdefault(ppid, []).append(pid)
-        if sid == root_pid:
-            session.add(pid)
-    found, todo = set(), [root_pid, *session]
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, ()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    found |= session
-    found.discard(root_pid)
-    found.discard(os.getpid())
-    return found
 
 
 class _Function:
@@ -505,7 +187,6 @@ class Agent:
                 except UnicodeDecodeError as exc:
                     raise AgentError(f"{self.module} is not UTF-8 text: {exc}") from None
         import subprocess
-        import tempfile
 
         guard = self._guard
         if guard is _AUTO:
@@ -513,9 +194,7 @@ class Agent:
             cwd = os.getcwd()
             guard = cwd if tmp and os.path.realpath(tmp) == os.path.realpath(cwd) else None
         self._guard = None if guard is None else os.path.realpath(os.fspath(guard))
-        with _LIVE_LOCK:
-            self.folder = os.path.realpath(tempfile.mkdtemp(prefix="agent-", dir=self._guard))
-            _LIVE_FOLDERS.add(self.folder)
+        self.folder = make_folder(self._guard)
         for name, data in self._files.items():
             path = os.path.join(self.folder, *_check_path(name))
             try:
@@ -524,15 +203,14 @@ class Agent:
                     fh.write(data.encode() if isinstance(data, str) else data)
             except OSError as exc:  # e.g. both "a" and "a/b"
                 raise AgentError(f"the agent's file {name!r} cannot be written: {exc.strerror}") from None
-        folder_stat = os.lstat(self.folder)
-        self._folder_id = (folder_stat.st_ino, stat.S_IFMT(folder_stat.st_mode))
+        self._folder_id = folder_id(self.folder)
         if self._guard is not None:
-            self._baseline = _snapshot(self._guard)
+            self._baseline = snapshot(self._guard)
         req_r, self._req = os.pipe()
         self._rep, rep_w = os.pipe()
         env = {"HOME": self.folder, "TMPDIR": self.folder, "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1",
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
-        argv = [sys.executable, "-I", "-c", _own_source(), _SERVER_FLAG, str(req_r), str(rep_w), self.module,
+        argv = [sys.executable, "-I", "-c", server_source(), SERVER_FLAG, str(req_r), str(rep_w), self.module,
                 str(int(self.memory_mb or 0)), str(os.getpid())]
         started = time.monotonic()
         try:
@@ -596,10 +274,9 @@ class Agent:
             self._check_guard()
         finally:
             if self.folder:
-                removed = _remove_tree(self.folder)
+                removed = remove_tree(self.folder)
                 if removed:  # a folder that cannot be removed stays out of every guard
-                    with _LIVE_LOCK:
-                        _LIVE_FOLDERS.discard(self.folder)
+                    forget_folder(self.folder)
 
     def _colocate(self) -> None:
         """Run the agent on the CPU of the calling thread, and keep that thread there while it lives.
@@ -635,19 +312,7 @@ class Agent:
         proc = self._proc
         if proc is None or self._reaped:
             return
-        for _round in range(3):  # again: a process may have forked meanwhile
-            victims = _descendants(proc.pid) if sys.platform.startswith("linux") else set()
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet: the group is still the agent's
-            except OSError:
-                pass
-            for pid in victims:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            if not victims:
-                break
+        kill_all(proc.pid)  # not reaped yet: the group is still the agent's
         try:
             proc.wait(timeout=10)
         except Exception:  # noqa: BLE001 - a process stuck in the kernel: nothing more to do
@@ -754,7 +419,7 @@ class Agent:
         """The next frame from the agent, decoded; AgentError on timeout, death or a bad frame."""
         while len(self._buf) < 4:
             self._read_some(4 - len(self._buf), started, doing)
-        (size,) = _U32.unpack_from(self._buf, 0)
+        (size,) = U32.unpack_from(self._buf, 0)
         if size > MAX_FRAME_BYTES:
             self._kill("its reply was too large earlier")
             raise AgentError(f"the agent's reply {doing} is {size} bytes (at most {MAX_FRAME_BYTES})")
@@ -763,7 +428,7 @@ class Agent:
         payload = self._buf[4:4 + size]
         del self._buf[:4 + size]
         try:
-            return _decode_payload(payload)
+            return decode_payload(payload)
         except WireError as exc:
             self._kill("its reply was malformed earlier")
             raise AgentError(f"the agent's reply {doing} is malformed: {exc}") from None
@@ -771,21 +436,10 @@ class Agent:
     def _check_guard(self) -> None:
         if self._baseline is None:
             return
-        if self.folder:
-            try:
-                st = os.lstat(self.folder)
-                same = (st.st_ino, stat.S_IFMT(st.st_mode)) == self._folder_id
-            except OSError:
-                same = False
-            if not same:
-                self._kill("it tampered with the evaluator's files")
-                raise ForgedResult(self.folder, f"the agent replaced its own folder {self.folder}")
-        found = _difference(self._baseline, _snapshot(self._guard))
+        found = tampered(self._baseline, self._guard, self.folder, self._folder_id)
         if found:
-            path, how = found
             self._kill("it tampered with the evaluator's files")
-            raise ForgedResult(path, f"the agent changed the evaluator's files: {path} {how} (outside the "
-                                     f"agent's own folder)")
+            raise ForgedResult(*found)
 
 
 def run_agent(files: dict, module: str, *, timeout_s: float, memory_mb: int | None = None, guard=_AUTO,
@@ -816,128 +470,7 @@ def run_agent(files: dict, module: str, *, timeout_s: float, memory_mb: int | No
     return agent
 
 
-# --- the agent's side (a fresh interpreter: python -I -c <this file> --agent-server ...) -------
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written == len(data):
-        return
-    view = memoryview(data)[written:]
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _text(exc: BaseException) -> str:
-    try:
-        message = str(exc)
-    except BaseException:  # noqa: BLE001 - the agent's own __str__
-        message = "<unprintable>"
-    return (f"{type(exc).__name__}: {message}" if message else type(exc).__name__)[:300]
-
-
-def _describe(exc: BaseException, module: str, source: str, folder: str) -> str:
-    """'ZeroDivisionError: division by zero at line 7: `return 1 / gap`' (the agent's innermost line)."""
-    import linecache
-    import traceback
-
-    text = _text(exc)
-    last = None
-    for frame, lineno in traceback.walk_tb(exc.__traceback__):
-        name = frame.f_code.co_filename
-        if name == module or name.startswith(folder + os.sep):
-            last = name, lineno
-    if last:
-        name, lineno = last
-        if name == module:
-            lines = source.splitlines()
-            line = lines[lineno - 1].strip() if lineno and 0 < lineno <= len(lines) else ""
-            text += f" at line {lineno}"
-        else:
-            line = linecache.getline(name, lineno).strip() if lineno else ""
-            text += f" at line {lineno} of {os.path.relpath(name, folder)}"
-        text += f": `{line[:200]}`" if line else ""
-    return text
-
-
-def _harden(memory_mb: int, parent: int) -> None:
-    try:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if memory_mb > 0:
-            limit = memory_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ImportError, ValueError, OSError):
-        pass
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the evaluator
-            libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of the agent stay below it
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the evaluator died before the death signal was armed
-        os._exit(0)
-
-
-def _serve(argv: list[str]) -> int:
-    req, rep, module, memory_mb, parent = int(argv[0]), int(argv[1]), argv[2], int(argv[3]), int(argv[4])
-    _harden(memory_mb, parent)
-    sys.dont_write_bytecode = True
-    folder = os.getcwd()
-    sys.path.insert(0, folder)
-
-    def send(value) -> None:
-        _write_all(rep, encode(value))
-
-    with open(module, "rb") as fh:
-        source = fh.read().decode("utf-8")
-    try:
-        code = compile(source, module, "exec")
-    except SyntaxError as exc:
-        send(["error", 0, "load", f"{module} does not parse: line {exc.lineno}: {exc.msg}"])
-        return 0
-    except (ValueError, MemoryError, RecursionError) as exc:
-        send(["error", 0, "load", f"{module} does not parse: {_text(exc)}"])
-        return 0
-    namespace = {"__name__": "agent", "__file__": module}
-    try:
-        exec(code, namespace)
-    except BaseException as exc:  # noqa: BLE001 - any failure at import is the agent's
-        send(["error", 0, "load", f"{module} failed while loading: {_describe(exc, module, source, folder)}"])
-        return 0
-    send(["ready", 0, sorted(k for k, v in list(namespace.items()) if callable(v) and not k.startswith("__"))])
-    buf = bytearray()
-    while True:
-        while len(buf) < 4 or len(buf) < 4 + _U32.unpack_from(buf, 0)[0]:
-            chunk = os.read(req, 1 << 16)
-            if not chunk:
-                return 0
-            buf += chunk
-        size = _U32.unpack_from(buf, 0)[0]
-        payload = buf[4:4 + size]
-        del buf[:4 + size]
-        _op, seq, name, args, kwargs = _decode_payload(payload)
-        fn = namespace.get(name)
-        if not callable(fn):
-            send(["error", seq, "no_function", name])
-            continue
-        try:
-            value = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - the agent's exception is its feedback
-            send(["error", seq, "raised", _describe(exc, module, source, folder)])
-            continue
-        try:
-            frame = encode(["ok", seq, value])
-        except BaseException as exc:  # noqa: BLE001 - WireError, or the agent's own code raising
-            frame = encode(["error", seq, "unsendable", _text(exc) if not isinstance(exc, WireError) else str(exc)])
-        _write_all(rep, frame)
-
-
 if __name__ == "__main__":
-    if sys.argv[1:2] == [_SERVER_FLAG]:
-        sys.exit(_serve(sys.argv[2:]))
+    if sys.argv[1:2] == [SERVER_FLAG]:
+        sys.exit(serve(sys.argv[2:]))
     print(__doc__)

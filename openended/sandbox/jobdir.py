@@ -16,7 +16,7 @@ from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, Limits
 RUNNER = Path(__file__).resolve().parent.parent.parent / "sandboxes" / "runner.py"
 # Modules of the `sandboxes` package the runner and the evaluators import inside the sandbox, where
 # nothing of openended is installed: the runner's source registers them from their text first.
-IN_SANDBOX_MODULES = ("cleanup", "agent")
+IN_SANDBOX_MODULES = ("cleanup", "wire", "guard", "reaper", "agent_server", "agent")  # each after what it imports
 
 _BOOTSTRAP = """import sys, types
 _package = sys.modules.setdefault("sandboxes", types.ModuleType("sandboxes"))

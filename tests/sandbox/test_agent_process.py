@@ -557,11 +557,15 @@ def test_per_call_round_trip_is_fast():
 IN_IMAGE = r'''
 import ctypes, os, sys, types
 ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # non-dumpable, as the runner and its evaluation children are
-source = open("/task/agent.py").read()
-module = types.ModuleType("sandboxes.agent")
-module.__dict__["__source__"] = source
-exec(compile(source, "sandboxes/agent.py", "exec"), module.__dict__)
-sys.modules["sandboxes.agent"] = module
+package = sys.modules.setdefault("sandboxes", types.ModuleType("sandboxes"))
+package.__path__ = []
+for name in MODULES:  # as the runner's bootstrap does (openended.sandbox.jobdir), in its order
+    source = open(f"/task/{name}.py").read()
+    module = types.ModuleType("sandboxes." + name)
+    module.__dict__["__source__"] = source
+    sys.modules[module.__name__] = module
+    exec(compile(source, f"sandboxes/{name}.py", "exec"), module.__dict__)
+    setattr(package, name, module)
 from sandboxes.agent import AgentError, ForgedResult, run_agent
 work = "/work/eval-1"
 os.makedirs(work)
@@ -603,11 +607,13 @@ print(out)
 def test_in_the_sandbox_image_registered_from_its_source(docker_engine, tmp_path):
     from openended.sandbox import Limits, SandboxSpec
     from openended.sandbox.engine import client, container_options
+    from openended.sandbox.jobdir import IN_SANDBOX_MODULES
 
     task = tmp_path / "task"
     task.mkdir()
-    (task / "agent.py").write_text(LIBRARY.read_text())
-    (task / "check.py").write_text(IN_IMAGE)
+    for name in IN_SANDBOX_MODULES:
+        (task / f"{name}.py").write_text((LIBRARY.parent / f"{name}.py").read_text())
+    (task / "check.py").write_text(IN_IMAGE.replace("MODULES", repr(IN_SANDBOX_MODULES), 1))
     for path in (tmp_path, task, *task.iterdir()):
         path.chmod(0o755)
     options = container_options(SandboxSpec(kind="docker", limits=Limits(memory_mb=512)), task, tmp_path)
