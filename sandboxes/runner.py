@@ -30,9 +30,9 @@ Usage:
   children get other pipes and /dev/null for stdin, the runner is non-dumpable, so its /proc
   fds and memory are closed to them, and as PID 1 it ignores their signals.
 
-Both sandboxes start it as ``python3 -I -c SOURCE``, where SOURCE registers ``sandboxes.agent`` and
-``sandboxes.cleanup`` from their text first (see ``openended.sandbox.jobdir.runner_command``): the
-image holds nothing of openended.
+Both sandboxes start it as ``python3 -I -c SOURCE``, where SOURCE first registers the in-sandbox
+modules of the ``sandboxes`` package (``cleanup``, and ``agent`` with its parts) from their text
+(see ``openended.sandbox.jobdir.IN_SANDBOX_MODULES``): the image holds nothing of openended.
 
 JOB_DIR holds ``job.json`` (``{"task_dir", "agents": [relative dirs], "args", "timeout_s",
 "output_bytes", "work_root"}``) and one folder per agent.
