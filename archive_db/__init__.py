@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from .connection import check_file, holds_run
 from .errors import (
     ArchiveDBError,
     InvalidTransitionError,
@@ -43,6 +44,8 @@ __all__ = [
     "FAIL_STAGES",
     "RUN_STATUSES",
     "ArchiveDB",
+    "check_file",
+    "holds_run",
     "Proposal",
     "Outcome",
     "Evaluation",

@@ -82,6 +82,57 @@ def _precheck(path: Path) -> None:
         conn.close()
 
 
+def check_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, without writing to it or creating anything beside it, a file a writer must not open:
+    a directory, a file that is not SQLite, a foreign or a newer database (NotADatabaseError,
+    NewerSchemaError, each naming the path). A missing or empty file passes: a writer creates a new
+    database there."""
+    path = Path(path)
+    if path.exists():
+        check_header(path)
+        _precheck(path)
+
+
+def holds_run(path: str | os.PathLike[str]) -> bool | None:
+    """Whether the database at ``path`` holds a campaign (its run row), read without writing and
+    without migrating: False for an empty file or a database without one; None when it cannot be
+    read read-only (e.g. a WAL database in a folder we may not write to). Refuses what
+    :func:`check_file` refuses."""
+    path = Path(path)
+    check_file(path)
+    if path.stat().st_size == 0:
+        return False
+    try:
+        conn = _connect_readonly(path)
+    except sqlite3.Error:
+        return None
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if schema_version_of(conn, path) == 0:
+            return False  # an SQLite database with no tables yet
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "runs" not in tables:
+            return False
+        return conn.execute("SELECT 1 FROM runs WHERE id = 1").fetchone() is not None
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        conn.close()
+
+
+def _refuse_unmigrated(path: Path, version: int) -> None:
+    """A reader's refusal of a database below this code's schema: plain words for a file that was never
+    an openended database (empty, or SQLite with no tables), the way forward for an older one."""
+    if version == 0:
+        if path.stat().st_size == 0:
+            raise NotADatabaseError(f"{path} is an empty file (0 bytes), not an openended database")
+        raise NotADatabaseError(f"{path} is an SQLite database with no tables, not an openended database")
+    raise ArchiveDBError(
+        f"{path} has schema version {version}, older than {SCHEMA_VERSION}; "
+        "open it once read-write (the writer migrates it) before reading it read-only"
+    )
+
+
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Apply every migration the database lacks, each in its own transaction."""
     for number, name, script in migrations():
@@ -126,10 +177,7 @@ def open_connection(path: Path, *, readonly: bool) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys=ON")
         if readonly:
             if version < SCHEMA_VERSION:
-                raise ArchiveDBError(
-                    f"{path} has schema version {version}, older than {SCHEMA_VERSION}; "
-                    "open it once read-write (the writer migrates it) before reading it read-only"
-                )
+                _refuse_unmigrated(path, version)
             conn.execute("PRAGMA query_only=ON")
         else:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]

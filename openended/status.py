@@ -89,8 +89,10 @@ def _live_status(db_path, recorded: str) -> str:
     if recorded != "running":
         return recorded
     try:
-        with open(f"{db_path}.lock", "a") as lock:
+        with open(f"{db_path}.lock") as lock:  # a reader makes no lock file: none means no driver
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return "interrupted"
     except BlockingIOError:
         return "running"
     return "interrupted"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -65,12 +66,24 @@ class Campaign:
             runtime.check_initial_agents(config)
             runtime.check_api_keys(config)
             path.parent.mkdir(parents=True, exist_ok=True)
+        else:  # refused before a lock file is made beside it or anything is written into it
+            runtime.check_database(path, resume_only=resume_only)
+        made_lock = not Path(f"{path}.lock").exists()
         self._lock = runtime.lock_campaign(path)
+        try:
+            self._open(config, path, resume_only=resume_only, new_archive=new_archive)
+        except BaseException:
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+            runtime.unlock_campaign(self._lock, remove=made_lock)
+            raise
+
+    def _open(self, config: CampaignConfig, path: Path, *, resume_only: bool, new_archive: Archive | None) -> None:
+        """Everything after the lock: the store opened, the run created or resumed, the sandbox, the models."""
         self.db = ArchiveDB(path)
         run = self.db.get_run()
         if run is None:
             if resume_only:
-                self._lock.close()
                 raise ConfigError(f"{path} holds no campaign; start one with `openended run --db {path}`")
             self.task = load_task(config.task)
             self.config = runtime.resolve_operators(config, self.task)
@@ -88,7 +101,6 @@ class Campaign:
                 self.config.sandbox, task_limits=self.task.limits, db_path=self.db.path,
                 secrets=any(m.api_key_env for m in self.config.llm.models))
         except SandboxUnavailable as exc:
-            self._lock.close()
             raise ConfigError(f"key 'sandbox.kind': {exc}") from None
         # A backstop for a Ray task that never returns; the sandbox enforces the real per-evaluation limit.
         sandbox_slack = 0.0 if self.sandbox.kind == "inprocess" else 30.0
@@ -99,7 +111,6 @@ class Campaign:
 
             problem = local_model_unavailable()
             if problem:
-                self._lock.close()
                 raise ConfigError(f"key 'llm.local': {problem}")
         self.model_names = ([LOCAL_MODEL] if llm.local else []) + [m.name for m in llm.models]
         self.models: dict[str, ModelSpec] = {}  # the specs this session calls, once run() has started them

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
 from typing import IO
 
+from archive_db import check_file, holds_run
 from openended.config import CampaignConfig, ConfigError, validate_config
 from openended.genome_folder import GenomeFolderError, read_genome_folder
 from openended.names import CODE_OPERATORS, LLM_OPERATORS, PARAMS_OPERATORS, Files
@@ -105,6 +107,19 @@ def read_agent(folder: str) -> Files:
         raise ConfigError(f"key 'mutation.initial_agents': {exc}") from None
 
 
+def check_database(path: Path, *, resume_only: bool) -> None:
+    """Refuse an existing file before a lock file is made beside it or anything is written into it: one
+    that is no campaign database (NotADatabaseError, NewerSchemaError) and, to resume, one with no campaign."""
+    if not resume_only:
+        check_file(path)
+        return
+    if holds_run(path) is False:
+        start = f"start one with `openended run --db {path}`"
+        if path.stat().st_size == 0:
+            raise ConfigError(f"{path} is an empty file (0 bytes): it holds no campaign to resume; {start}")
+        raise ConfigError(f"{path} holds no campaign to resume; {start}")
+
+
 def lock_campaign(path: Path) -> IO[str]:
     """Hold an exclusive lock beside the database for this process's lifetime (the OS drops it on any exit)."""
     lock = open(f"{path}.lock", "a")
@@ -114,6 +129,15 @@ def lock_campaign(path: Path) -> IO[str]:
         lock.close()
         raise ConfigError(f"{path} is being run by another process; wait for it, or stop it first") from None
     return lock
+
+
+def unlock_campaign(lock: IO[str], *, remove: bool) -> None:
+    """Let go of the lock; ``remove``: delete the lock file too (a session refused before it began,
+    that made the file itself: nothing is left beside a database it never ran)."""
+    if remove:
+        with contextlib.suppress(OSError):
+            os.unlink(lock.name)
+    lock.close()
 
 
 def sweep_containers(sandbox: SandboxSpec) -> None:
