@@ -108,14 +108,18 @@ class ArchiveDB(StoreConnection, Reads):
         rows = dict_rows(self.conn.execute("SELECT * FROM runs WHERE id = 1"), ("config", "descriptor_schema", "state"))
         return rows[0] if rows else None
 
-    def update_run(self, *, status: str | None = None, state: dict[str, Any] | None = None) -> None:
+    def update_run(self, *, status: str | None = None, state: dict[str, Any] | None = None,
+                   config: dict[str, Any] | None = None) -> None:
+        """Change the run's status, driver state and/or config (what a resumed session runs with)."""
         if status is not None and status not in RUN_STATUSES:
             raise InvalidValueError(f"run status must be one of {RUN_STATUSES}, not {status!r}")
         state_json = to_json(state, "state") if state is not None else None
+        config_json = to_json(config, "config") if config is not None else None
         with self.transaction():
             cur = self.conn.execute(
-                "UPDATE runs SET status = COALESCE(?, status), state = COALESCE(?, state), updated_at = ? WHERE id = 1",
-                (status, state_json, time.time()),
+                "UPDATE runs SET status = COALESCE(?, status), state = COALESCE(?, state), "
+                "config = COALESCE(?, config), updated_at = ? WHERE id = 1",
+                (status, state_json, config_json, time.time()),
             )
             if cur.rowcount == 0:
                 raise ArchiveDBError(f"{self.path} holds no run yet; call create_run first")
