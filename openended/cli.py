@@ -12,12 +12,13 @@ from rich.table import Table
 
 from archive_db import ArchiveDBError
 from openended import inspect_cli
+from openended.cli_help import Command, Group
 from openended.config import FLAG_KEYS, ConfigError, load_config
 from openended.names import ARCHIVE_KINDS, OPERATORS, SANDBOX_KINDS, SELECTION_STRATEGIES
 from openended.standing import show_number
 from openended.tasks import TaskError, builtin_task_names
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, cls=Group,
                   help="Open-ended evolutionary search over agents.")
 console = Console()
 
@@ -49,27 +50,29 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
     return summary
 
 
-@app.command()
+@app.command(cls=Command)
 def run(
     config: Annotated[Path | None, typer.Argument(help="campaign TOML file (optional)")] = None,
     task: Annotated[str | None, typer.Option(help="built-in task name or path to a task folder")] = None,
     db: Annotated[str | None, typer.Option(help="campaign database (resumed if it exists)")] = None,
-    budget: Annotated[int | None, typer.Option(help="maximum children, roots included")] = None,
+    budget: Annotated[int | None, typer.Option(metavar="N", help="maximum children, roots included")] = None,
     seed: Annotated[int | None, typer.Option(help="campaign seed (parents, operators, child seeds)")] = None,
     selection: Annotated[str | None, typer.Option(help=f"parent selection: {', '.join(SELECTION_STRATEGIES)}")] = None,
     archive: Annotated[str | None, typer.Option(help=f"archive kind: {', '.join(ARCHIVE_KINDS)}")] = None,
-    max_in_flight: Annotated[int | None, typer.Option(help="Ray tasks out at once")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="children per Ray task (batchable tasks)")] = None,
-    max_seconds: Annotated[float | None, typer.Option(help="wall-time budget in seconds")] = None,
-    ray_address: Annotated[str | None, typer.Option(help="join a running Ray cluster (ray start --head)")] = None,
-    sandbox: Annotated[str | None, typer.Option(help=f"where children are evaluated: {', '.join(SANDBOX_KINDS)} "
-                                                        "(auto: docker if an engine answers; process does not "
-                                                        "isolate)")] = None,
+    max_in_flight: Annotated[int | None, typer.Option(metavar="N", help="Ray tasks out at once")] = None,
+    batch_size: Annotated[int | None, typer.Option(metavar="N", help="children per Ray task (batchable tasks)")] = None,
+    max_seconds: Annotated[float | None, typer.Option(metavar="S", help="wall-time budget in seconds")] = None,
+    ray_address: Annotated[str | None, typer.Option(metavar="ADDRESS",
+                                                      help="join a running Ray cluster (ray start --head)")] = None,
+    sandbox: Annotated[str | None, typer.Option(metavar="KIND",
+                                                help=f"where children are evaluated: {', '.join(SANDBOX_KINDS)} "
+                                                     "(auto: docker if an engine answers; process does not "
+                                                     "isolate)")] = None,
     llm: Annotated[str | None, typer.Option(
         help="'local': serve the embedded Gemma 3 270M for the LLM operators")] = None,
     operator: Annotated[str | None, typer.Option(help=f"mutation operator: {', '.join(OPERATORS)} "
                                                          "(default: by the task's genome)")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="token budget (model input + output)")] = None,
+    max_tokens: Annotated[int | None, typer.Option(metavar="N", help="token budget (model input + output)")] = None,
     quiet: Annotated[bool, typer.Option(help="plain log lines even on a terminal")] = False,
 ):
     """Start a campaign, or continue the one already in --db."""
@@ -88,27 +91,44 @@ def run(
     _start(cfg, quiet=quiet)
 
 
-@app.command()
+@app.command(cls=Command)
 def resume(
     db: Annotated[Path, typer.Argument(help="campaign database")],
-    budget: Annotated[int | None, typer.Option(help="raise the children budget")] = None,
-    max_in_flight: Annotated[int | None, typer.Option()] = None,
-    ray_address: Annotated[str | None, typer.Option()] = None,
-    sandbox: Annotated[str | None, typer.Option(help=f"{', '.join(SANDBOX_KINDS)}")] = None,
-    quiet: Annotated[bool, typer.Option()] = False,
+    budget: Annotated[int | None, typer.Option(
+        metavar="N", help="children budget, roots included (above the children already finished)")] = None,
+    max_seconds: Annotated[float | None, typer.Option(
+        metavar="S", help="wall-time budget in seconds, counted across resumes")] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        metavar="N", help="token budget (model input + output), counted across resumes")] = None,
+    max_in_flight: Annotated[int | None, typer.Option(metavar="N", help="Ray tasks out at once")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        metavar="N", help="children per Ray task (batchable tasks)")] = None,
+    grace_seconds: Annotated[float | None, typer.Option(
+        metavar="S", help="after SIGINT/SIGTERM, wait this long for children in flight")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        metavar="ADDRESS", help="join a running Ray cluster (ray start --head); default: a local Ray")] = None,
+    sandbox: Annotated[str | None, typer.Option(
+        metavar="KIND", help=f"where children are evaluated: {', '.join(SANDBOX_KINDS)}")] = None,
+    quiet: Annotated[bool, typer.Option(help="plain log lines even on a terminal")] = False,
 ):
-    """Continue a stopped or crashed campaign exactly where it stopped."""
+    """Continue a stopped or crashed campaign exactly where it stopped.
+
+    Only the budgets, --max-in-flight, --batch-size, --grace-seconds, the Ray address and the sandbox
+    may change; the task, seed, archive and selection stay as the campaign started.
+    """
     if not db.exists():
         _fail(f"no such database: {db}")
     try:
-        cfg = load_config(None, {"db": str(db), "budget.max_children": budget, "max_in_flight": max_in_flight,
-                                 "ray_address": ray_address, "sandbox.kind": sandbox})
+        cfg = load_config(None, {"db": str(db), "budget.max_children": budget, "budget.max_wall_seconds": max_seconds,
+                                 "budget.max_tokens": max_tokens, "max_in_flight": max_in_flight,
+                                 "batch_size": batch_size, "grace_seconds": grace_seconds, "ray_address": ray_address,
+                                 "sandbox.kind": sandbox})
     except ConfigError as exc:
         _fail(str(exc))
     _start(cfg, quiet=quiet, resume_only=True)
 
 
-@app.command()
+@app.command(cls=Command)
 def status(
     db: Annotated[Path, typer.Argument(help="campaign database")],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -152,7 +172,7 @@ def status(
         console.print(t)
 
 
-@app.command()
+@app.command(cls=Command)
 def tasks():
     """List the built-in tasks."""
     from openended.tasks import load_task
@@ -161,11 +181,11 @@ def tasks():
         typer.echo(f"{name:14} {load_task(name).spec.description}")
 
 
-sandbox_app = typer.Typer(no_args_is_help=True, help="Build and check the Docker sandbox image.")
+sandbox_app = typer.Typer(no_args_is_help=True, cls=Group, help="Build and check the Docker sandbox image.")
 app.add_typer(sandbox_app, name="sandbox")
 
 
-@sandbox_app.command("build")
+@sandbox_app.command("build", cls=Command)
 def sandbox_build(
     image: Annotated[str, typer.Option(help="image name")] = "openended-sandbox:latest",
     method: Annotated[str, typer.Option(help="auto (Dockerfile, then debootstrap), dockerfile, debootstrap")] = "auto",
@@ -184,7 +204,7 @@ def sandbox_build(
     typer.echo(f"built {image} ({used})")
 
 
-@sandbox_app.command("check")
+@sandbox_app.command("check", cls=Command)
 def sandbox_check(
     image: Annotated[str, typer.Option(help="image name")] = "openended-sandbox:latest",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from archive_db import ArchiveDBError
+from openended.cli_help import Command
 from openended.serve import DEFAULT_HOST, DEFAULT_PORT
 
 DB_ARG = typer.Argument(help="campaign database", show_default=False)
@@ -108,7 +109,7 @@ def _print_rows(rows: Sequence[Mapping[str, object]], columns: list[str], title:
 
 def top(
     db: Annotated[Path, DB_ARG],
-    k: Annotated[int, typer.Option("-k", help="how many agents")] = 10,
+    k: Annotated[int, typer.Option("-k", metavar="N", help="how many agents")] = 10,
     by: Annotated[str, typer.Option(help="rank by 'fitness' or 'novelty'")] = "fitness",
     as_json: Annotated[bool, JSON_OPT] = False,
 ):
@@ -212,7 +213,8 @@ def diff(
 
 def tree(
     db: Annotated[Path, DB_ARG],
-    max_nodes: Annotated[int, typer.Option(help="prune to this many agents (best lineage, archived branches)")] = 200,
+    max_nodes: Annotated[int, typer.Option(
+        metavar="N", help="prune to this many agents (best lineage, archived branches)")] = 200,
     show_all: Annotated[bool, typer.Option("--all", help="every agent, no pruning")] = False,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):
@@ -241,8 +243,9 @@ def _param(text: str) -> tuple[str, int | float | str]:
 def query(
     db: Annotated[Path, DB_ARG],
     sql: Annotated[str, typer.Argument(help="one SELECT (or read-only PRAGMA) statement")],
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE for :NAME in the SQL")] = None,
-    max_rows: Annotated[int | None, typer.Option(help="stop after this many rows")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-p", metavar="NAME=VALUE", help="NAME=VALUE for :NAME in the SQL")] = None,
+    max_rows: Annotated[int | None, typer.Option(metavar="N", help="stop after this many rows")] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):
     """Run read-only SQL (anything that writes, attaches or sets a pragma is refused)."""
@@ -258,9 +261,10 @@ def query(
     typer.echo(f"{len(result['rows'])} rows" + (" (more not shown: --max-rows)" if result["truncated"] else ""))
 
 
-EXPORT_DIR_ARG = typer.Argument(help="folder to write the agent's files into", show_default=False)
-GIT_OPT = typer.Option("--git", help="write the lineage as a git repository into this folder: one commit per "
-                                     "ancestor, root first, tags agent-N, branch main at the agent")
+EXPORT_DIR_ARG = typer.Argument(metavar="DIR", help="folder to write the agent's files into", show_default=False)
+GIT_OPT = typer.Option("--git", metavar="DIR",
+                       help="write the lineage as a git repository into this folder: one commit per "
+                            "ancestor, root first, tags agent-N, branch main at the agent")
 LINEAGE_OPT = typer.Option(help="every ancestor from the root, each in DIR/agent-N/ (--git always writes the lineage)")
 OVERWRITE_OPT = typer.Option(help="replace files that already exist (with --git: the whole folder)")
 
@@ -312,10 +316,11 @@ def _dims(text: str) -> tuple[int, ...]:
 
 def plot(
     db: Annotated[Path, DB_ARG],
-    out: Annotated[Path, typer.Option("--out", help="folder for the figures")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="folder for the figures")],
     fmt: Annotated[list[str] | None, typer.Option("--format", help="png and/or svg (default both)")] = None,
-    dims: Annotated[str, typer.Option(help="descriptor indices on the heatmap axes (others are projected)")] = "0,1",
-    max_nodes: Annotated[int, typer.Option(help="agents shown in the lineage tree figure")] = 500,
+    dims: Annotated[str, typer.Option(
+        metavar="I,J", help="descriptor indices on the heatmap axes (others are projected)")] = "0,1",
+    max_nodes: Annotated[int, typer.Option(metavar="N", help="agents shown in the lineage tree figure")] = 500,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):
     """Figures: archive heatmap, progress curves, lineage tree, operator/model success rates."""
@@ -342,8 +347,8 @@ def serve(
 
 
 def compare(
-    dbs: Annotated[list[Path], typer.Argument(help="campaign databases", show_default=False)],
-    threshold: Annotated[float | None, typer.Option(help="fitness for 'evaluations to threshold' "
+    dbs: Annotated[list[Path], typer.Argument(metavar="DB", help="campaign databases", show_default=False)],
+    threshold: Annotated[float | None, typer.Option(metavar="FITNESS", help="fitness for 'evaluations to threshold' "
                                                              "(default: each campaign's target)")] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):
@@ -366,4 +371,4 @@ _COMMANDS = (top, show, lineage, diff, tree, query, export, plot, serve, compare
 def register(app: typer.Typer) -> None:
     """Add the inspection commands to the ``openended`` app."""
     for fn in _COMMANDS:
-        app.command(name=fn.__name__)(fn)
+        app.command(name=fn.__name__, cls=Command)(fn)

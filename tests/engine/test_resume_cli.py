@@ -33,12 +33,15 @@ def test_resume_budget_is_stored_and_a_spent_one_is_refused(tmp_path, ray_addres
     status = json.loads(cli("status", db, "--json")[1])
     assert (status["max_children"], status["children_done"] + status["children_failed"]) == (12, 12)
 
-    code, out, err = cli("resume", db, "--budget", 20, "--quiet", "--max-in-flight", 1)
+    code, out, err = cli("resume", db, "--budget", 20, "--quiet", "--max-in-flight", 1, "--batch-size", 2,
+                         "--grace-seconds", 3, "--max-seconds", 3600, "--max-tokens", 1000)
     assert code == 0, out + err
     status = json.loads(cli("status", db, "--json")[1])
     assert status["max_children"] == 20 and status["children_done"] + status["children_failed"] == 20
     stored = _run_row(db)[2]
-    assert stored["budget"]["max_children"] == 20 and stored["max_in_flight"] == 1
+    assert stored["budget"]["max_children"] == 20 and stored["max_in_flight"] == 1 and stored["batch_size"] == 2
+    assert stored["grace_seconds"] == 3 and stored["budget"]["max_wall_seconds"] == 3600
+    assert stored["budget"]["max_tokens"] == 1000
     # a later resume without --budget keeps the raised budget
     code, out, err = cli("resume", db, "--quiet")
     assert code == 0 and "finished (children budget)" in out, out + err
@@ -51,6 +54,43 @@ def test_resume_budget_is_stored_and_a_spent_one_is_refused(tmp_path, ray_addres
         assert f"--budget {budget} (budget.max_children) is not above the 20 children this campaign has " \
                "already finished; give a larger one" in err
         assert str(db) in err
+    code, _, err = cli("resume", db, "--max-seconds", 0.001)
+    assert code == 2 and "--max-seconds 0.001 (budget.max_wall_seconds) is not above the" in err
+    assert "seconds this campaign has already run; give a larger one" in err
     code, _, err = cli("run", "--db", db, "--budget", 20)  # `run` on an existing database resumes it: the same
     assert code == 2 and "--budget 20 (budget.max_children) is not above the 20 children" in err
     assert _run_row(db) == before  # refused before anything was written
+
+
+def _help(*command: str) -> str:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_resume_help_lists_what_may_change_on_resume():
+    text = _help("resume")
+    for option, words in [("--budget", "children budget"), ("--max-seconds", "wall-time budget"),
+                          ("--max-tokens", "token budget"), ("--max-in-flight", "Ray tasks out at once"),
+                          ("--batch-size", "children per Ray task"), ("--grace-seconds", "SIGINT/SIGTERM"),
+                          ("--ray-address", "Ray cluster"), ("--sandbox", "where children are evaluated"),
+                          ("--quiet", "plain log lines")]:
+        (line,) = [line for line in text.splitlines() if f" {option} " in line]
+        assert words in line, line
+
+
+def test_help_shows_no_python_type_names():
+    """typer prints <int>, <bool>, <list[str]> for values (and <bool> beside --help) unless told otherwise."""
+    import re
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    commands = [(name,) for name in group.commands if name != "sandbox"]
+    commands += [("sandbox",), ("sandbox", "build"), ("sandbox", "check"), ()]
+    assert ("compare",) in commands and ("plot",) in commands and ("query",) in commands
+    for command in commands:
+        text = _help(*command)
+        assert "--help" in text
+        found = re.findall(r"<[a-z][a-z_\[\], |]*>", text)
+        assert not found, (command, found)
