@@ -191,7 +191,6 @@ class Recorder:
         """Check each result, place it in the archive, and commit the batch in one transaction."""
         outcomes: list[Outcome] = []
         elites: dict[int, int] = {}
-        evaluations = [_evaluation(r.agent_id, r.evaluation) for r in results if r.evaluation is not None]
         for r in results:
             self.counters.spend(r)
             try:
@@ -213,6 +212,10 @@ class Recorder:
                     self.portfolio.update(child.arm, o.status == "archived")
             if self.dedupe is not None and o.files is not None:
                 self.dedupe.first(o.id, o.files)
+        # each evaluation row carries the fitness its result gave, once checked (None when it gave none)
+        fitness = {o.id: o.fitness for o in outcomes}
+        evaluations = [_evaluation(r.agent_id, r.evaluation, fitness.get(r.agent_id))
+                       for r in results if r.evaluation is not None]
         self._recorded(self._commit_safely(outcomes, evaluations=evaluations, elites=elites))
 
     def _outcome(self, r: ChildResult) -> Outcome:
@@ -266,9 +269,9 @@ def describe_error(exc: BaseException) -> str:
     return clean_text(f"{type(exc).__name__}: {lines[-1] if lines else type(exc).__name__}", 500)
 
 
-def _evaluation(agent_id: int, record: EvaluationRecord) -> Evaluation:
-    """A worker's evaluation record as a storable :class:`Evaluation`: its text cleaned and cut
-    (output tails keep their end), numbers kept only when finite and in range."""
+def _evaluation(agent_id: int, record: EvaluationRecord, fitness: float | None = None) -> Evaluation:
+    """A worker's evaluation record as a storable :class:`Evaluation` with the checked ``fitness`` of its
+    result: its text cleaned and cut (output tails keep their end), numbers kept only when finite and in range."""
     seconds = record.seconds
     ok_seconds = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
     exit_status = record.exit_status
@@ -276,7 +279,7 @@ def _evaluation(agent_id: int, record: EvaluationRecord) -> Evaluation:
     return Evaluation(
         agent_id=agent_id, stage=clean_text(record.stage, 200) or "evaluate",
         seconds=float(seconds) if ok_seconds else 0.0,
-        exit_status=exit_status if ok_exit else None,
+        exit_status=exit_status if ok_exit else None, fitness=fitness,
         stdout_tail=clean_text(record.stdout_tail, MAX_TAIL_CHARS, keep="tail"),
         stderr_tail=clean_text(record.stderr_tail, MAX_TAIL_CHARS, keep="tail"),
         failure_kind=None if record.failure_kind is None else clean_text(record.failure_kind, 200))
