@@ -170,15 +170,31 @@ def _diff_files(text: str) -> list[dict]:
     return files
 
 
+def _no_genome(agent: dict) -> str | None:
+    """Why an agent has no genome (failed before one was stored, or not made yet), or None if it has one."""
+    if agent["genome_hash"] is not None:
+        return None
+    if agent["status"] == "failed":
+        reason = str(agent["fail_reason"] or "no reason given")
+        reason = reason if len(reason) <= 500 else reason[:500] + "..."
+        return f"agent {agent['id']} has no genome: it failed at {agent['fail_stage']} ({reason})"
+    return f"agent {agent['id']} has no genome yet (status {agent['status']})"
+
+
 def diff(db: ArchiveDB, a: int, b: int | None = None) -> dict:
     """Unified diff from ``a`` to ``b``; with ``b`` None from ``a``'s parent to ``a`` (a root
     against an empty tree). Returns ``{"from", "to", "text", "files": [{"path", "added", "removed",
-    "binary"}]}`` (``from`` is None for a root)."""
+    "binary"}]}`` (``from`` is None for a root). InspectionError for an agent with no genome (one that
+    failed at mutation, or is not mutated yet), naming why."""
     with snapshot(db):
         if b is None:
             old, new = db.agent(a)["parent_id"], a
         else:
             old, new = a, b
+        for aid in (new, old):
+            problem = None if aid is None else _no_genome(db.agent(aid))
+            if problem is not None:  # not an empty tree: diffing it would show every file deleted
+                raise InspectionError(f"{problem}; nothing to diff")
         old_files: Files = db.agent_files(old) if old is not None else {}
         new_files = db.agent_files(new)
     text = genome_diff(old_files, new_files, "empty" if old is None else f"agent {old}", f"agent {new}")
