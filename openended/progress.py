@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -16,8 +17,22 @@ def _fmt(value, spec: str = ".4g") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _seconds(value) -> str:
-    return "n/a" if value is None else f"{value:.0f}s"
+#: An ETA past this is no estimate worth printing (a model-driven campaign with a 100,000-children
+#: budget, say, that will stop on its token budget or its target long before): it prints as unknown.
+MAX_ETA_SECONDS = 30 * 24 * 3600.0
+
+
+def eta_text(seconds: float | None) -> str:
+    """An ETA as people read it: ``?`` when unknown or absurd, else ``42s``, ``12m 05s`` or ``3h 12m``."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0 or seconds > MAX_ETA_SECONDS:
+        return "?"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h {minutes % 60:02d}m"
 
 
 class Progress:
@@ -30,6 +45,7 @@ class Progress:
         self._live: Live | None = None
         self._last_log = 0.0
         self._last: tuple[float, int] | None = None  # (time, children finished) at the last update
+        self._first: tuple[float, int] | None = None  # (time, children finished) at the first update
         self._rate = 0.0
         self.log_every_seconds = log_every_seconds
         self._started = time.monotonic()
@@ -57,6 +73,8 @@ class Progress:
             rate = (finished - self._last[1]) / (now - self._last[0])
             self._rate = rate if self._rate == 0.0 else 0.7 * self._rate + 0.3 * rate
         self._last = (now, finished)
+        if self._first is None:
+            self._first = (now, finished)
         snap = {**snap, "rate": self._rate, "eta": self._eta(snap, finished)}
         if self._live is not None:
             self._live.update(self._table(snap))
@@ -65,17 +83,23 @@ class Progress:
             print(self._line(snap), flush=True)
 
     def _eta(self, snap: dict, finished: int) -> float | None:
+        """Seconds to the children budget at this session's mean rate; None until a child has finished.
+        (Not the smoothed rate shown: it decays towards 0 while no child finishes, as between a
+        model-driven campaign's slow children, and the ETA with it towards the absurd.)"""
         limit = snap.get("max_children")
-        if not limit or self._rate <= 0:
+        if not limit or self._first is None or self._last is None:
             return None
-        return max(0.0, (limit - finished) / self._rate)
+        seconds, done = self._last[0] - self._first[0], self._last[1] - self._first[1]
+        if seconds <= 0 or done <= 0:
+            return None
+        return max(0.0, (limit - finished) * seconds / done)
 
     def _line(self, s: dict) -> str:
         return (
             f"[{self.title}] done {s['children_done']} failed {s['children_failed']} "
             f"in-flight {s['children_in_flight']} "
             f"| {s['rate']:.1f}/s | archive {s['archive_size']} coverage {s['coverage']:.1%} "
-            f"QD {_fmt(s['qd_score'])} best {_fmt(s['best_fitness'])} | ETA {_seconds(s['eta'])}"
+            f"QD {_fmt(s['qd_score'])} best {_fmt(s['best_fitness'])} | ETA {eta_text(s['eta'])}"
         )
 
     def _table(self, s: dict) -> Table:
@@ -95,5 +119,5 @@ class Progress:
         table.add_row("QD score", _fmt(s["qd_score"]))
         table.add_row("best fitness", _fmt(s["best_fitness"]))
         table.add_row("elapsed", f"{s['elapsed_seconds']:.0f}s")
-        table.add_row("ETA (budget)", _seconds(s["eta"]))
+        table.add_row("ETA (budget)", eta_text(s["eta"]))
         return table
