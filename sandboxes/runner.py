@@ -120,9 +120,10 @@ def _send_result(document):
     os.close(RESULT_FD)
 
 
-def _forgery_class():
-    agent = sys.modules.get("sandboxes.agent")
-    return getattr(agent, "ForgedResult", None) or type("NoForgery", (BaseException,), {})
+def _is_forgery(exc):
+    """Whether ``exc`` is sandboxes.agent's ForgedResult (only imported if the evaluator uses it)."""
+    forged = getattr(sys.modules.get("sandboxes.agent"), "ForgedResult", None)
+    return forged is not None and isinstance(exc, forged)
 
 
 def _child(job, job_dir, work, token):
@@ -135,14 +136,15 @@ def _child(job, job_dir, work, token):
     sys.path.insert(0, task_dir)
     import importlib.util
 
-    forged = _forgery_class()
     try:
         spec = importlib.util.spec_from_file_location("task_evaluate", os.path.join(task_dir, "evaluate.py"))
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         genomes = [_read_agent(os.path.join(job_dir, a)) for a in job["agents"]]
         results = module.evaluate_batch(genomes, job.get("args") or {})
-    except forged as exc:
+    except BaseException as exc:
+        if not _is_forgery(exc):
+            raise
         _send_result({"token": token, "forged": str(exc)[:500]})
         return
     _send_result({"token": token, "results": results})
