@@ -85,10 +85,17 @@ def _label(n: dict, best_agent: int | None) -> str:
     return " ".join(parts)
 
 
+#: Characters of tree drawing after which a deeper branch starts again near the left margin, its lines
+#: marked ``…`` (a 10,000-step lineage would otherwise print lines 30,000 characters wide).
+MAX_INDENT = 60
+_FOLD = "… "
+
+
 def format_tree(t: dict) -> str:
-    """The tree from :func:`tree` as text. Branches indent with ``├─``/``└─``; an agent's only
-    shown child is printed right below it at the same indent, so long chains stay narrow.
-    ``*`` marks the best agent's lineage."""
+    """The tree from :func:`tree` as text: each root at the left, each child one step (3 characters)
+    right of its parent, below it, joined by ``├─``/``└─`` (an only child too: it is a child, not a
+    sibling). A branch deeper than :data:`MAX_INDENT` characters goes on from the left margin, its lines
+    starting with ``…``. ``*`` marks the best agent's lineage."""
     kids: dict[int | None, list[int]] = {}
     by_id = {n["id"]: n for n in t["nodes"]}
     for n in t["nodes"]:
@@ -99,21 +106,14 @@ def format_tree(t: dict) -> str:
     if t["pruned"]:
         lines.append(f"(showing {t['shown']} of {t['total']} agents: the best lineage and branches to archived "
                      "agents; --all shows every agent)")
-    roots = kids.get(None, [])
-    # (node, prefix of its own line, prefix of its descendants' lines); several roots hang off a
-    # virtual top so that a root's only child (same indent) cannot be mistaken for the next root
-    if len(roots) > 1:
-        stack = [(r, ("└─ " if i == len(roots) - 1 else "├─ "), ("   " if i == len(roots) - 1 else "│  "))
-                 for i, r in enumerate(roots)][::-1]
-    else:
-        stack = [(r, "", "") for r in roots]
+    # (node, prefix of its own line, prefix of its descendants' lines)
+    stack: list[tuple[int, str, str]] = [(r, "", "") for r in reversed(kids.get(None, []))]
     while stack:  # iterative: lineages can be 10,000 deep
         nid, line_prefix, desc_prefix = stack.pop()
         lines.append(line_prefix + _label(by_id[nid], t["best_agent"]))
         below = kids.get(nid, [])
-        if len(below) == 1:
-            stack.append((below[0], desc_prefix, desc_prefix))
-            continue
+        if len(desc_prefix) >= MAX_INDENT:
+            desc_prefix = _FOLD
         for i in range(len(below) - 1, -1, -1):
             last = i == len(below) - 1
             stack.append((below[i], desc_prefix + ("└─ " if last else "├─ "), desc_prefix + ("   " if last else "│  ")))

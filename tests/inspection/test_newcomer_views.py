@@ -63,3 +63,68 @@ def test_diff_of_a_child_with_no_genome_says_why(tmp_path):
     # a child that has a genome still diffs against its parent: one line of one file changed
     result = cli_json("diff", db, "3")
     assert [(f["path"], f["added"], f["removed"]) for f in result["files"]] == [("util.py", 1, 1)]
+
+
+def _forest_db(path: Path, parents: list[int | None]) -> Path:
+    with ArchiveDB(path) as db:
+        db.create_run(name="f", task="t", seed=0, config=CODE_CONFIG, descriptor_schema=CODE_SCHEMA)
+        db.propose([Proposal(id=i, parent_id=p, operator="op", seed=i) for i, p in enumerate(parents)])
+        db.record([Outcome(id=i, status="archived", files={"g": b"%d" % i}, fitness=float(i), descriptors=[0.5, 0.5])
+                   for i in range(len(parents))])
+    return path
+
+
+def _parents_from_text(text: str) -> dict[int, int | None]:
+    """Read a tree back: a node's parent is the last node printed one step (3 characters) to its left."""
+    last_at: dict[int, int] = {}
+    parents: dict[int, int | None] = {}
+    for line in text.splitlines():
+        col = line.index("#")
+        aid = int(line[col + 1:].split()[0])
+        parents[aid] = None if col == 0 else last_at[col - 3]
+        assert col == 0 or line[col - 3:col] in ("└─ ", "├─ "), line
+        last_at[col] = aid
+    return parents
+
+
+def test_tree_indents_an_only_child_under_its_parent(tmp_path):
+    db = _forest_db(tmp_path / "t.db", [None, 0, 1, 0, None])  # 0 -> 1 -> 2, 0 -> 3; a second root 4
+    code, out, _ = cli("tree", db)
+    assert code == 0
+    lines = out.splitlines()
+    assert [line.split(" op ")[0] for line in lines] == ["#0", "├─ #1", "│  └─ #2", "└─ #3", "#4"]
+    assert _parents_from_text(out) == {0: None, 1: 0, 2: 1, 3: 0, 4: None}
+
+
+def test_tree_text_reads_back_as_the_same_forest(monkeypatch):
+    import random
+
+    from openended.inspection import lineage_tree
+
+    monkeypatch.setattr(lineage_tree, "MAX_INDENT", 10**6)  # no folding here: every line is read back
+    for seed in range(40):
+        rng = random.Random(seed)
+        n = rng.randint(1, 40)
+        parents = [None] + [rng.choice([None, i - 1, rng.randrange(i)]) for i in range(1, n)]
+        nodes = [{"id": i, "parent_id": p, "depth": 0, "status": "archived", "operator": "op", "model": None,
+                  "fitness": 1.0, "cell": None, "archive_event": None, "elite": False, "best_lineage": False,
+                  "hidden_children": 0} for i, p in enumerate(parents)]
+        text = lineage_tree.format_tree({"nodes": nodes, "pruned": False, "best_agent": None})
+        assert _parents_from_text(text) == dict(enumerate(parents)), (seed, text)
+
+
+def test_a_deep_lineage_stays_narrow(tmp_path):
+    from openended.inspection.lineage_tree import MAX_INDENT
+
+    n = 2000
+    db = _forest_db(tmp_path / "chain.db", [None] + list(range(n - 1)))
+    code, out, _ = cli("tree", db, "--all")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == n and [int(line.split("#")[1].split()[0]) for line in lines] == list(range(n))
+    assert max(line.index("#") for line in lines) <= MAX_INDENT + 3
+    folded = [i for i, line in enumerate(lines) if line.startswith("… └─ ")]
+    assert folded and all(line.startswith("…") for line in lines[folded[0]:])
+    # within a stretch between folds, each step is one indent further right
+    cols = [line.index("#") for line in lines[:folded[0]]]
+    assert cols == [3 * i for i in range(folded[0])]
