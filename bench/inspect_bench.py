@@ -36,6 +36,9 @@ from archive_db import ArchiveDB, Outcome, Proposal
 ROOT = Path(__file__).resolve().parents[1]
 
 COMMANDS = ("status", "top", "show", "lineage", "diff", "tree")
+# The deepest evaluated agent (one still in flight has no genome to diff).
+DEEPEST = ("SELECT id, depth FROM agents WHERE status IN ('archived', 'rejected') "
+           "ORDER BY depth DESC, id LIMIT 1")
 BINS = 32
 PARAMS = 142
 WINDOW = 64
@@ -105,7 +108,7 @@ def build(path: Path, n: int = 100_000, *, seed: int = 0, batch: int = 1000) -> 
         best = max(f for _, f in elites.values()) if elites else None
         db.record_stats(children_done=stop, archive_size=len(elites), coverage=len(elites) / BINS**2,
                         qd_score=sum(f + 300.0 for _, f in elites.values()), best_fitness=best)
-    deepest = db.conn.execute("SELECT id, depth FROM agents ORDER BY depth DESC, id LIMIT 1").fetchone()
+    deepest = db.conn.execute(DEEPEST).fetchone()
     db.add_evaluation(deepest[0], stage="full", seconds=0.01, exit_status=0, fitness=0.0, result={"fitness": 0.0})
     db.update_run(status="finished", state={"elapsed_seconds": 0.0})
     db.close()
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if db.exists():
             with ArchiveDB(db, readonly=True) as ro:
                 if ro.conn.execute("SELECT COUNT(*) FROM agents").fetchone()[0] == args.n:
-                    row = ro.conn.execute("SELECT id, depth FROM agents ORDER BY depth DESC, id LIMIT 1").fetchone()
+                    row = ro.conn.execute(DEEPEST).fetchone()
                     facts = {"build_seconds": None, "deepest_agent": row[0], "deepest_depth": row[1]}
         if facts is None:
             facts = build(db, args.n)
