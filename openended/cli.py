@@ -38,7 +38,8 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
         _fail(str(exc))
     progress = Progress(title=f"{campaign.task.name} -> {campaign.db.path}", live=False if quiet else None)
     campaign.progress = progress
-    if campaign.sandbox_note:
+    progress.note(f"sandbox: {campaign.sandbox_in_use}")
+    if campaign.sandbox_note and campaign.sandbox_note not in campaign.sandbox_in_use:
         progress.note(f"sandbox: {campaign.sandbox_note}")
     if campaign.resumed_pending:
         progress.note(f"resuming: {campaign.resumed_pending} children left in flight will be re-dispatched")
@@ -147,7 +148,8 @@ def status(
         return
     table = Table(title=f"{info['task']} ({info['status']})", show_header=False)
     for key in ("db", "seed", "max_children", "children_done", "children_failed", "children_pending", "archive",
-                "selection", "archive_size", "coverage", "qd_score", "best_fitness", "best_agent", "elapsed_seconds"):
+                "selection", "sandbox", "archive_size", "coverage", "qd_score", "best_fitness", "best_agent",
+                "elapsed_seconds"):
         value = info[key]
         if key == "coverage":
             value = f"{value:.1%}"

@@ -44,11 +44,13 @@ class Summary(Standing):
     stop_reason: str
     children_pending: int
     seconds: float  # this session's wall time
+    sandbox: str = ""  # the sandbox this session evaluated in (openended.sandbox.describe)
 
     def line(self) -> str:
         best = "n/a" if self.best_fitness is None else show_number(self.best_fitness)
         return (
             f"{self.status} ({self.stop_reason}): {self.children_done} done, {self.children_failed} failed, "
             f"{self.children_pending} left for resume, archive {self.archive_size}, coverage {self.coverage:.1%}, "
-            f"QD score {show_number(self.qd_score)}, best fitness {best}, {self.seconds:.1f}s -> {self.db_path}"
+            f"QD score {show_number(self.qd_score)}, best fitness {best}, {self.seconds:.1f}s"
+            f"{', sandbox ' + self.sandbox if self.sandbox else ''} -> {self.db_path}"
         )

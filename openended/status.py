@@ -30,6 +30,7 @@ class CampaignStatus:
     operators: dict[str, dict]
     models: dict[str, dict]
     updated_at: str
+    sandbox: str  # the sandbox of the latest session ("" for a campaign run before it was recorded)
 
     def as_dict(self) -> dict:
         """One flat mapping (what ``openended status --json`` prints)."""
@@ -69,7 +70,8 @@ def campaign_status(db_path: str | Path) -> CampaignStatus:
             archive=config["archive"]["kind"], selection=config["selection"]["strategy"],
             best_agent=None if best is None else best["id"], duplicates=duplicates, tokens=int(usage["tokens"]),
             cost=usage["cost"], operators=_success_rates(operators, "operator"),
-            models=_success_rates(operators, "model"), updated_at=run["updated_at"])
+            models=_success_rates(operators, "model"), updated_at=run["updated_at"],
+            sandbox=str(run["state"].get("sandbox", "")))
 
 
 def _success_rates(rows: list[dict], key: str) -> dict[str, dict]:

@@ -37,6 +37,7 @@ from openended.names import LOCAL_MODEL
 from openended.portfolio import Arm, Portfolio
 from openended.qd import Archive, DescriptorSpace, make_archive, restore_archive
 from openended.sandbox import SandboxUnavailable
+from openended.sandbox import describe as describe_sandbox
 from openended.sandbox import resolve as resolve_sandbox
 from openended.selection import LineageCounts, select_parents
 from openended.standing import Standing, Summary
@@ -102,6 +103,7 @@ class Campaign:
                 secrets=any(m.api_key_env for m in self.config.llm.models))
         except SandboxUnavailable as exc:
             raise ConfigError(f"key 'sandbox.kind': {exc}") from None
+        self.sandbox_in_use = describe_sandbox(self.sandbox, self.sandbox_note)
         # A backstop for a Ray task that never returns; the sandbox enforces the real per-evaluation limit.
         sandbox_slack = 0.0 if self.sandbox.kind == "inprocess" else 30.0
         self._task_timeout = self.config.task_timeout_seconds or (self.sandbox.limits.timeout_s * 1.5 + sandbox_slack)
@@ -229,8 +231,9 @@ class Campaign:
         runtime.sweep_containers(self.sandbox)  # leftovers of an earlier session of this campaign (e.g. a kill -9)
         started_ray = ensure_ray(self.config.ray_address)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        # what this session runs with, so `status` shows e.g. a budget raised on resume
-        self.db.update_run(status="running", config=self.config.model_dump())
+        # what this session runs with, so `status` shows e.g. a budget raised on resume, and its sandbox
+        self.state["sandbox"] = self.sandbox_in_use
+        self.db.update_run(status="running", config=self.config.model_dump(), state=self._driver_state())
         try:
             self._start_models()
             self.dispatcher = Dispatcher(
@@ -407,6 +410,7 @@ class Campaign:
         standing = self._snapshot()
         self.db.update_run(status=status, state={**self.state, "elapsed_seconds": self._elapsed()})
         summary = Summary(**standing.as_dict(), db_path=str(self.db.path), status=status, stop_reason=stop_reason,
+                          sandbox=self.sandbox_in_use,
                           children_pending=self.db.progress_counts()["pending"],
                           seconds=time.monotonic() - self._session_start)
         self.close()

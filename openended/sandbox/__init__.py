@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from openended.names import SandboxKind, SandboxMode
-from openended.sandbox.engine import sweep
+from openended.sandbox.engine import IMAGE_VERSION, sweep
 from openended.sandbox.spec import (
     EvalArgs,
     EvalFailStage,
@@ -42,8 +42,8 @@ from openended.sandbox.spec import (
 )
 
 __all__ = ["EvalArgs", "EvalFailStage", "EvalOutcome", "EvaluationRecord", "FailureKind", "Limits", "Sandbox",
-           "SandboxSettings", "SandboxSpec", "SandboxUnavailable", "campaign_label", "get_sandbox", "limits_for",
-           "resolve", "sweep"]
+           "SandboxSettings", "SandboxSpec", "SandboxUnavailable", "campaign_label", "describe", "get_sandbox",
+           "limits_for", "resolve", "sweep"]
 
 
 def campaign_label(db_path: str | os.PathLike[str]) -> str:
@@ -120,6 +120,15 @@ def resolve(config: SandboxSettings, *, task_limits: Mapping[str, float], db_pat
     spec = SandboxSpec(kind=kind, limits=limits_for(task_limits, config), mode=config.mode, image=config.image,
                        pool_max_evaluations=config.pool_max_evaluations, campaign_label=campaign_label(db_path))
     return spec, note
+
+
+def describe(spec: SandboxSpec, note: str | None = None) -> str:
+    """The sandbox in use, as the banner, the summary line and ``status`` show it: kind, mode and
+    image version for docker, and why a campaign fell back to ``process``."""
+    if spec.kind == "docker":
+        return f"docker ({spec.mode}, image {spec.image} v{IMAGE_VERSION})"
+    fell_back = note is not None and "falling back" in note
+    return f"{spec.kind} ({note.split(';')[0]})" if fell_back and note else spec.kind
 
 
 _SANDBOXES: dict[tuple[SandboxSpec, str], Sandbox] = {}

@@ -3,10 +3,12 @@ failure kinds in docker, process and inprocess; the worker always goes through i
 
 from __future__ import annotations
 
+import json
+import subprocess
 import textwrap
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, TOY
 
 from openended.config import load_config
 from openended.engine.jobs import Evaluate
@@ -123,3 +125,21 @@ def test_the_worker_evaluates_through_the_sandbox_of_every_kind(kind):
     else:
         assert all(r.evaluation.failure_kind is None for r in good)
         assert all(r.evaluation.failure_kind is FailureKind.CRASH and r.batch_failure for r in bad)
+
+
+@pytest.mark.parametrize("kind", ["docker", "process"])
+def test_the_sandbox_in_use_is_shown_and_stored(tmp_path, cli_env, python, ray_address, docker_engine, kind):
+    """Issue 15: the banner, the summary line and `status` name the sandbox a campaign evaluated in."""
+    db = tmp_path / f"{kind}.db"
+    env = {**cli_env, "RAY_ADDRESS": ray_address}
+    proc = subprocess.run([python, "-m", "openended", "run", "--task", f"{TOY}:plain", "--db", str(db), "--budget", "6",
+                           "--sandbox", kind, "--quiet", "--ray-address", ray_address], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = "docker (pool, image openended-sandbox:latest v2)" if kind == "docker" else "process"
+    output = proc.stdout + proc.stderr
+    assert f"sandbox: {expected}" in output, output[-2000:]
+    assert f"sandbox {expected} -> " in proc.stdout.strip().splitlines()[-1]
+    status = subprocess.run([python, "-m", "openended", "status", str(db), "--json"], env=cli_env,
+                            capture_output=True, text=True, timeout=120)
+    assert json.loads(status.stdout)["sandbox"] == expected
