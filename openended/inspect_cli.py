@@ -359,6 +359,10 @@ def compare(
         rows = inspection.compare(dbs, threshold)
     if as_json:
         return _emit_json(rows)
+    tasks = sorted({str(r["task"]) for r in rows})
+    if len(tasks) > 1:  # their fitness, coverage and QD score are on different scales
+        typer.echo(f"warning: these campaigns ran different tasks ({', '.join(tasks)}); their figures do not "
+                   "compare", err=True)
     for r in rows:
         r["coverage_pct"] = None if r["coverage"] is None else f"{100 * r['coverage']:.1f}%"
     _print_rows(rows, ["db", "task", "archive", "evaluations", "qd_score", "coverage_pct", "best_fitness", "threshold",

@@ -437,8 +437,11 @@ def test_compare_reports_each_campaign_and_the_threshold(maze_db, code_db):
     # code.db, replayed: the 'all' archive's members binned on the 4x4 grid
     assert default["coverage"] == pytest.approx(len({(0, 0), (1, 0), (3, 3), (2, 1), (2, 2)}) / 16)
     assert default["qd_score"] == pytest.approx(0.5 + 1.0 + 3.0 + 2.0 + 0.1)
-    code, out, _ = cli("compare", maze_db, code_db)
+    code, out, err = cli("compare", maze_db, code_db)
     assert code == 0 and "maze.db" in out and "code.db" in out
+    assert "different tasks" in err, "a maze and a code campaign side by side are said not to compare (issue 15)"
+    code, out, err = cli("compare", maze_db, maze_db)
+    assert code == 0 and "different tasks" not in err
 
 
 def test_missing_or_foreign_database_gives_a_clear_error(tmp_path):
