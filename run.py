@@ -2,6 +2,7 @@
 
     python run.py              # the deceptive maze (medium), novelty search, 20,000 children at most
     python run.py --help       # every option of `openended run`
+    python run.py OPTIONS...   # `openended run OPTIONS...`
 """
 
 import sys
@@ -11,8 +12,9 @@ from openended.cli import app
 
 
 def main() -> None:
-    if len(sys.argv) > 1:
-        app()
+    if len(sys.argv) > 1:  # options of `openended run` (its help for --help), not of the command group
+        args = sys.argv[2:] if sys.argv[1] == "run" else sys.argv[1:]  # the usage line reads "run.py run ..."
+        app(["run", *args], prog_name="python run.py")
         return
     db = f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}.db"
     # standalone_mode=False: typer returns the exit code instead of exiting, so the hint below
