@@ -5,14 +5,16 @@ filesystem with tmpfs at /work and /tmp, a non-root user, no capabilities, opene
 profile, a private IPC namespace, no host environment, and exactly two read-only mounts: a copy
 of the task folder (/task) and the folder the host writes agents into (/agents), both under a
 fresh temporary folder whose path says nothing of the host's layout. Every evaluation runs in
-a fresh process with a fresh work dir, forked by the runner (``sandboxes/runner.py``); a hard wall-clock limit kills the
-container of an evaluation that overruns.
+a fresh process with a fresh work dir, forked by the runner (``sandboxes/runner.py``); a hard
+wall-clock limit kills the container of an evaluation that overruns.
 
 A container's main process is the runner in ``--serve`` mode. The host writes a job folder
 under /agents, sends its path on the container's stdin and reads the report line from its
 stdout, both through one attach stream: no ``docker exec`` (50-100 ms each on a busy
 machine), about 1 ms of round trip. No child can reach that stream (see the runner), and
-between jobs the runner kills whatever a child left running and empties /tmp and /work.
+between jobs the runner kills whatever a child left running, removes its IPC objects and empties
+/work, /tmp, /dev/shm and /dev/mqueue; a report carrying ``retire`` (something survived that)
+retires the container.
 
 - ``pool``: a worker keeps its container for up to ``pool_max_evaluations`` jobs.
 - ``fresh``: every container gets exactly one job, after which its stdin is closed.
