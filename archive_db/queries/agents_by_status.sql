@@ -1,7 +1,8 @@
--- agents_by_status: agents whose status is :status, by id, at most :limit rows (-1: no limit).
+-- agents_by_status: agents whose status is :status (unset or empty: every status), by id, at most :limit
+-- rows (-1: no limit; unset or empty: 100).
 -- sqlite3 CLI:  sqlite3 campaign.db -cmd ".parameter set :status \"'proposed'\"" -cmd ".parameter set :limit -1" ".read archive_db/queries/agents_by_status.sql"
 SELECT *
 FROM agents
-WHERE status = :status
+WHERE status = coalesce(nullif(:status, ''), status)
 ORDER BY id
-LIMIT :limit;
+LIMIT coalesce(nullif(:limit, ''), 100);

@@ -201,3 +201,18 @@ def test_every_named_query_is_a_canned_query(maze_db):
         assert q["sql"] == (pkg / f"{name}.sql").read_text().strip()
         assert q["description"] and "sqlite3 CLI" not in q["description"]
     assert not any(q.get("write") for q in queries.values())  # no canned query may write
+
+
+def test_every_canned_query_answers_with_no_parameters(server, maze_db):
+    """Opened from the index page (no parameters given), each canned query answers rows, not HTTP 400
+    "datatype mismatch" (issue 15): its parameters have defaults."""
+    import archive_db
+
+    base, name, _, _ = server
+    for query in archive_db.query_names():
+        for params in ("", "?k=&status=&limit=&agent_id="):
+            status, body = _get(f"{base}/{name}/{query}.json{params}")
+            assert status == 200, (query, params, body[:300])
+            assert json.loads(body)["rows"], (query, params)
+    status, body = _get(f"{base}/{name}/top_by_fitness.json?k=2")
+    assert status == 200 and len(json.loads(body)["rows"]) == 2
