@@ -75,10 +75,31 @@ def datasette_metadata(db_path: str | os.PathLike) -> dict:
     }
 
 
+def _one_line_error(datasette, request, exception):
+    """Datasette's handle_exception hook: an ordinary HTTP error (a 404, bad SQL) is one line on stderr."""
+    status = getattr(exception, "status", 500)
+    first = str(exception).splitlines()[0][:200] if str(exception) else type(exception).__name__
+    print(f"serve: {status} {request.path}: {first}", file=sys.stderr, flush=True)
+    return None  # datasette's own handler renders the error page
+
+
+def _quiet_errors() -> None:
+    """Datasette prints every error, a 404 included, as a rich traceback with local variables when rich is
+    installed (it is, for our CLI); keep its error pages, print one line instead. Once per process."""
+    from datasette import handle_exception, hookimpl
+    from datasette.plugins import pm
+
+    handle_exception.rich = None  # the module global its default handler checks
+    if pm.get_plugin("openended-errors") is None:
+        plugin = type("openended_errors", (), {"handle_exception": staticmethod(hookimpl(_one_line_error))})
+        pm.register(plugin, name="openended-errors")  # the class itself: datasette lists plugins by __name__
+
+
 def make_datasette(db_path: str | os.PathLike):
     """A :class:`datasette.app.Datasette` serving ``db_path`` read-only (mutable, ``mode=ro``)."""
     from datasette.app import Datasette
 
+    _quiet_errors()
     path = Path(db_path).resolve()
     metadata = datasette_metadata(path)  # also checks it is a campaign database
     ds = Datasette(files=[str(path)], metadata=metadata, crossdb=False,

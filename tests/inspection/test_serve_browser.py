@@ -216,3 +216,16 @@ def test_every_canned_query_answers_with_no_parameters(server, maze_db):
             assert json.loads(body)["rows"], (query, params)
     status, body = _get(f"{base}/{name}/top_by_fitness.json?k=2")
     assert status == 200 and len(json.loads(body)["rows"]) == 2
+
+
+def test_an_ordinary_http_error_is_one_log_line(server):
+    """A 404 and bad SQL answer their error pages; the console gets one line each, no traceback (issue 15)."""
+    base, name, _, log = server
+    before = log.read_text()
+    assert _get(f"{base}/{name}/no_such_table")[0] == 404
+    assert _get(f"{base}/{name}.json?sql=SELEC+nonsense")[0] == 400
+    time.sleep(0.5)
+    new = log.read_text()[len(before):]
+    assert "Traceback" not in new and "locals" not in new, new[:2000]
+    lines = [line for line in new.splitlines() if line.strip()]
+    assert len(lines) == 2 and lines[0].startswith("serve: 404") and lines[1].startswith("serve: 400"), lines
