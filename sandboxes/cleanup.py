@@ -10,40 +10,14 @@ container's idle level, is a reason to retire the container rather than hand it 
 
 import ctypes
 import os
-import shutil
-import stat
+
+from sandboxes.reaper import remove_tree
 
 IPC_RMID = 0
 SCRATCH = ("/tmp", "/dev/shm", "/dev/mqueue")
 # Memory a container may hold after clean-up above its idle level (page cache of what a job read).
 MEMORY_SLACK_BYTES = 24 * 1024 * 1024
 MEMORY_FILES = ("/sys/fs/cgroup/memory/memory.usage_in_bytes", "/sys/fs/cgroup/memory.current")
-
-
-def _make_writable(path):
-    """Give the owner rwx on ``path`` and on every folder under it, top down (so each can be listed)."""
-    try:
-        os.chmod(path, stat.S_IRWXU)
-    except OSError:
-        pass
-    for root, dirs, _files in os.walk(path):
-        for name in dirs:
-            try:
-                os.chmod(os.path.join(root, name), stat.S_IRWXU)
-            except OSError:
-                pass
-
-
-def remove_tree(path):
-    """Remove ``path`` and everything under it, whatever permissions a child left; never raises."""
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            _make_writable(path)
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.unlink(path)
-    except (OSError, RecursionError):
-        pass
 
 
 def empty(folder):

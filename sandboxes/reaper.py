@@ -3,7 +3,8 @@
 At close (and after a timeout, a death or a bad reply) ``Agent`` kills the agent's process group
 and every process below the agent that can be found (:func:`kill_all`: the agent process is the
 child subreaper of what it starts, so orphans stay below it), then removes its folder even where
-the agent took permissions away (:func:`remove_tree`). Known limit: a process that left the
+the agent took permissions away (:func:`remove_tree`, which the runner's clean-up between jobs
+uses too). Known limit: a process that left the
 agent's session and whose parents are gone (the agent can undo its subreaper setting) is not
 found; the sandbox container's runner kills every process between jobs.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 
 __all__ = ["descendants", "kill_all", "remove_tree"]
@@ -36,26 +38,38 @@ def kill_all(pid: int) -> None:
             break
 
 
-def remove_tree(folder: str) -> bool:
-    """Remove ``folder`` even where the agent took away permissions; whether it is gone."""
+def _make_writable(path: str) -> None:
+    """Give the owner rwx on ``path`` and on every folder under it, top down (so each can be listed),
+    never through a symbolic link (that could reach a folder outside)."""
+    try:
+        os.chmod(path, stat.S_IRWXU)
+    except OSError:
+        pass
+    for root, dirs, _files in os.walk(path):
+        for name in dirs:
+            inner = os.path.join(root, name)
+            if not os.path.islink(inner):
+                try:
+                    os.chmod(inner, stat.S_IRWXU)
+                except OSError:
+                    pass
+
+
+def remove_tree(path: str) -> bool:
+    """Remove ``path`` (a folder and everything under it, or a single file or link) even where a child
+    took permissions away; whether it is gone. Never raises: a tree too deep to walk stays, and the
+    caller sees it."""
     import shutil
 
-    def retry(func, path, _exc):  # only ever chmod what lies inside the folder, never a link
-        try:
-            parent = os.path.dirname(path)
-            if parent == folder or parent.startswith(folder + os.sep):
-                os.chmod(parent, 0o700)
-            if os.path.isdir(path) and not os.path.islink(path) and path.startswith(folder + os.sep):
-                os.chmod(path, 0o700)
-            if func is not os.path.islink:
-                func(path)
-        except OSError:
-            pass
-
-    shutil.rmtree(folder, onerror=retry)
-    if os.path.lexists(folder):
-        shutil.rmtree(folder, ignore_errors=True)
-    return not os.path.lexists(folder)
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            _make_writable(path)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except (OSError, RecursionError):
+        pass
+    return not os.path.lexists(path)
 
 
 def descendants(root_pid: int) -> set[int]:

@@ -48,6 +48,7 @@ import tempfile
 import time
 
 from sandboxes import cleanup
+from sandboxes.reaper import remove_tree
 
 TAIL = 4000
 MAX_RESULT_BYTES = 8 * 1024 * 1024
@@ -317,7 +318,7 @@ def run(job_dir, job=None):
                         os.close(fd)
                     except OSError:
                         pass
-        cleanup.remove_tree(work)
+        remove_tree(work)
 
 
 def _watch(pid, sel, out_r, err_r, res_r, deadline, timeout, cap):
