@@ -6,12 +6,17 @@ A built-in task lives in this package (``maze``, with variants ``maze-medium`` a
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from openended.genome_folder import GenomeFolderError, read_genome_folder
 from openended.tasks.spec import TaskSpec, parse_task_spec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BUILTIN_DIR = Path(__file__).parent
 
@@ -26,6 +31,17 @@ class TaskRef:
 
     path: str
     variant: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskMap:
+    """A task's map in the coordinates of its first two descriptors: wall segments (n, 4) as
+    ``x1 y1 x2 y2``, the start and the goal (exit)."""
+
+    walls: np.ndarray
+    start: tuple[float, float]
+    goal: tuple[float, float]
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,25 @@ class Task:
         except GenomeFolderError as exc:
             raise TaskError(f"task {self.name!r}: its seed: {exc}") from None
 
+    def map(self) -> TaskMap | None:
+        """The task's map, drawn under the archive heatmap: when its ``evaluate_args`` name one
+        (``map = "medium"``) and its folder holds ``maps/<name>.txt`` in the maze format
+        (``maze/maps/README.md``), else None; a TaskError naming the file when that file is malformed."""
+        name = self.spec.evaluate_args.get("map")
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+            return None
+        path = self.root / "maps" / f"{name}.txt"
+        if not path.is_file():
+            return None
+        from openended.tasks.maze.maze_sim import parse_maze  # the format's one parser (stdlib + numpy)
+
+        try:
+            maze = parse_maze(path.read_text(encoding="utf-8"), source=str(path))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise TaskError(f"task {self.name!r}: its map: {exc}") from None
+        return TaskMap(walls=maze.walls, start=(float(maze.start[0]), float(maze.start[1])),
+                       goal=(float(maze.goal[0]), float(maze.goal[1])), path=path)
+
     def prompt(self) -> str:
         path = self.root / "prompt.md"
         return path.read_text() if path.exists() else ""
@@ -99,7 +134,7 @@ class Task:
 
 def builtin_task_names() -> list[str]:
     """Names of the built-in tasks, variants spelled ``folder-variant``."""
-    names = []
+    names: list[str] = []
     for toml in sorted(BUILTIN_DIR.glob("*/task.toml")):
         variants = tomllib.loads(toml.read_text()).get("variants", {})
         names.extend(f"{toml.parent.name}-{v}" for v in variants) if variants else names.append(toml.parent.name)
@@ -108,36 +143,56 @@ def builtin_task_names() -> list[str]:
 
 def load_task(name: str) -> Task:
     """Load a built-in task by name (``maze-hard``) or a user's task folder by path (``./mytask`` or
-    ``./mytask:variant``)."""
+    ``./mytask:variant``). Every variant of the folder's task.toml is validated, not only the one asked for."""
     folder, variant = _resolve(name)
     toml_path = folder / "task.toml"
+    text = toml_path.read_text()
     try:
-        spec = tomllib.loads(toml_path.read_text())
+        spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TaskError(f"{toml_path}: invalid TOML: {exc}") from exc
     variants = spec.pop("variants", {})
-    if variant is not None:
-        if variant not in variants:
-            raise TaskError(
-                f"task {folder.name!r} has no variant {variant!r}; variants in {toml_path}: {sorted(variants)}"
-            )
-        spec.update(variants[variant])
-    elif variants:
-        names = ", ".join(f"{folder.name}-{v}" for v in variants)
-        raise TaskError(f"task {folder.name!r} needs a variant, one of: {names}")
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise TaskError(f"{toml_path}: key 'variants' must be a table of tables ([variants.NAME])")
     for required in ("evaluate.py",):
         if not (folder / required).exists():
             raise TaskError(f"task folder {folder} has no {required}")
-    try:
-        parsed = parse_task_spec(spec, str(toml_path) + (f" (variant {variant})" if variant else ""))
-    except ValueError as exc:
-        raise TaskError(str(exc)) from None
-    if parsed.genome == "code" and (folder / "seed").is_dir() and not (folder / "seed" / parsed.code_file).is_file():
-        raise TaskError(f"{toml_path}: key 'code_file': seed/{parsed.code_file} does not exist (the file the "
+    parsed: dict[str | None, TaskSpec] = {}  # every variant validated: a typo in one is refused whichever is asked
+    for v in variants or [None]:
+        own: dict = variants[v] if v is not None else {}
+
+        def locate(loc: tuple[int | str, ...], own: dict = own, v: str | None = v) -> str:
+            return _where(text, loc, v if loc[0] in own else None)
+
+        try:
+            parsed[v] = parse_task_spec({**spec, **own}, str(toml_path) + (f" (variant {v})" if v else ""), locate)
+        except ValueError as exc:
+            raise TaskError(str(exc)) from None
+    if variant is not None and variant not in variants:
+        raise TaskError(f"task {folder.name!r} has no variant {variant!r}; variants in {toml_path}: {sorted(variants)}")
+    if variant is None and variants:
+        names = ", ".join(f"{folder.name}-{v}" for v in variants)
+        raise TaskError(f"task {folder.name!r} needs a variant, one of: {names}")
+    chosen = parsed[variant]
+    if chosen.genome == "code" and (folder / "seed").is_dir() and not (folder / "seed" / chosen.code_file).is_file():
+        raise TaskError(f"{toml_path}: key 'code_file': seed/{chosen.code_file} does not exist (the file the "
                         "operators edit; set code_file to one of the seed's files)")
-    base = parsed.name or folder.name
+    base = chosen.name or folder.name
     display = f"{base}-{variant}" if variant else base
-    return Task(name=display, root=folder.resolve(), variant=variant, spec=parsed)
+    return Task(name=display, root=folder.resolve(), variant=variant, spec=chosen)
+
+
+def _where(text: str, loc: tuple[int | str, ...], variant: str | None) -> str:
+    """Where the key at ``loc`` is written in task.toml's ``text``: its table and line(s), as far as a
+    plain search for the key's last part finds it (a misspelt key is usually written once)."""
+    key = str(loc[-1])
+    pattern = re.compile(r"(?:^|[\s{,.\[])[\"']?" + re.escape(key) + r"[\"']?\s*(?:=|\]|\.)")
+    lines = [i for i, line in enumerate(text.splitlines(), start=1)
+             if pattern.search(line.split("#", 1)[0] if "#" in line and '"' not in line else line)]
+    parts = [f"in [variants.{variant}]"] if variant is not None else []
+    if 1 <= len(lines) <= 3:
+        parts.append(("line " if len(lines) == 1 else "lines ") + ", ".join(map(str, lines)))
+    return ", ".join(parts)
 
 
 def _resolve(name: str) -> tuple[Path, str | None]:

@@ -36,7 +36,7 @@ def test_a_variant_sets_its_own_floor_and_args():
 
 def test_an_unknown_key_is_named_with_the_file(tmp_path):
     folder = _task(tmp_path, TOY, lambda t: t.replace("batchable = true", "batchable = true\nbatchsize = 4"))
-    with pytest.raises(TaskError, match=r"task\.toml \(variant plain\): key 'batchsize': Extra inputs"):
+    with pytest.raises(TaskError, match=r"task\.toml \(variant plain\): key 'batchsize' \(line \d+\): unknown key"):
         load_task(f"{folder}:plain")
 
 
