@@ -127,7 +127,7 @@ def test_lineage_tree_highlights_the_best_lineage(maze_db):
     assert len(red[0].get_segments()) + len(grey[0].get_segments()) == total - 1
     ys = sorted({round(float(seg[1][1])) for seg in red[0].get_segments()})
     assert ys == list(range(1, len(lineage)))  # one red edge per generation down to the best agent
-    assert f"best agent #{lineage[-1]['id']}" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"best agent #{lineage[-1]['id']}" in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
 def test_rates_figure_bars_are_the_success_rates(code_db):
