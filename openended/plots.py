@@ -290,7 +290,7 @@ def lineage_figure(db: ArchiveDB, max_nodes: int = 500) -> Figure:
         ax.autoscale_view()
     ax.invert_yaxis()
     ax.set_ylabel("depth")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # depths are whole numbers
     ax.set_xticks([])
     agents = f"{t['total']} agent" + ("" if t["total"] == 1 else "s")
     shown = f"{t['shown']} of {agents}" if t["pruned"] else agents

@@ -211,5 +211,8 @@ def test_the_lineage_title_is_not_clipped_on_a_narrow_tree(tmp_path, n):
     title = fig.axes[0].title
     assert title.get_text().startswith("lineage tree (") and _within_figure(fig, title)
     assert fig.legends and _within_figure(fig, fig.legends[0])
+    low, high = sorted(fig.axes[0].get_ylim())
+    depths = [t for t in fig.axes[0].get_yticks() if low <= t <= high]
+    assert depths and all(float(t).is_integer() for t in depths)  # no depth -0.4
     if n == 1:
         assert "(1 agent)" in title.get_text()
