@@ -51,6 +51,11 @@ class Reads:
         return {"done": c["evaluated"] + c["archived"] + c["rejected"], "failed": c["failed"],
                 "pending": c["proposed"] + c["mutated"]}
 
+    def finished_from(self, first_id: int) -> set[int]:
+        """Ids from ``first_id`` on whose row is terminal (neither proposed nor mutated)."""
+        return {row[0] for row in self.conn.execute(
+            "SELECT id FROM agents WHERE id >= ? AND status NOT IN ('proposed', 'mutated')", (first_id,))}
+
     def agents_by_status(self, status: str, limit: int | None = None) -> list[dict[str, Any]]:
         if status not in STATUSES:
             raise InvalidValueError(f"status must be one of {STATUSES}, not {status!r}")

@@ -7,6 +7,7 @@ value of the wrong type is a ConfigError naming the key and the file.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +107,12 @@ class CampaignConfig(_Strict):
     seed: int = 0
     max_in_flight: int = Field(default=4, ge=1, description="Ray tasks out at once (each carries batch_size children)")
     batch_size: int = Field(default=64, ge=1, description="children per Ray task, for batchable tasks")
+    deterministic: bool = Field(default=True, description=(
+        "reproducible: the same seed gives the same campaign at any max_in_flight and batch_size "
+        "(outcomes applied in child order); false: each outcome applied as it arrives"))
+    staleness: int | None = Field(default=None, ge=1, description=(
+        "most children proposed from an archive lacking their predecessors' outcomes; "
+        "default: 64 when deterministic, else 2 x CPUs x batch_size up to 256"))
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     ray_address: str | None = None
     grace_seconds: float = Field(default=10.0, ge=0, description="wait for in-flight children after SIGINT/SIGTERM")
@@ -186,7 +193,8 @@ def validate_config(data: dict[str, Any], source: str = "config") -> CampaignCon
         raise ConfigError(f"{source}: key 'llm.models': model names must be unique, got {names}")
     if LOCAL_MODEL in names and config.llm.local:
         raise ConfigError(f"{source}: key 'llm.models': the name {LOCAL_MODEL!r} is the embedded model's")
-    checks = [("selection.params", selection.check_params, config.selection.strategy, config.selection.params)]
+    checks: list[tuple[str, Callable[[str, dict], object], str, dict]] = [
+        ("selection.params", selection.check_params, config.selection.strategy, config.selection.params)]
     if config.mutation.operator is not None and not config.mutation.operator.startswith("llm_"):
         checks.append(("mutation.params", mutation.check_params, config.mutation.operator, config.mutation.params))
     elif config.mutation.params and config.mutation.operator is None:

@@ -3,11 +3,14 @@
 The driver is the only writer to the campaign database. Each child's ``proposed`` row
 (parent, operator, seed) is committed, with the driver's RNG state, before any remote work
 starts. Up to ``max_in_flight`` Ray tasks (each carrying up to ``batch_size`` children) are
-out at once; whichever finishes first is taken, its outcomes are written in one transaction
-together with the archive state, and the freed slot is refilled at once. There is no
-generation barrier. A kill at any moment loses nothing: resume rebuilds the archive from the
-database, re-dispatches ``proposed`` children with their recorded seeds and sends ``mutated``
-ones straight to evaluation.
+out at once; whichever finishes first is taken, and the freed slot is refilled at once. There
+is no generation barrier. Outcomes are written together with the archive state: in the
+reproducible mode (the default) in child order, each block of children proposed from a fixed
+set of its predecessors' outcomes (:mod:`.ordering`); in the free mode as they arrive. Either
+way at most ``staleness`` children are proposed from an archive lacking their predecessors'
+outcomes. A kill at any moment loses nothing: resume rebuilds the archive from the database,
+re-dispatches ``proposed`` children with their recorded seeds and sends ``mutated`` ones
+straight to evaluation.
 
 A child's path: :meth:`Campaign._propose` (here) -> :mod:`.jobmaker` (its job) ->
 :mod:`.dispatch` (out to a worker and back) -> :mod:`.worker` (mutate, evaluate in the sandbox)
@@ -31,7 +34,8 @@ from openended.engine.dedupe import Dedupe
 from openended.engine.dispatch import Dispatcher, RayExecutor, ensure_ray, shutdown_ray
 from openended.engine.jobmaker import GenomeCache, JobMaker
 from openended.engine.jobs import ChildResult, Evaluate, Job
-from openended.engine.recorder import Child, Counters, Recorder, describe_error
+from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, default_staleness
+from openended.engine.recorder import Child, Counters, InOrderStart, Recorder, describe_error
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
 from openended.portfolio import Arm, Portfolio
@@ -191,15 +195,26 @@ class Campaign:
         code = self.task.genome_kind == "code"  # code: mutate, store and de-duplicate, then evaluate
         self.genomes = GenomeCache(self.db)
         self._queue: list[Job] = []  # jobs waiting for the dispatcher (made before run() joins Ray)
+        mutated, proposed = self.db.agents_by_status("mutated"), self.db.agents_by_status("proposed")
+        unfinished = [row["id"] for row in (*mutated, *proposed)]
+        ordered: InOrderStart | None = None
+        self.blocks: Blocks | None = None  # the reproducible mode's proposal blocks
+        self.staleness = self.config.staleness  # the free mode's default needs the cluster: see run()
+        if self.config.deterministic:
+            self.staleness = self.staleness or DETERMINISTIC_STALENESS
+            self.blocks = Blocks(n_roots=self.state["n_roots"], staleness=self.staleness)
+            frontier = min(unfinished, default=self.next_id)
+            ordered = InOrderStart(frontier, self.db.finished_from(frontier))
         self.recorder = Recorder(
             self.db, self.archive, lineage=self.lineage, portfolio=self.portfolio, counters=self.counters,
             n_descriptors=len(run["descriptor_schema"]["space"]["names"]),
             dedupe=Dedupe(self.db.genome_firsts()) if code else None, driver_state=self._driver_state,
-            requeue=self._requeue, remember=self.genomes.put, fitness_upper=self.task.spec.fitness.upper)
+            requeue=self._requeue, remember=self.genomes.put, fitness_upper=self.task.spec.fitness.upper,
+            ordered=ordered)
         self.jobs = JobMaker(self.task, self.config, self.db, self.archive, self.lineage, self.genomes,
                              self.recorder.last_errors)
         children = self.recorder.children
-        for row in self.db.agents_by_status("mutated"):
+        for row in mutated:
             children[row["id"]] = Child(row["parent_id"], Arm(row["operator"], row["model"]))
             files = self.db.agent_files(row["id"])
             first = self.recorder.dedupe.first(row["id"], files) if self.recorder.dedupe else row["id"]
@@ -207,7 +222,7 @@ class Campaign:
                 self.recorder.duplicate(row["id"], first)
                 continue
             self._queue.append(Evaluate(row["id"], files))
-        for row in self.db.agents_by_status("proposed"):
+        for row in proposed:
             children[row["id"]] = Child(row["parent_id"], Arm(row["operator"], row["model"]))
             self._queue.append(self.jobs.job(row["id"], row["seed"], row["operator"], row["parent_id"],
                                              row["model"], row["parent2_id"]))
@@ -240,6 +255,9 @@ class Campaign:
                 RayExecutor(self.task.ref, self.sandbox), self._take, max_in_flight=self.config.max_in_flight,
                 batch_size=self.config.batch_size if self.task.batchable else 1, cpus=RayExecutor.cluster_cpus(),
                 task_timeout=self._task_timeout, models=self.models)
+            if self.staleness is None:
+                self.staleness = default_staleness(deterministic=False, batch_size=self.dispatcher.batch_size,
+                                                   cpus=self.dispatcher.cpus)
             for job in self._queue:
                 self.dispatcher.queue(job)
             self._queue.clear()
@@ -266,8 +284,11 @@ class Campaign:
     def _loop(self, dispatcher: Dispatcher) -> str:
         """Fill, collect, record until a stop reason holds and nothing is left in flight; returns the reason."""
         last_stats = 0.0
+        in_order = self.recorder.in_order
         while True:
             reason = self._stop_reason()
+            if in_order is not None and reason != "signal" and (reason is not None or self._all_proposed()):
+                in_order.release_all()  # no child will be proposed again: nothing is left to hold back for
             if reason == "signal":
                 if self.progress is not None:
                     self.progress.note("stop requested: finishing in-flight children, then stopping")
@@ -331,11 +352,33 @@ class Campaign:
         if budget.max_cost is not None and counters.cost >= budget.max_cost:
             return "cost budget"
         pending = self.dispatcher.pending if self.dispatcher is not None else self._queue
-        if budget.max_children is not None and self.next_id >= budget.max_children and not pending:
+        if self._all_proposed() and not pending:
             return "children budget"
         return None
 
+    def _all_proposed(self) -> bool:
+        limit = self.config.budget.max_children
+        return limit is not None and self.next_id >= limit
+
     def _propose(self, n: int) -> list[Job]:
+        """New children for the dispatcher: up to ``n`` (the free mode) or the next block (reproducible)."""
+        if self.blocks is None:
+            assert self.staleness is not None, "run() sets the free mode's staleness"
+            unfinished = self.next_id - self.counters.done - self.counters.failed
+            return self._make(min(n, self.staleness - unfinished))
+        start, n_roots = self.next_id, self.state["n_roots"]
+        if start < n_roots:  # the roots see no archive: one block
+            return self._make(n_roots - start)
+        in_order = self.recorder.in_order
+        assert in_order is not None
+        applied_before = self.blocks.applied_before(start)
+        in_order.release(applied_before)
+        # The block is proposed only from exactly these outcomes, and only if they did not end the campaign.
+        if in_order.frontier < applied_before or self._stop_reason() is not None:
+            return []
+        return self._make(self.blocks.size)
+
+    def _make(self, n: int) -> list[Job]:
         """Write up to n new children's proposed rows (with the RNG state) in one transaction."""
         limit = self.config.budget.max_children
         if limit is not None:

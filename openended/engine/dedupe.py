@@ -35,9 +35,14 @@ class Dedupe:
         self._first = firsts  # genome hash -> first agent with it
         self._parked: dict[int, list[int]] = {}  # agent -> later duplicates waiting for its outcome
 
-    def first(self, agent_id: int, files: Files) -> int:
-        """The first agent with ``files``' genome; ``agent_id`` itself when the genome is new."""
-        return self._first.setdefault(genome_hash(files), agent_id)
+    def first(self, agent_id: int, files: Files, *, lowest: bool = False) -> int:
+        """The first agent with ``files``' genome; ``agent_id`` itself when the genome is new.
+        ``lowest``: the agent with the lowest id stands for the genome, whichever came first."""
+        key = genome_hash(files)
+        first = self._first.setdefault(key, agent_id)
+        if lowest and agent_id < first:
+            self._first[key] = first = agent_id
+        return first
 
     def claim(self, agent_id: int, files: Files) -> None:
         """``agent_id`` stands for its genome from now on (it is evaluated itself)."""

@@ -122,7 +122,8 @@ class Dispatcher:
             if not evaluations_only and (not self.pending or (
                     all(map(waiting, self.pending)) and len(self.pending) < self.max_in_flight)):
                 for job in propose(self.batch_size - len(jobs)):
-                    if isinstance(job, Mutate):
+                    # a block larger than the batch: the rest goes out in the next tasks
+                    if isinstance(job, Mutate) or len(jobs) >= self.batch_size:
                         self.pending.append(job)
                     else:
                         jobs.append(job)

@@ -8,6 +8,10 @@ Nothing a child sends reaches the archive or the store unchecked (:mod:`openende
 result outside the contract or the task's bounds fails the child with stage ``invalid``. As a last
 line, if committing a batch raises anyway, the batch is committed child by child and a child whose
 step still cannot be stored fails with stage ``internal`` and the error: the campaign goes on.
+
+In the reproducible mode (``ordered``) a child's terminal outcome is applied in child-id order
+through :class:`~openended.engine.ordering.InOrder`; a code child's genome is still stored the
+moment it is made (a paid mutation is never lost).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from archive_db import ArchiveDB, Evaluation, Outcome
 from openended.engine.dedupe import Dedupe, Verdict, decide
 from openended.engine.jobs import ChildResult, Evaluate, Job
+from openended.engine.ordering import InOrder
 from openended.portfolio import Arm, Portfolio
 from openended.qd import Archive
 from openended.results import (
@@ -35,6 +40,14 @@ from openended.sandbox.spec import EvaluationRecord
 from openended.selection import LineageCounts
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InOrderStart:
+    """Where the reproducible mode's in-order application resumes."""
+
+    frontier: int  # every child below it is finished
+    finished: set[int]  # children at or above it already finished (their outcome stored)
 
 
 @dataclass(slots=True)
@@ -67,7 +80,8 @@ class Recorder:
     def __init__(self, db: ArchiveDB, archive: Archive, *, lineage: LineageCounts, portfolio: Portfolio,
                  counters: Counters, n_descriptors: int, dedupe: Dedupe | None,
                  driver_state: Callable[[], dict], requeue: Callable[[Job], None],
-                 remember: Callable[[int, dict[str, bytes]], None], fitness_upper: float | None = None):
+                 remember: Callable[[int, dict[str, bytes]], None], fitness_upper: float | None = None,
+                 ordered: InOrderStart | None = None):
         self.db = db
         self.archive = archive
         self.lineage = lineage
@@ -86,6 +100,10 @@ class Recorder:
         self._remember = remember
         self.children: dict[int, Child] = {}  # children not yet finished
         self.last_errors: dict[int, str] = db.last_mutation_errors() if dedupe is not None else {}
+        # the reproducible mode: terminal outcomes wait for their turn (None: applied as they come)
+        self.in_order: InOrder[ChildResult | Outcome] | None = None
+        if ordered is not None:
+            self.in_order = InOrder(ordered.frontier, self._apply_in_order, done=ordered.finished)
 
     # ------------------------------------------------------------- writes
     def commit(self, outcomes: Iterable[Outcome], *, evaluations: Iterable[Evaluation] = (),
@@ -134,9 +152,6 @@ class Recorder:
             self.counters.spend(r)
             usage = _usage(r)
             if r.failed or r.files is None:
-                child = self.children.get(r.agent_id)
-                if child is not None and child.parent_id is not None:
-                    self.last_errors[child.parent_id] = r.fail_reason or "no genome"
                 self.finish([Outcome(r.agent_id, "failed", fail_stage=r.fail_stage or "mutation",
                                      fail_reason=clean_text(r.fail_reason or "the mutation returned no genome",
                                                             MAX_TAIL_CHARS), **usage)])
@@ -148,7 +163,8 @@ class Recorder:
                 continue
             mutated = Outcome(r.agent_id, "mutated", files=files, **usage)
             assert self.dedupe is not None, "only code children are mutated apart from their evaluation"
-            first = self.dedupe.first(r.agent_id, files)
+            # ordered: the lowest child with a genome stands for it, whatever order they came in
+            first = self.dedupe.first(r.agent_id, files, lowest=self.in_order is not None)
             if first != r.agent_id:
                 self.duplicate(r.agent_id, first, stored=[mutated])
                 continue
@@ -158,12 +174,15 @@ class Recorder:
             else:  # failed as internal
                 self.children.pop(r.agent_id, None)
                 self._recorded(stored)
+                if self.in_order is not None:
+                    self.in_order.hold(r.agent_id, None)
+                    self.in_order.release()
 
     def duplicate(self, agent_id: int, first: int, stored: list[Outcome] | None = None) -> None:
         """A child whose genome agent ``first`` already had: not evaluated again unless the machinery
         failed ``first``. ``stored``: steps of this child not yet committed (its genome)."""
         assert self.dedupe is not None
-        decision = decide(agent_id, self.db.agent(first))
+        decision = decide(agent_id, self._genome_row(first))
         if decision.verdict is Verdict.INHERIT:
             assert decision.outcome is not None
             self.finish([decision.outcome], stored=stored or [])
@@ -177,18 +196,81 @@ class Recorder:
         else:
             self.dedupe.park(first, agent_id)
 
+    def _genome_row(self, agent_id: int) -> dict:
+        """The stored row of the agent whose result stands for ``agent_id``'s genome (past a duplicate)."""
+        row = self.db.agent(agent_id)
+        return row if row["duplicate_of"] is None else self.db.agent(row["duplicate_of"])
+
     def finish(self, outcomes: list[Outcome], stored: list[Outcome] | None = None) -> None:
         """Terminal outcomes that change no archive (failures and duplicates), after the ``stored``
-        steps that lead to them, in one transaction."""
+        steps that lead to them, in one transaction (ordered: the steps now, the outcomes in turn)."""
+        if self.in_order is not None:
+            if stored:
+                self._commit_safely(stored)
+            for o in outcomes:
+                self.in_order.hold(o.id, o)
+            self.in_order.release()
+            return
+        self._finish(outcomes, stored)
+
+    def _finish(self, outcomes: list[Outcome], stored: list[Outcome] | None = None) -> None:
         for o in outcomes:
             child = self.children.pop(o.id, None)
             if child is not None and child.arm is not None:
                 self.portfolio.update(child.arm, False)
+            if child is not None and child.parent_id is not None and o.fail_stage == "mutation":
+                # what the parent's next child's prompt is told (mutation errors feed code operators)
+                self.last_errors[child.parent_id] = o.fail_reason or "no genome"
         final = {o.id: o for o in self._commit_safely([*(stored or []), *outcomes])}
         self._recorded([final.get(o.id, o) for o in outcomes])
 
     def evaluations(self, results: list[ChildResult]) -> None:
-        """Check each result, place it in the archive, and commit the batch in one transaction."""
+        """Check each result, place it in the archive, and commit the batch in one transaction
+        (ordered: each result in its turn)."""
+        if self.in_order is not None:
+            for r in results:
+                self.in_order.hold(r.agent_id, r)
+            self.in_order.release()
+            return
+        self._evaluations(results)
+
+    def _apply_in_order(self, items: list[ChildResult | Outcome]) -> None:
+        """Consecutive children's results and terminal outcomes, applied in child order (consecutive
+        evaluations in one transaction)."""
+        batch: list[ChildResult] = []
+        for item in items:
+            first = None
+            if isinstance(item, ChildResult):
+                first = self._lowest_with_genome(item)
+                if first is None:
+                    batch.append(item)
+                    continue
+            if batch:  # stored first: it comes first, and a duplicate is decided on what is stored
+                self._evaluations(batch)
+                batch = []
+            if isinstance(item, Outcome):
+                self._finish([item])
+                continue
+            assert first is not None
+            # A code child evaluated before an earlier child made the same genome takes that earlier
+            # child's outcome in its turn, as it would have had the earlier one come first.
+            outcome = decide(item.agent_id, self._genome_row(first)).outcome
+            if outcome is None:  # the earlier one failed for the machinery: this result stands
+                self._evaluations([item])
+            else:
+                self.counters.spend(item)
+                self._finish([outcome])
+        if batch:
+            self._evaluations(batch)
+
+    def _lowest_with_genome(self, r: ChildResult) -> int | None:
+        """The earlier child that made ``r``'s genome, if any (ordered mode, code genomes)."""
+        if self.dedupe is None or r.files is None:
+            return None
+        first = self.dedupe.first(r.agent_id, r.files, lowest=True)
+        return None if first == r.agent_id else first
+
+    def _evaluations(self, results: list[ChildResult]) -> None:
         outcomes: list[Outcome] = []
         elites: dict[int, int] = {}
         for r in results:

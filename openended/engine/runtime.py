@@ -74,6 +74,8 @@ def merge_for_resume(stored: dict, given: CampaignConfig, db_path: Path) -> Camp
 def _upgrade(stored: dict) -> dict:
     """A stored config in today's shape: keys that earlier versions wrote and no longer mean anything go."""
     upgraded = dict(stored)
+    # Campaigns stored before the reproducible mode existed applied outcomes as they arrived.
+    upgraded.setdefault("deterministic", False)
     llm = dict(upgraded.get("llm") or {})
     if "models" in llm:
         # `weight` was documented but never read (removed in schema 2's lifetime): dropping it changes nothing.
