@@ -1,4 +1,5 @@
-"""Browse a campaign database in datasette, read-only, with the archive_db named queries as canned queries.
+"""Browse a campaign database in datasette, read-only, with the archive_db named queries as canned queries
+and a live campaign dashboard (:mod:`openended.dashboard`) at ``/-/dashboard``.
 
     openended serve campaign.db              # http://127.0.0.1:8001/ (loopback only)
     openended serve campaign.db --port 9000 --host 0.0.0.0   # visible to the network: says so
@@ -12,6 +13,7 @@ datasette's own SQL box only runs single SELECT statements on those read-only co
 from __future__ import annotations
 
 import asyncio
+import html
 import ipaddress
 import os
 import re
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from archive_db import query_names
 from openended import inspection
+from openended.dashboard.plugin import PAGE_PATH, register_plugin
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "canned_queries", "datasette_metadata", "make_datasette", "serve"]
 
@@ -58,11 +61,15 @@ def datasette_metadata(db_path: str | os.PathLike) -> dict:
     with inspection.open_db(db_path) as db:
         run = inspection.run_of(db)
     name = Path(db_path).stem
+    dashboard = f'<a href="{PAGE_PATH}">Live campaign dashboard</a>: progress, archive heatmap, best lineage, ' \
+                "operator success and failures, redrawn every 2 s while the campaign runs."
     return {
         "title": f"openended: {run['task']} ({run['name']})",
-        "description": f"Campaign database {Path(db_path).name}, served read-only.",
+        "description_html": f"<p>Campaign database {html.escape(Path(db_path).name)}, served read-only.</p>"
+                            f"<p>{dashboard}</p>",
         "databases": {
             name: {
+                "description_html": f"<p>{dashboard}</p>",
                 "queries": canned_queries(),
                 "tables": {
                     "agents": {
@@ -100,6 +107,7 @@ def make_datasette(db_path: str | os.PathLike):
     from datasette.app import Datasette
 
     _quiet_errors()
+    register_plugin()
     path = Path(db_path).resolve()
     metadata = datasette_metadata(path)  # also checks it is a campaign database
     ds = Datasette(files=[str(path)], metadata=metadata, crossdb=False,
@@ -135,4 +143,5 @@ def serve(db_path: str | os.PathLike, *, host: str = DEFAULT_HOST, port: int = D
               file=sys.stderr)
     print(f"serving {db_path} read-only at http://{host}:{port}/{Path(db_path).resolve().stem} (Ctrl-C stops)",
           flush=True)
+    print(f"live dashboard at http://{host}:{port}{PAGE_PATH}", flush=True)
     uvicorn.run(ds.app(), host=host, port=int(port), log_level="warning", lifespan="on", workers=1)

@@ -1,0 +1,63 @@
+"""The task's map, for drawing under the archive heatmap: walls, start and exit.
+
+A task has a map when its ``evaluate_args`` name one (``map = "medium"``) and its folder holds
+``maps/<name>.txt`` in the maze format (``openended/tasks/maze/maps/README.md``): the maze task's
+``maze-medium`` and ``maze-hard``, or a user's task folder built the same way. Anything else, or a
+task that no longer loads (a user's folder that moved), has no map; nothing here raises.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from openended.tasks import Task
+
+__all__ = ["TaskMap", "load_task_quietly", "task_map"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMap:
+    """A map in descriptor coordinates: ``walls`` as ``[x1, y1, x2, y2]`` segments, ``start`` and
+    ``goal`` as ``[x, y]``; ``name`` is the map's file stem."""
+
+    name: str
+    walls: list[list[float]]
+    start: list[float]
+    goal: list[float]
+
+
+@functools.lru_cache(maxsize=16)
+def load_task_quietly(task: str) -> Task | None:
+    """The task a run names (a built-in or a folder path), or None when it does not load."""
+    from openended.tasks import load_task
+
+    try:
+        return load_task(task)
+    except Exception:  # noqa: BLE001 - a task that moved or no longer parses just has no map
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def task_map(task: str) -> TaskMap | None:
+    """The map of the run's ``task``, or None when it has none (see the module docstring)."""
+    loaded = load_task_quietly(task)
+    if loaded is None:
+        return None
+    name = loaded.evaluate_args.get("map")
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = Path(loaded.root) / "maps" / f"{name}.txt"
+    if not path.is_file():
+        return None
+    try:
+        from openended.tasks.maze.maze_sim import parse_maze
+
+        maze = parse_maze(path.read_text(encoding="utf-8"), source=str(path))
+    except Exception:  # noqa: BLE001 - a broken map is not drawn; the heatmap still is
+        return None
+    return TaskMap(name=name, walls=[[float(v) for v in w] for w in maze.walls.tolist()],
+                   start=[float(v) for v in maze.start.tolist()], goal=[float(v) for v in maze.goal.tolist()])
