@@ -4,10 +4,13 @@
     python bench/engine.py --smoke --out engine.json    # CI: archives of 200 and 2,000, 200 children (seconds)
 
 Writes noop_children_per_s_at_1000 and noop_children_per_s_at_100000 (children per second through
-the loop with the archive pre-filled to that size) and resume_seconds_at_100000 (open a
+the loop with the archive pre-filled to that size, in the free steady-state mode),
+deterministic_children_per_s_at_1000 (the same in the reproducible mode, the default: outcomes
+applied in child order, proposals in blocks; its share of the free figure is
+deterministic_share_at_1000) and resume_seconds_at_100000 (open a
 100,000-agent campaign until its first batch of children is back from Ray: the first progress
 update; Ray already running, its workers warm).
-Targets: >= 300 children/s at both sizes; <= 3 s.
+Targets: >= 300 children/s at both sizes; the reproducible mode at least half the free one; <= 3 s.
 """
 
 from __future__ import annotations
@@ -29,17 +32,18 @@ from openended.engine import Campaign
 NOOP = str(Path(__file__).resolve().parent / "tasks" / "noop")
 
 
-def _config(db: Path, budget: int):
-    return load_config(None, {"task": NOOP, "db": str(db), "budget.max_children": budget, "archive.kind": "all",
+def _config(db: Path, budget: int, deterministic: bool = False):
+    return load_config(None, {"deterministic": deterministic,
+                              "task": NOOP, "db": str(db), "budget.max_children": budget, "archive.kind": "all",
                               "selection.strategy": "curiosity", "mutation.operator": "noop", "batch_size": 64,
                               "max_in_flight": 4, "stats_every_seconds": 5.0,
                               # the loop, the store and Ray are measured here; bench/sandbox.py measures sandboxes
                               "sandbox.kind": "inprocess"})
 
 
-def prefill(db: Path, n: int, seed: int = 0) -> None:
+def prefill(db: Path, n: int, seed: int = 0, deterministic: bool = False) -> None:
     """A campaign database holding n evaluated agents, all in the archive (a random tree)."""
-    campaign = Campaign(_config(db, n))
+    campaign = Campaign(_config(db, n, deterministic))
     rng = np.random.default_rng(seed)
     genome = campaign.task.seed_files()
     archive, store = campaign.archive, campaign.db
@@ -63,10 +67,10 @@ def prefill(db: Path, n: int, seed: int = 0) -> None:
     campaign.close()
 
 
-def children_per_s(size: int, children: int, workdir: Path) -> float:
-    db = workdir / f"prefilled-{size}.db"
-    prefill(db, size)
-    campaign = Campaign(_config(db, size + children))
+def children_per_s(size: int, children: int, workdir: Path, deterministic: bool = False) -> float:
+    db = workdir / f"prefilled-{size}-{deterministic}.db"
+    prefill(db, size, deterministic=deterministic)
+    campaign = Campaign(_config(db, size + children, deterministic))
     summary = campaign.run()
     assert summary.children_done == size + children, summary
     return children / summary.seconds
@@ -118,8 +122,11 @@ def main() -> None:
         workdir = Path(tmp)
         result = {
             "noop_children_per_s_at_1000": children_per_s(small, args.children, workdir),
+            "deterministic_children_per_s_at_1000": children_per_s(small, args.children, workdir, True),
             "noop_children_per_s_at_100000": children_per_s(large, args.children, workdir),
         }
+        result["deterministic_share_at_1000"] = (result["deterministic_children_per_s_at_1000"]
+                                                 / result["noop_children_per_s_at_1000"])
         (workdir / "resume").mkdir()
         result["resume_seconds_at_100000"] = resume_seconds(large, workdir / "resume")
         result["children_timed"] = args.children

@@ -74,18 +74,25 @@ def run(
     operator: Annotated[str | None, typer.Option(help=f"mutation operator: {', '.join(OPERATORS)} "
                                                          "(default: by the task's genome)")] = None,
     max_tokens: Annotated[int | None, typer.Option(metavar="N", help="token budget (model input + output)")] = None,
+    staleness: Annotated[int | None, typer.Option(
+        metavar="N", help="most children proposed from an archive lacking their predecessors' outcomes")] = None,
+    free: Annotated[bool, typer.Option(
+        help="apply each outcome as it arrives: faster when evaluation times vary, but the same seed no "
+             "longer gives the same campaign")] = False,
     quiet: Annotated[bool, typer.Option(help="plain log lines even on a terminal")] = False,
 ):
     """Start a campaign, or continue the one already in --db."""
     flags = dict(task=task, db=db, budget=budget, seed=seed, selection=selection, archive=archive,
                  max_in_flight=max_in_flight, batch_size=batch_size, ray_address=ray_address, max_seconds=max_seconds,
-                 sandbox=sandbox, operator=operator, max_tokens=max_tokens)
+                 sandbox=sandbox, operator=operator, max_tokens=max_tokens, staleness=staleness)
     if llm not in (None, "local"):
         _fail(f"--llm takes 'local' (hosted or self-hosted models go in the config's [[llm.models]]), not {llm!r}")
     try:
         overrides = {FLAG_KEYS[k]: v for k, v in flags.items()}
         if llm == "local":
             overrides["llm.local"] = True
+        if free:
+            overrides["deterministic"] = False
         cfg = load_config(config, overrides)
     except ConfigError as exc:
         _fail(str(exc))

@@ -143,6 +143,7 @@ FLAG_KEYS = {
     "sandbox": "sandbox.kind",
     "operator": "mutation.operator",
     "max_tokens": "budget.max_tokens",
+    "staleness": "staleness",
 }
 
 
