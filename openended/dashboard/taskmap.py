@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -43,21 +42,16 @@ def load_task_quietly(task: str) -> Task | None:
 
 @functools.lru_cache(maxsize=16)
 def task_map(task: str) -> TaskMap | None:
-    """The map of the run's ``task``, or None when it has none (see the module docstring)."""
+    """The map of the run's ``task`` (:meth:`openended.tasks.Task.map`) in JSON-ready form, or None
+    when it has none or it does not load (see the module docstring)."""
     loaded = load_task_quietly(task)
     if loaded is None:
         return None
-    name = loaded.evaluate_args.get("map")
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
-        return None
-    path = Path(loaded.root) / "maps" / f"{name}.txt"
-    if not path.is_file():
-        return None
     try:
-        from openended.tasks.maze.maze_sim import parse_maze
-
-        maze = parse_maze(path.read_text(encoding="utf-8"), source=str(path))
+        found = loaded.map()
     except Exception:  # noqa: BLE001 - a broken map is not drawn; the heatmap still is
         return None
-    return TaskMap(name=name, walls=[[float(v) for v in w] for w in maze.walls.tolist()],
-                   start=[float(v) for v in maze.start.tolist()], goal=[float(v) for v in maze.goal.tolist()])
+    if found is None:
+        return None
+    return TaskMap(name=found.path.stem, walls=[[float(v) for v in w] for w in found.walls.tolist()],
+                   start=[float(v) for v in found.start], goal=[float(v) for v in found.goal])
