@@ -39,6 +39,10 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
     progress = Progress(title=f"{campaign.task.name} -> {campaign.db.path}", live=False if quiet else None)
     campaign.progress = progress
     progress.note(f"sandbox: {campaign.sandbox_in_use}")
+    if campaign.config.deterministic:
+        progress.note(f"reproducible: same seed, same campaign (staleness {campaign.staleness})")
+    else:
+        progress.note("free mode: outcomes applied as they arrive (not reproducible)")
     if campaign.sandbox_note and campaign.sandbox_note not in campaign.sandbox_in_use:
         progress.note(f"sandbox: {campaign.sandbox_note}")
     if campaign.resumed_pending:
