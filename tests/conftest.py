@@ -22,7 +22,8 @@ def ray_address():
     """Start Ray once per test session (about 5 s); campaigns in this process and in subprocesses share it."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        # address="local": a Ray of this test session's own, never another run's that happens to be up
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     address = ray.get_runtime_context().gcs_address
     yield address
     ray.shutdown()
