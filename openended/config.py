@@ -101,6 +101,21 @@ class SandboxConfig(_Strict):
     output_bytes: int = Field(default=1_000_000, ge=1000, description="stdout/stderr cap per stream; more is a failure")
 
 
+class GatewayConfig(_Strict):
+    """The model gateway that agents reach from inside their sandbox (``openended.gateway``): per-child
+    limits (None: unlimited), a flood limit, and how much of each request and response the transcript keeps."""
+
+    max_tokens_per_child: int | None = Field(default=None, ge=0, description="input + output tokens per child")
+    max_calls_per_child: int | None = Field(default=None, ge=0, description="model calls per child")
+    max_cost_per_child: float | None = Field(default=None, ge=0, description="cost per child (the models' prices)")
+    requests_per_second: float = Field(default=20.0, gt=0, description="per child; more is HTTP 429 (flood)")
+    burst: int = Field(default=20, ge=1, description="requests a child may send at once before the rate applies")
+    max_concurrent_per_child: int = Field(default=4, ge=1, description="requests of one child in flight at once")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="largest request body; more is HTTP 413")
+    transcript_chars: int = Field(default=4000, ge=0, description="each request and response kept up to this size")
+    transcript_entries: int = Field(default=200, ge=0, description="requests kept per child (later ones counted)")
+
+
 class CampaignConfig(_Strict):
     task: str = "maze-medium"
     db: str | None = Field(default=None, description="default: runs/<task>-seed<seed>.db")
@@ -123,6 +138,7 @@ class CampaignConfig(_Strict):
     mutation: MutationConfig = Field(default_factory=MutationConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     def db_path(self) -> Path:
         return Path(self.db) if self.db else Path("runs") / f"{self.task.replace('/', '_')}-seed{self.seed}.db"
