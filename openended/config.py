@@ -125,9 +125,10 @@ class CampaignConfig(_Strict):
     deterministic: bool = Field(default=True, description=(
         "reproducible: the same seed gives the same campaign at any max_in_flight and batch_size "
         "(outcomes applied in child order); false: each outcome applied as it arrives"))
-    staleness: int | None = Field(default=None, ge=1, description=(
-        "most children proposed from an archive lacking their predecessors' outcomes; "
-        "default: 64 when deterministic, else 2 x CPUs x batch_size up to 256"))
+    staleness: int | None = Field(default=None, ge=2, description=(
+        "most children proposed from an archive lacking their predecessors' outcomes; default when "
+        "deterministic: max_in_flight x children per task, at most 64, fixed when the campaign starts; "
+        "else 2 x CPUs x batch_size, at most 256"))
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     ray_address: str | None = None
     grace_seconds: float = Field(default=10.0, ge=0, description="wait for in-flight children after SIGINT/SIGTERM")

@@ -34,7 +34,7 @@ from openended.engine.dedupe import Dedupe
 from openended.engine.dispatch import Dispatcher, RayExecutor, ensure_ray, shutdown_ray
 from openended.engine.jobmaker import GenomeCache, JobMaker
 from openended.engine.jobs import ChildResult, Evaluate, Job
-from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, default_staleness
+from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, deterministic_staleness, free_staleness
 from openended.engine.recorder import Child, Counters, InOrderStart, Recorder, describe_error
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
@@ -162,6 +162,11 @@ class Campaign:
             raise ConfigError(f"key 'archive.params' for archive kind {config.archive.kind!r}: {exc}") from None
 
     def _create_run(self, archive: Archive) -> None:
+        if self.config.deterministic and self.config.staleness is None:
+            # fixed for the campaign's life: a resume with another max_in_flight is the same campaign
+            per_task = self.config.batch_size if self.task.batchable else 1
+            self.config = self.config.model_copy(update={"staleness": deterministic_staleness(
+                max_in_flight=self.config.max_in_flight, per_task=per_task)})
         initial_random = self.config.mutation.initial_random
         if initial_random is None:
             initial_random = self.task.spec.initial_random if self.task.genome_kind == "params" else 0
@@ -201,7 +206,7 @@ class Campaign:
         self.blocks: Blocks | None = None  # the reproducible mode's proposal blocks
         self.staleness = self.config.staleness  # the free mode's default needs the cluster: see run()
         if self.config.deterministic:
-            self.staleness = self.staleness or DETERMINISTIC_STALENESS
+            self.staleness = self.staleness or DETERMINISTIC_STALENESS  # stored at creation (_create_run)
             self.blocks = Blocks(n_roots=self.state["n_roots"], staleness=self.staleness)
             frontier = min(unfinished, default=self.next_id)
             ordered = InOrderStart(frontier, self.db.finished_from(frontier))
@@ -256,8 +261,7 @@ class Campaign:
                 batch_size=self.config.batch_size if self.task.batchable else 1, cpus=RayExecutor.cluster_cpus(),
                 task_timeout=self._task_timeout, models=self.models)
             if self.staleness is None:
-                self.staleness = default_staleness(deterministic=False, batch_size=self.dispatcher.batch_size,
-                                                   cpus=self.dispatcher.cpus)
+                self.staleness = free_staleness(batch_size=self.dispatcher.batch_size, cpus=self.dispatcher.cpus)
             for job in self._queue:
                 self.dispatcher.queue(job)
             self._queue.clear()

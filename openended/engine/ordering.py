@@ -24,20 +24,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-# A deterministic campaign's default staleness: fixed, so that the same configuration gives the
-# same campaign on any machine. 64 keeps two blocks of 32 in flight: enough to hide Ray's per-task
-# cost for cheap tasks, small beside the archives' sizes (see bench/qd.py).
+# A reproducible campaign's default staleness at most: two blocks of 32 in flight hide Ray's
+# per-task cost for cheap tasks and stay small beside the archives' sizes (see bench/qd.py).
 DETERMINISTIC_STALENESS = 64
 # The free mode's default: every CPU kept busy with a batch, and never more than this.
 FREE_STALENESS_CAP = 256
 
 
-def default_staleness(*, deterministic: bool, batch_size: int, cpus: int) -> int:
-    """The staleness bound when the configuration leaves it unset."""
-    if deterministic:
-        return DETERMINISTIC_STALENESS
-    # Enough for each CPU to hold one batch and have the next one waiting, capped: more staleness
-    # than that buys no throughput and costs search quality.
+def deterministic_staleness(*, max_in_flight: int, per_task: int) -> int:
+    """A reproducible campaign's staleness when the configuration leaves it unset, fixed when the
+    campaign starts: the children the configuration asks to have in flight, at most 64. It never
+    depends on the machine, so the same configuration gives the same campaign anywhere; a campaign
+    of expensive children one per task (code) gets a small one and so sees its outcomes early."""
+    return max(2, min(DETERMINISTIC_STALENESS, max_in_flight * per_task))
+
+
+def free_staleness(*, batch_size: int, cpus: int) -> int:
+    """The free mode's staleness when the configuration leaves it unset: enough for each CPU to hold
+    a batch and have the next one waiting, capped (more buys no throughput and costs search quality)."""
     return max(2, min(FREE_STALENESS_CAP, 2 * max(1, cpus) * batch_size))
 
 
@@ -50,7 +54,7 @@ class Blocks:
 
     @property
     def size(self) -> int:
-        return max(1, self.staleness // 2)
+        return max(1, self.staleness // 2)  # staleness >= 2: a child misses at most 2 * size - 1
 
     def applied_before(self, start: int) -> int:
         """The children a block starting at ``start`` is proposed from: exactly those below this id."""
