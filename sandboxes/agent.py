@@ -20,7 +20,8 @@ API (standard library only; numpy is imported only to encode or decode an array)
   (``python -I -c <source>``, exec'd, not forked: it holds none of the evaluator's memory) in
   a session of its own, with only its two pipes open, stdin/stdout/stderr on /dev/null (its
   prints never reach the evaluator's output), the environment ``HOME``/``TMPDIR`` = its folder,
-  ``PATH=/usr/bin:/bin`` and one BLAS thread, its folder as working folder and first on
+  ``PATH=/usr/bin:/bin`` and one BLAS thread (and ``OPENENDED_MODEL_SOCKET`` when the evaluation has the
+  model gateway: the agent can ``import sandboxes.model``), its folder as working folder and first on
   ``sys.path``, ``RLIMIT_AS`` = ``memory_mb`` when given, and no core dumps. It compiles and
   executes ``module`` there in a fresh namespace (``__name__ == "agent"``) and waits until it is
   loaded. ``timeout_s`` is the agent's whole wall-clock budget: starting and loading, then the
@@ -95,6 +96,8 @@ except ModuleNotFoundError as _missing:  # this file loaded alone (spec_from_fil
 from sandboxes.guard import folder_id, forget_folder, make_folder, snapshot, tampered
 from sandboxes.reaper import kill_all, remove_tree
 from sandboxes.wire import MAX_DEPTH, MAX_FRAME_BYTES, U32, WireError, decode, decode_payload, encode
+
+MODEL_SOCKET_ENV = "OPENENDED_MODEL_SOCKET"  # the gateway's socket (sandboxes.model), passed on to the agent
 
 __all__ = ["MAX_DEPTH", "MAX_FRAME_BYTES", "Agent", "AgentError", "AgentTimeout", "ForgedResult",
            "WireError", "decode", "encode", "run_agent"]
@@ -210,8 +213,11 @@ class Agent:
         self._rep, rep_w = os.pipe()
         env = {"HOME": self.folder, "TMPDIR": self.folder, "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1",
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
-        argv = [sys.executable, "-I", "-c", server_source(), SERVER_FLAG, str(req_r), str(rep_w), self.module,
-                str(int(self.memory_mb or 0)), str(os.getpid())]
+        model_socket = os.environ.get(MODEL_SOCKET_ENV)
+        if model_socket:  # the evaluation may call a model: so may its agent (sandboxes.model)
+            env[MODEL_SOCKET_ENV] = model_socket
+        argv = [sys.executable, "-I", "-c", server_source(model=bool(model_socket)), SERVER_FLAG, str(req_r),
+                str(rep_w), self.module, str(int(self.memory_mb or 0)), str(os.getpid())]
         started = time.monotonic()
         try:
             self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

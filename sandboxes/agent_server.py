@@ -43,7 +43,7 @@ del _package, _name, _source, _module
 if sys.argv[1:2] == [{flag!r}]:
     sys.exit(sys.modules["sandboxes.agent_server"].serve(sys.argv[2:]))
 """
-_SOURCE: str | None = None
+_SOURCE: dict[bool, str] = {}
 
 
 def _text_of(module) -> str:
@@ -55,13 +55,18 @@ def _text_of(module) -> str:
     return text
 
 
-def server_source() -> str:
-    """The source the agent's interpreter runs with ``-c``: the modules it needs registered, then :func:`serve`."""
-    global _SOURCE
-    if _SOURCE is None:
-        sources = [(name, _text_of(sys.modules["sandboxes." + name])) for name in _PARTS]
-        _SOURCE = _BOOTSTRAP.format(sources=sources, flag=SERVER_FLAG)
-    return _SOURCE
+def server_source(model: bool = False) -> str:
+    """The source the agent's interpreter runs with ``-c``: the modules it needs registered, then :func:`serve`.
+    With ``model``, also :mod:`sandboxes.model` (the model gateway's client)."""
+    if model not in _SOURCE:
+        names = _PARTS + (("model",) if model else ())
+        if model:
+            import importlib
+
+            importlib.import_module("sandboxes.model")  # registered by the runner, or the installed package
+        sources = [(name, _text_of(sys.modules["sandboxes." + name])) for name in names]
+        _SOURCE[model] = _BOOTSTRAP.format(sources=sources, flag=SERVER_FLAG)
+    return _SOURCE[model]
 
 
 def _write_all(fd: int, data: bytes) -> None:

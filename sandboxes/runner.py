@@ -35,7 +35,8 @@ modules of the ``sandboxes`` package (``cleanup``, and ``agent`` with its parts)
 (see ``openended.sandbox.jobdir.IN_SANDBOX_MODULES``): the image holds nothing of openended.
 
 JOB_DIR holds ``job.json`` (``{"task_dir", "agents": [relative dirs], "args", "timeout_s",
-"output_bytes", "work_root"}``) and one folder per agent.
+"output_bytes", "work_root"}``, and ``"model_socket"`` when the evaluation may call a model through
+the gateway: it becomes ``$OPENENDED_MODEL_SOCKET``) and one folder per agent.
 """
 
 import ctypes
@@ -132,6 +133,8 @@ def _child(job, job_dir, work, token):
     os.chdir(work)
     os.environ.clear()
     os.environ.update({"HOME": work, "TMPDIR": work, "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"})
+    if job.get("model_socket"):  # the model gateway (sandboxes.model; run_agent passes it on to agents)
+        os.environ["OPENENDED_MODEL_SOCKET"] = str(job["model_socket"])
     sys.dont_write_bytecode = True
     task_dir = job["task_dir"]
     sys.path.insert(0, task_dir)

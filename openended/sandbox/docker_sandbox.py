@@ -19,6 +19,13 @@ retires the container.
 - ``pool``: a worker keeps its container for up to ``pool_max_evaluations`` jobs.
 - ``fresh``: every container gets exactly one job, after which its stdin is closed.
 
+The model gateway (``SandboxSpec.gateway``): every container gets a folder of its own, mounted
+read-only at /gateway; while an evaluation given ``gateway=SOCKET`` runs, a hard link to that socket
+(the gateway's, in a folder no container sees) is /gateway/model.sock, and the evaluation finds
+it in ``$OPENENDED_MODEL_SOCKET``. A per-container folder rather than a per-evaluation mount because
+a pool container is started before the evaluation it will run is known; a container runs one
+evaluation at a time, and the link is removed when it ends (so is the gateway's socket).
+
 A retired container is removed in the background, and its successor is started in the
 background at once (it runs nothing until the next evaluation hands it a job), so neither
 delays the result nor, given any gap between evaluations, the next one.
@@ -30,6 +37,7 @@ driver or a worker) when the campaign starts, resumes or ends.
 
 from __future__ import annotations
 
+import os
 import select
 import shutil
 import socket
@@ -38,6 +46,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from openended.names import Files
@@ -51,8 +60,11 @@ from openended.sandbox.engine import (
     sweep,
 )
 from openended.sandbox.jobdir import parse_report, runner_command, write_job
-from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec
+from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, gateway_problem
 
+# Where a container with the gateway (SandboxSpec.gateway) sees its own folder, and the evaluation's socket in it.
+GATEWAY_MOUNT = "/gateway"
+GATEWAY_SOCKET = "model.sock"
 # Extra wall-clock the host allows over the runner's own limit before it kills the container.
 KILL_MARGIN_S = 5.0
 STDERR_TAIL = 4000
@@ -151,12 +163,14 @@ class Channel:
 
 
 class Serving:
-    """A started container whose main process is the serving runner: its id, its channel, its job count."""
+    """A started container whose main process is the serving runner: its id, its channel, its job count, and
+    its gateway folder (mounted read-only at /gateway; None when the spec has no gateway)."""
 
-    def __init__(self, container_id: str, channel: Channel):
+    def __init__(self, container_id: str, channel: Channel, gateway_dir: Path | None = None):
         self.id = container_id
         self.channel = channel
         self.uses = 0
+        self.gateway_dir = gateway_dir
 
 
 class DockerSandbox:
@@ -184,13 +198,15 @@ class DockerSandbox:
         return 1 if self.spec.mode == "fresh" else max(1, self.spec.pool_max_evaluations)
 
     # ------------------------------------------------------------ containers
-    def _create(self, command: list[str]) -> str:
+    def _create(self, command: list[str], gateway_dir: Path | None = None) -> str:
         """Create (not start) a sandbox container; its id. Its stdin stays open for the first
         attached client and closes when that client goes: the serving runner then exits."""
         opts = container_options(self.spec, self.task, self.agents)
         opts.pop("detach")
         api = self.api.api
         volumes = opts.pop("volumes")
+        if gateway_dir is not None:
+            volumes[str(gateway_dir)] = {"bind": GATEWAY_MOUNT, "mode": "ro"}
         host_config = api.create_host_config(binds=volumes, **{key: opts.pop(key) for key in HOST_CONFIG_KEYS})
         return api.create_container(
             opts.pop("image"), command, name=f"openended-{self.spec.campaign_label}-{uuid.uuid4().hex[:8]}",
@@ -200,14 +216,18 @@ class DockerSandbox:
 
     def _launch(self) -> Serving:
         """A started serving container, attached before the start so that no output is lost."""
-        container_id = self._create(runner_command(PYTHON, "--serve"))
+        gateway_dir = None
+        if self.spec.gateway:  # a folder of this container's own: an evaluation's socket is linked into it
+            gateway_dir = self.root / f"gateway-{uuid.uuid4().hex[:12]}"
+            gateway_dir.mkdir(mode=0o755)
+        container_id = self._create(runner_command(PYTHON, "--serve"), gateway_dir)
         try:
             channel = Channel(self.api.api, container_id)
             self.api.api.start(container_id)
         except BaseException:
-            self._remove_later(container_id, None)
+            self._remove_later(container_id, None, gateway_dir)
             raise
-        return Serving(container_id, channel)
+        return Serving(container_id, channel, gateway_dir)
 
     def _prepare(self) -> None:
         """Start the next container in the background, unless one is current or on its way."""
@@ -231,10 +251,10 @@ class DockerSandbox:
 
     def _retire(self) -> None:
         if self._container is not None:
-            self._remove_later(self._container.id, self._container.channel)
+            self._remove_later(self._container.id, self._container.channel, self._container.gateway_dir)
             self._container = None
 
-    def _remove_later(self, container_id: str, channel: Channel | None) -> None:
+    def _remove_later(self, container_id: str, channel: Channel | None, gateway_dir: Path | None = None) -> None:
         """Kill and remove a container in the background, off the evaluation's critical path.
         close() waits for these; sweep() catches any that a dead worker left."""
         def remove() -> None:
@@ -244,6 +264,8 @@ class DockerSandbox:
                 pass
             if channel is not None:
                 channel.close()
+            if gateway_dir is not None:
+                shutil.rmtree(gateway_dir, ignore_errors=True)
 
         self._background.submit(remove)
 
@@ -262,8 +284,27 @@ class DockerSandbox:
             time.sleep(0.01)
 
     # ------------------------------------------------------------ evaluation
-    def _run(self, job: str, wall: float, started: float, *, retry: bool = True) -> EvalOutcome:
+    def _run(self, job: str, wall: float, started: float, *, retry: bool = True,
+             gateway: str | None = None) -> EvalOutcome:
         serving = self._take()
+        if gateway is None:
+            return self._exchange(serving, job, wall, started, retry, None)
+        if serving.gateway_dir is None:
+            raise RuntimeError("this sandbox's containers have no gateway folder (SandboxSpec.gateway is false)")
+        link = serving.gateway_dir / GATEWAY_SOCKET
+        link.unlink(missing_ok=True)
+        try:
+            os.link(gateway, link)  # the same socket inode, reachable only from this container
+        except OSError as exc:
+            raise RuntimeError(f"cannot link the gateway socket into the container's folder ({exc.strerror}); "
+                               "the gateway's socket folder must be on the temporary folder's filesystem") from None
+        try:
+            return self._exchange(serving, job, wall, started, retry, gateway)
+        finally:
+            link.unlink(missing_ok=True)
+
+    def _exchange(self, serving: Serving, job: str, wall: float, started: float, retry: bool,
+                  gateway: str | None) -> EvalOutcome:
         serving.uses += 1
         try:
             serving.channel.send(job)
@@ -276,9 +317,9 @@ class DockerSandbox:
         except ContainerGone:
             self._container = None
             state = self._ended_state(serving.id)
-            self._remove_later(serving.id, serving.channel)
+            self._remove_later(serving.id, serving.channel, serving.gateway_dir)
             if state is None and retry:  # removed under us (a sweep), which no child can do: once more
-                return self._run(job, wall, started, retry=False)
+                return self._run(job, wall, started, retry=False, gateway=gateway)
             return self._runner_died(state, serving.channel.stderr_tail, started)
         outcome = parse_report(line, serving.channel.stderr_tail, None, time.monotonic() - started, job=job)
         if outcome.failure_kind is not None or outcome.retire or serving.uses >= self._max_uses:
@@ -299,16 +340,22 @@ class DockerSandbox:
         return outcome
 
     # ------------------------------------------------------------------ API
-    def evaluate(self, agents: Sequence[Files], args: EvalArgs) -> EvalOutcome:
+    def evaluate(self, agents: Sequence[Files], args: EvalArgs, *, gateway: str | None = None) -> EvalOutcome:
         limits = self.spec.limits
+        problem = gateway_problem(agents, gateway)
+        if problem is None and gateway is not None and not self.spec.gateway:
+            problem = "this sandbox was not made for the model gateway (SandboxSpec.gateway is false)"
+        if problem:
+            return EvalOutcome.failed(FailureKind.SANDBOX_ERROR, problem)
         if not self.task.exists():  # first use, or after close()
             self.agents.mkdir(parents=True, exist_ok=True)
             copy_task(self.task_root, self.task)
-        job_dir = write_job(self.agents, agents, task_dir="/task", args=args, limits=limits, work_root="/work")
+        job_dir = write_job(self.agents, agents, task_dir="/task", args=args, limits=limits, work_root="/work",
+                            model_socket=None if gateway is None else f"{GATEWAY_MOUNT}/{GATEWAY_SOCKET}")
         job = f"/agents/{job_dir.name}"
         started = time.monotonic()
         try:
-            outcome = self._run(job, limits.timeout_s + KILL_MARGIN_S, started)
+            outcome = self._run(job, limits.timeout_s + KILL_MARGIN_S, started, gateway=gateway)
         except Exception as exc:  # the engine failed, not the child
             self._retire()
             outcome = EvalOutcome.failed(FailureKind.SANDBOX_ERROR, f"docker: {type(exc).__name__}: {str(exc)[:300]}",
@@ -325,7 +372,7 @@ class DockerSandbox:
         if prepared is not None:
             try:
                 serving = prepared.result(timeout=120)
-                self._remove_later(serving.id, serving.channel)
+                self._remove_later(serving.id, serving.channel, serving.gateway_dir)
             except Exception:  # it never started; sweep() removes what is left
                 pass
         self._background.shutdown(wait=True)

@@ -47,7 +47,10 @@ class InProcessSandbox:
         self.spec = spec
         self.task_root = str(task_root)
 
-    def evaluate(self, agents: Sequence[Files], args: EvalArgs) -> EvalOutcome:
+    def evaluate(self, agents: Sequence[Files], args: EvalArgs, *, gateway: str | None = None) -> EvalOutcome:
+        if gateway is not None:
+            return EvalOutcome.failed(FailureKind.SANDBOX_ERROR, "the inprocess sandbox cannot give an evaluation "
+                                      "the model gateway (it shares this process's environment); use docker")
         started = time.perf_counter()
         try:
             # Imported here, not in __init__: a SyntaxError in evaluate.py fails this batch, not the worker.

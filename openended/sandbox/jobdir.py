@@ -16,7 +16,7 @@ from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, Limits
 RUNNER = Path(__file__).resolve().parent.parent.parent / "sandboxes" / "runner.py"
 # Modules of the `sandboxes` package the runner and the evaluators import inside the sandbox, where
 # nothing of openended is installed: the runner's source registers them from their text first.
-IN_SANDBOX_MODULES = ("wire", "guard", "reaper", "cleanup", "agent_server", "agent")  # each after its imports
+IN_SANDBOX_MODULES = ("wire", "guard", "reaper", "cleanup", "agent_server", "agent", "model")  # each after its imports
 
 # Each module is compiled when first imported, not at start-up: the runner needs only `cleanup`,
 # and a fresh container or process pays for the rest (about 15 ms) only when an evaluator uses it.
@@ -54,8 +54,9 @@ def runner_command(python: str, *args: str) -> list[str]:
 
 
 def write_job(root: Path, agents: Sequence[Files], *, task_dir: str, args: EvalArgs, limits: Limits,
-              work_root: str | None) -> Path:
-    """Write a job folder under ``root``; paths inside job.json are as the runner will see them."""
+              work_root: str | None, model_socket: str | None = None) -> Path:
+    """Write a job folder under ``root``; paths inside job.json are as the runner will see them
+    (``model_socket``: the gateway's socket, given to the evaluation as ``$OPENENDED_MODEL_SOCKET``)."""
     job_dir = root / uuid.uuid4().hex
     job_dir.mkdir(parents=True)
     names = []
@@ -73,6 +74,8 @@ def write_job(root: Path, agents: Sequence[Files], *, task_dir: str, args: EvalA
         (job_dir / name).mkdir(exist_ok=True)
     job = {"task_dir": task_dir, "agents": names, "args": dict(args), "timeout_s": limits.timeout_s,
            "output_bytes": limits.output_bytes, "work_root": work_root}
+    if model_socket is not None:
+        job["model_socket"] = model_socket
     (job_dir / "job.json").write_text(json.dumps(job))
     job_dir.chmod(0o755)
     return job_dir

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from openended.names import Files
 from openended.sandbox.jobdir import parse_report, runner_command, write_job
-from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec
+from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, gateway_problem
 
 # Address space is not resident memory: numpy and its BLAS reserve far more than they touch.
 ADDRESS_SPACE_SLACK_MB = 1024
@@ -37,10 +37,13 @@ class ProcessSandbox:
         resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-    def evaluate(self, agents: Sequence[Files], args: EvalArgs) -> EvalOutcome:
+    def evaluate(self, agents: Sequence[Files], args: EvalArgs, *, gateway: str | None = None) -> EvalOutcome:
         limits = self.spec.limits
+        problem = gateway_problem(agents, gateway)
+        if problem:
+            return EvalOutcome.failed(FailureKind.SANDBOX_ERROR, problem)
         job_dir = write_job(self.root, agents, task_dir=self.task_root, args=args, limits=limits,
-                            work_root=str(self.root))
+                            work_root=str(self.root), model_socket=gateway)
         started = time.monotonic()
         try:
             proc = subprocess.run(

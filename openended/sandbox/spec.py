@@ -73,6 +73,23 @@ _STAGE: dict[FailureKind, EvalFailStage] = {
 
 
 
+def gateway_problem(agents: Sequence[object], gateway: str | None) -> str | None:
+    """Why an evaluation cannot be given the gateway socket ``gateway`` (None when it can, or when none is asked)."""
+    if gateway is None:
+        return None
+    if len(agents) != 1:
+        return f"the model gateway serves one agent per evaluation (its calls are charged to it), not {len(agents)}"
+    import os
+    import stat
+
+    try:
+        if not stat.S_ISSOCK(os.stat(gateway).st_mode):
+            return f"the gateway path {gateway} is not a socket"
+    except OSError as exc:
+        return f"the gateway socket {gateway} is gone: {exc.strerror}"
+    return None
+
+
 def short_error(exc: BaseException) -> str:
     """An exception as a failure reason: its type and message as Python prints them, at most 500 characters."""
     return traceback.format_exception_only(type(exc), exc)[-1].strip()[:500]
@@ -98,6 +115,9 @@ class SandboxSpec:
     image: str = "openended-sandbox:latest"
     pool_max_evaluations: int = 500
     campaign_label: str = "default"
+    # Evaluations may be given the model gateway (docker: every container gets a folder of its own,
+    # mounted read-only at /gateway, where an evaluation's socket appears while it runs).
+    gateway: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +170,14 @@ class Sandbox(Protocol):
 
     ``evaluate`` never raises for anything a child does: every failure is an :class:`EvalOutcome`
     with a :class:`FailureKind`. ``close`` releases what the sandbox holds (containers, folders);
-    a closed sandbox may still evaluate (it starts over)."""
+    a closed sandbox may still evaluate (it starts over).
+
+    ``gateway``: the host path of the evaluation's model-gateway socket
+    (``openended.gateway.Lease.socket_path``); the evaluation and its agents find it at the path in
+    ``$OPENENDED_MODEL_SOCKET``. Only for one agent at a time (its calls are that agent's)."""
 
     spec: SandboxSpec
 
-    def evaluate(self, agents: Sequence[Files], args: EvalArgs) -> EvalOutcome: ...
+    def evaluate(self, agents: Sequence[Files], args: EvalArgs, *, gateway: str | None = None) -> EvalOutcome: ...
 
     def close(self) -> None: ...
