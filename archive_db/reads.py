@@ -156,3 +156,8 @@ class Reads:
     def evaluations(self, agent_id: int) -> list[dict[str, Any]]:
         return dict_rows(self.conn.execute("SELECT * FROM evaluations WHERE agent_id = ? ORDER BY id", (agent_id,)),
                          ("result",))
+
+    def transcripts(self, agent_id: int) -> list[dict[str, Any]]:
+        """The agent's use of the model gateway, one dict per evaluation that had it (``entries`` decoded)."""
+        return dict_rows(self.conn.execute("SELECT * FROM transcripts WHERE agent_id = ? ORDER BY id", (agent_id,)),
+                         ("entries",))

@@ -1,4 +1,4 @@
--- archive_db schema, version 3 (PRAGMA user_version = 3).
+-- archive_db schema, version 4 (PRAGMA user_version = 4).
 -- GENERATED from archive_db/migrations/*.sql: documentation only, never executed by the code.
 -- Regenerate with:  python -m archive_db.schema > archive_db/schema.sql
 
@@ -101,6 +101,20 @@ CREATE TABLE stats (
     extra              TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(extra))
 );
 
+CREATE TABLE transcripts (
+    id         INTEGER PRIMARY KEY,
+    agent_id   INTEGER NOT NULL REFERENCES agents(id),
+    created_at REAL NOT NULL,
+    calls      INTEGER NOT NULL DEFAULT 0,
+    rejected   INTEGER NOT NULL DEFAULT 0,
+    tokens_in  INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    cost       REAL NOT NULL DEFAULT 0.0,
+    limit_hit  TEXT,
+    entries    TEXT NOT NULL DEFAULT '[]',  -- JSON: [{at, endpoint, model, status, upstream, request, response, ...}]
+    dropped    INTEGER NOT NULL DEFAULT 0
+);
+
 CREATE INDEX idx_agents_cell       ON agents(cell) WHERE cell IS NOT NULL;
 
 CREATE UNIQUE INDEX idx_agents_finish_seq ON agents(finish_seq) WHERE finish_seq IS NOT NULL;
@@ -122,6 +136,8 @@ CREATE INDEX idx_elites_agent      ON elites(agent_id);
 CREATE INDEX idx_evaluations_agent ON evaluations(agent_id);
 
 CREATE INDEX idx_stats_at ON stats(at);
+
+CREATE INDEX transcripts_agent ON transcripts(agent_id);
 
 CREATE TRIGGER agents_no_backward_move
 BEFORE UPDATE OF status ON agents

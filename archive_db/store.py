@@ -311,6 +311,19 @@ class ArchiveDB(StoreConnection, Reads):
                 rows,
             )
 
+    def add_transcript(self, agent_id: int, *, calls: int, rejected: int, tokens_in: int, tokens_out: int,
+                       cost: float, limit_hit: str | None, entries: list[dict[str, Any]], dropped: int = 0) -> None:
+        """Record what an agent did with the model gateway in one evaluation (``openended.gateway.GatewayUsage``)."""
+        self._writable()
+        with self.transaction():
+            if self.conn.execute("SELECT 1 FROM agents WHERE id = ?", (agent_id,)).fetchone() is None:
+                raise UnknownAgentError(f"unknown agent id {agent_id}")
+            self.conn.execute(
+                "INSERT INTO transcripts(agent_id, created_at, calls, rejected, tokens_in, tokens_out, cost, "
+                "limit_hit, entries, dropped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (agent_id, time.time(), int(calls), int(rejected), int(tokens_in), int(tokens_out), float(cost),
+                 limit_hit, json.dumps(entries, allow_nan=False), int(dropped)))
+
     # ---- archive occupancy --------------------------------------------------------------
 
     def set_elites(self, elites: Mapping[int, int]) -> None:
