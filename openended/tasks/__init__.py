@@ -95,6 +95,11 @@ class Task:
     def batchable(self) -> bool:
         return self.spec.batchable
 
+    @property
+    def gateway(self) -> bool:
+        """Whether its agents may call a model through the gateway (``gateway = true`` in task.toml)."""
+        return self.spec.gateway
+
     def operator_params(self, operator: str) -> dict:
         return dict(self.spec.operators.get(operator, {}))
 

@@ -62,12 +62,20 @@ class TaskSpec(_Strict):
     init_scale: float = 1.0
     initial_random: int = Field(default=0, ge=0)
     batchable: bool = False  # evaluate.py accepts many agents per call
+    gateway: bool = False  # its agents may call a model through the gateway (openended.gateway); one per call
     fitness: FitnessSpec = FitnessSpec()
     fitness_lower: float | None = None  # a variant's own floor (overrides fitness.lower)
     limits: LimitsSpec = LimitsSpec()
     evaluate_args: dict[str, Any] = {}
     operators: dict[str, dict[str, Any]] = {}  # operator name -> its default parameters
     descriptors: list[DescriptorSpec] = []
+
+    @model_validator(mode="after")
+    def _gateway_alone(self) -> TaskSpec:
+        if self.gateway and self.batchable:
+            raise ValueError("a task with the gateway evaluates one agent per call (its calls are that agent's): "
+                             "batchable must be false")
+        return self
 
     @model_validator(mode="after")
     def _genome_fields(self) -> TaskSpec:
