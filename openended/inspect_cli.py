@@ -131,13 +131,15 @@ def show(
     db: Annotated[Path, DB_ARG],
     agent: Annotated[str, AGENT_ARG],
     contents: Annotated[bool, typer.Option(help="include the files' text (and .npy values)")] = False,
+    transcript: Annotated[bool, typer.Option(help="include its model calls through the gateway")] = False,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):
     """One agent: metadata, evaluations, feedback and files."""
     from openended import inspection
 
     with _errors(), inspection.open_db(db) as store:
-        info = inspection.show(store, inspection.resolve_agent(store, agent), contents=contents)
+        info = inspection.show(store, inspection.resolve_agent(store, agent), contents=contents,
+                               transcript=transcript)
     if as_json:
         return _emit_json(info)
     console = _console()
@@ -158,6 +160,17 @@ def show(
         console.print(_table(info["evaluations"], ["stage", "seconds", "exit_status", "fitness", "failure_kind"],
                              title="evaluations"))
     console.print(_table(info["files"], ["path", "bytes", "kind", "sha256"], title="files"))
+    for n, record in enumerate(info.get("transcripts") or [], 1):
+        limit = f", limit hit: {record['limit_hit']}" if record["limit_hit"] else ""
+        console.print(f"[bold]transcript {n}[/bold]: {record['calls']} calls, {record['rejected']} refused, "
+                      f"{record['tokens_in']} + {record['tokens_out']} tokens, cost {record['cost']:g}{limit}")
+        for entry in record["entries"]:
+            console.print(f"[{entry['at']:.2f}s] {entry['endpoint']} {entry['model'] or '-'} -> {entry['status']}",
+                          markup=False, highlight=False)
+            console.print("  request: " + entry["request"], markup=False, highlight=False)
+            console.print("  answer:  " + entry["response"], markup=False, highlight=False)
+    if transcript and not info.get("transcripts"):
+        console.print("no transcript: this agent made no evaluation with the model gateway")
     for f in info["files"]:
         if "text" in f:
             console.rule(f["path"])

@@ -64,15 +64,18 @@ def _file_entry(path: str, data: bytes, contents: bool, max_text_bytes: int) -> 
     return entry
 
 
-def show(db: ArchiveDB, agent_id: int, *, contents: bool = False, max_text_bytes: int = 65536) -> dict:
+def show(db: ArchiveDB, agent_id: int, *, contents: bool = False, max_text_bytes: int = 65536,
+         transcript: bool = False) -> dict:
     """Everything about one agent: its row, evaluations, feedback, children and files.
 
     ``files`` lists path, bytes, sha256 and kind (text | npy | binary) of each file; with
     ``contents`` also the text (cut at ``max_text_bytes``) or the array values of ``.npy`` files.
+    With ``transcript``, ``transcripts``: its use of the model gateway, one per evaluation that had it.
     """
     with snapshot(db):
         agent = db.agent(agent_id)
         evaluations = db.evaluations(agent_id)
+        transcripts = _transcripts(db, agent_id) if transcript else None
         files = db.agent_files(agent_id)
         children = db.conn.execute("SELECT COUNT(*) FROM agents WHERE parent_id = ?", (agent_id,)).fetchone()[0]
         elite_cell = db.conn.execute("SELECT cell FROM elites WHERE agent_id = ?", (agent_id,)).fetchone()
@@ -83,7 +86,17 @@ def show(db: ArchiveDB, agent_id: int, *, contents: bool = False, max_text_bytes
         "feedback": agent.get("feedback"),
         "evaluations": evaluations,
         "files": [_file_entry(p, data, contents, max_text_bytes) for p, data in files.items()],
+        **({"transcripts": transcripts} if transcript else {}),
     }
+
+
+def _transcripts(db: ArchiveDB, agent_id: int) -> list[dict]:
+    import sqlite3
+
+    try:
+        return db.transcripts(agent_id)
+    except sqlite3.OperationalError:  # a database from before transcripts (opened read-only, not migrated)
+        return []
 
 
 class LineageStep(TypedDict):
