@@ -19,6 +19,7 @@ A child's path: :meth:`Campaign._propose` (here) -> :mod:`.jobmaker` (its job) -
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -107,6 +108,8 @@ class Campaign:
                 secrets=any(m.api_key_env for m in self.config.llm.models))
         except SandboxUnavailable as exc:
             raise ConfigError(f"key 'sandbox.kind': {exc}") from None
+        if self.task.gateway:  # its containers get a folder for the evaluation's gateway socket
+            self.sandbox = dataclasses.replace(self.sandbox, gateway=True)
         self.sandbox_in_use = describe_sandbox(self.sandbox, self.sandbox_note)
         # A backstop for a Ray task that never returns; the sandbox enforces the real per-evaluation limit.
         sandbox_slack = 0.0 if self.sandbox.kind == "inprocess" else 30.0
@@ -121,6 +124,7 @@ class Campaign:
         self.model_names = ([LOCAL_MODEL] if llm.local else []) + [m.name for m in llm.models]
         self.models: dict[str, ModelSpec] = {}  # the specs this session calls, once run() has started them
         self._llm_server: LocalModelServer | None = None
+        self._gateway: Any = None  # openended.gateway.Gateway, while run() serves a task that asks for it
         operator = self.config.mutation.operator
         assert operator is not None, "resolve_operators names the operator"
         operators: list[str] = list(self.config.mutation.portfolio) or [operator]
@@ -256,8 +260,11 @@ class Campaign:
         self.db.update_run(status="running", config=self.config.model_dump(), state=self._driver_state())
         try:
             self._start_models()
+            executor: Any = RayExecutor(self.task.ref, self.sandbox)
+            if self.task.gateway:
+                executor = self._start_gateway(executor)
             self.dispatcher = Dispatcher(
-                RayExecutor(self.task.ref, self.sandbox), self._take, max_in_flight=self.config.max_in_flight,
+                executor, self._take, max_in_flight=self.config.max_in_flight,
                 batch_size=self.config.batch_size if self.task.batchable else 1, cpus=RayExecutor.cluster_cpus(),
                 task_timeout=self._task_timeout, models=self.models)
             if self.staleness is None:
@@ -281,6 +288,9 @@ class Campaign:
                 signal.signal(s, handler)
             if started_ray:
                 shutdown_ray()
+            if self._gateway is not None:
+                self._gateway.close()
+                self._gateway = None
             if self._llm_server is not None:
                 self._llm_server.stop()
             runtime.sweep_containers(self.sandbox)
@@ -332,6 +342,17 @@ class Campaign:
                                    f"(started in {self._llm_server.startup_seconds:.1f}s)")
         for m in self.config.llm.models:
             self.models[m.name] = ModelSpec(**m.model_dump())
+
+    def _start_gateway(self, executor: Any) -> Any:
+        """The model gateway for a task whose agents call a model: every evaluation gets its socket."""
+        from openended.gateway import Gateway, GatewayLimits
+        from openended.gateway.campaign import GatewayExecutor, store_usage
+
+        if not self.models:
+            raise ValueError(f"task {self.task.name!r} asks for the model gateway, but no model is configured "
+                             "([[llm.models]] or llm.local = true)")
+        self._gateway = Gateway(list(self.models.values()), GatewayLimits.of(self.config.gateway)).start()
+        return GatewayExecutor(executor, self._gateway, store_usage(self.db))
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only a flag: printing from a signal handler can re-enter a print in progress.

@@ -31,6 +31,7 @@ class Breed:
     operator: str
     params: dict[str, Any] = field(default_factory=dict)
     parent_files: Files | None = None
+    gateway: str | None = None  # the model gateway's socket for this evaluation (openended.gateway)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class Evaluate:
 
     agent_id: int
     files: Files
+    gateway: str | None = None  # the model gateway's socket for this evaluation (openended.gateway)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,8 @@ def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None
         return results
 
     args = task.evaluate_args if evaluate_args is None else evaluate_args
-    _evaluate_sandboxed(sandbox or SandboxSpec(kind="inprocess"), task, to_evaluate, args)
+    gateway = jobs[0].gateway if len(jobs) == 1 else None
+    _evaluate_sandboxed(sandbox or SandboxSpec(kind="inprocess"), task, to_evaluate, args, gateway)
     return results
 
 
@@ -103,10 +104,13 @@ def _usage(out: ChildResult, completion) -> None:
         out.cost = float(getattr(completion, "cost", 0.0) or 0.0)
 
 
-def _evaluate_sandboxed(spec: SandboxSpec, task: Task, children: list[ChildResult], args: EvalArgs) -> None:
+def _evaluate_sandboxed(spec: SandboxSpec, task: Task, children: list[ChildResult], args: EvalArgs,
+                        gateway: str | None = None) -> None:
     """Evaluate the children as one batch in the spec's sandbox; fill in each one's result or failure."""
     try:
-        outcome = get_sandbox(spec, str(task.root)).evaluate([c.files or {} for c in children], args)
+        box = get_sandbox(spec, str(task.root))
+        files = [c.files or {} for c in children]
+        outcome = box.evaluate(files, args) if gateway is None else box.evaluate(files, args, gateway=gateway)
     except Exception as exc:  # e.g. no Docker engine on this node
         outcome = EvalOutcome.failed(FailureKind.SANDBOX_ERROR, short_error(exc))
     # In-process evaluation keeps no record of how it ran, and a failed batch fails every child

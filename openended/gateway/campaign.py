@@ -1,0 +1,105 @@
+"""The gateway in a campaign: every evaluation job of a task that asks for it (``gateway = true`` in its
+task.toml) gets a socket of its own, and its usage comes back with its result.
+
+:class:`GatewayExecutor` wraps the campaign's executor (``openended.engine.dispatch.Executor``): it opens a
+lease per evaluation job before the job goes out (the job carries the socket's path to the worker, whose
+sandbox mounts it), and ends it when the result (or the loss) of that job comes in: the usage's tokens and
+cost are added to the child's result (so to its row and the campaign's budgets), ``limit_hit`` goes into
+the result's feedback, and ``on_usage`` stores the transcript. The worker must run on the driver's node
+(the socket is a file of this machine).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+from openended.gateway.records import GatewayUsage
+from openended.gateway.server import Gateway, Lease
+
+log = logging.getLogger(__name__)
+
+
+class GatewayExecutor:
+    """An executor that gives each evaluation job the gateway; mutations pass through unchanged."""
+
+    def __init__(self, inner: Any, gateway: Gateway, on_usage: Callable[[GatewayUsage], None] | None = None):
+        self.inner = inner
+        self.gateway = gateway
+        self.on_usage = on_usage
+        self._leases: dict[Hashable, list[Lease]] = {}
+
+    def evaluate(self, jobs: list[Any]) -> Hashable:
+        leases = [self.gateway.open(job.agent_id) for job in jobs]
+        sent = [dataclasses.replace(job, gateway=lease.socket_path) for job, lease in zip(jobs, leases, strict=True)]
+        try:
+            handle = self.inner.evaluate(sent)
+        except BaseException:
+            self._end(leases)
+            raise
+        self._leases[handle] = leases
+        return handle
+
+    def mutate(self, job: Any, model: Any) -> Hashable:
+        return self.inner.mutate(job, model)
+
+    def ready(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]:
+        return self.inner.ready(handles, timeout)
+
+    def result(self, handle: Hashable) -> list[Any]:
+        leases = self._leases.pop(handle, [])
+        try:
+            results = self.inner.result(handle)
+        except BaseException:
+            self._end(leases)
+            raise
+        usages = self._end(leases)
+        for result in results:
+            usage = usages.get(result.agent_id)
+            if usage is None:
+                continue
+            result.tokens_in += usage.tokens_in
+            result.tokens_out += usage.tokens_out
+            result.cost += usage.cost
+            if usage.limit_hit and result.fail_reason is None and isinstance(result.result, dict):
+                # the child is recorded with the fact (its feedback, which the next prompt shows)
+                note = f"[gateway] this agent reached its limit {usage.limit_hit}"
+                feedback = result.result.get("feedback")
+                result.result["feedback"] = f"{feedback}\n{note}" if isinstance(feedback, str) and feedback else note
+        return results
+
+    def cancel(self, handle: Hashable) -> None:
+        self.inner.cancel(handle)
+        self._end(self._leases.pop(handle, []))
+
+    def _end(self, leases: list[Lease]) -> dict[int | str, GatewayUsage]:
+        usages: dict[int | str, GatewayUsage] = {}
+        for lease in leases:
+            try:
+                usage = self.gateway.end(lease)
+            except Exception as exc:  # noqa: BLE001 - the gateway's trouble must not lose the child's result
+                log.warning("gateway: ending agent %s's evaluation failed: %s", lease.agent_id, exc)
+                continue
+            usages[lease.agent_id] = usage
+            if self.on_usage is not None:
+                try:
+                    self.on_usage(usage)
+                except Exception as exc:  # noqa: BLE001 - a transcript that cannot be stored is logged, not fatal
+                    log.warning("gateway: storing agent %s's transcript failed: %s", lease.agent_id, exc)
+        return usages
+
+
+def store_usage(db: Any) -> Callable[[GatewayUsage], None]:
+    """``on_usage`` for a campaign's ArchiveDB: one ``transcripts`` row per evaluation."""
+
+    def save(usage: GatewayUsage) -> None:
+        if not isinstance(usage.agent_id, int):
+            return
+        db.add_transcript(usage.agent_id, calls=usage.calls, rejected=usage.rejected, tokens_in=usage.tokens_in,
+                          tokens_out=usage.tokens_out, cost=usage.cost, limit_hit=usage.limit_hit,
+                          entries=[dataclasses.asdict(entry) for entry in usage.transcript],
+                          dropped=usage.transcript_dropped)
+
+    return save
