@@ -200,3 +200,26 @@ def test_an_agent_in_docker_calls_the_embedded_gemma_through_the_gateway(docker_
     assert agent["errors"] == [] and len(agent["answers"]) == 1 and agent["answers"][0].strip()
     assert usage.agent_id == 401 and usage.calls == 1 and 1 <= usage.tokens_out <= 16 and usage.tokens_in > 0
     assert usage.transcript[0].response == agent["answers"][0]
+
+
+def test_a_sandbox_not_made_for_the_gateway_refuses_it(docker_engine, upstream):
+    from openended.sandbox.inprocess import InProcessSandbox
+
+    spec = ModelSpec(name="scripted", base_url=upstream.base_url, model="fault-model")
+    plain = DockerSandbox(SandboxSpec(kind="docker", campaign_label="test-gateway-plain"), str(TASK))
+    inprocess = InProcessSandbox(SandboxSpec(kind="inprocess"), str(TASK))
+    with_gateway = _sandbox("pool", "test-gateway-late")
+    try:
+        with Gateway([spec]) as gateway:
+            lease = gateway.open(501)
+            refused = plain.evaluate([{"agent.py": AGENT.encode()}], {}, gateway=lease.socket_path)
+            in_process = inprocess.evaluate([{"agent.py": AGENT.encode()}], {}, gateway=lease.socket_path)
+            gone = gateway.end(lease)
+            late = with_gateway.evaluate([{"agent.py": AGENT.encode()}], {}, gateway=lease.socket_path)
+    finally:
+        plain.close()
+        with_gateway.close()
+    assert refused.failure_kind is not None and "not made for the model gateway" in refused.reason
+    assert in_process.failure_kind is not None and "cannot give an evaluation the model gateway" in in_process.reason
+    assert late.failure_kind is not None and "gone" in late.reason, "an ended evaluation's socket is not handed out"
+    assert gone.calls == 0 and upstream.requests == []
