@@ -111,6 +111,7 @@ class GatewayConfig(_Strict):
     requests_per_second: float = Field(default=20.0, gt=0, description="per child; more is HTTP 429 (flood)")
     burst: int = Field(default=20, ge=1, description="requests a child may send at once before the rate applies")
     max_concurrent_per_child: int = Field(default=4, ge=1, description="requests of one child in flight at once")
+    max_connections_per_child: int = Field(default=16, ge=1, description="connections of one child open at once")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="largest request body; more is HTTP 413")
     transcript_chars: int = Field(default=4000, ge=0, description="each request and response kept up to this size")
     transcript_entries: int = Field(default=200, ge=0, description="requests kept per child (later ones counted)")

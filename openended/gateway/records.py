@@ -25,6 +25,7 @@ class GatewayLimits:
     requests_per_second: float = 20.0
     burst: int = 20
     max_concurrent_per_child: int = 4
+    max_connections_per_child: int = 16
     max_body_bytes: int = 1_000_000
     transcript_chars: int = 4000
     transcript_entries: int = 200

@@ -8,8 +8,9 @@ evaluation, forwarding to the campaign's models through :func:`openended.llm.com
 
 Why aiohttp on an event loop of its own (a daemon thread of the process that owns the gateway):
 one loop serves every evaluation's socket, so a flood of connections from one child costs
-file descriptors and a little memory, not threads; sockets are added and removed while it runs
-(``UnixSite``); requests are refused (flood, limits, bad bodies) before their body is read or
+file descriptors and a little memory, not threads (and at most ``max_connections_per_child`` of
+them); a socket is added and removed while it runs (a Unix server of the loop feeding aiohttp's
+request handler); requests are refused (flood, limits, bad bodies) before their body is read or
 any thread is taken. The blocking model call runs in a bounded thread pool, under the client's own
 retries and time limits. aiohttp is already installed (``ray[default]`` depends on it).
 
@@ -29,6 +30,7 @@ it), 404 unknown model or path, 410 the evaluation has ended, 413 body too large
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -163,12 +165,26 @@ class Gateway:
         assert self._runner is not None and self.socket_dir is not None
         token = secrets.token_hex(16)
         path = str(self.socket_dir / f"{token}.sock")
-        site = web.UnixSite(self._runner, path)
-        await site.start()
+        assert self._loop is not None
+        server = await self._loop.create_unix_server(partial(self._connection, path), path)
         os.chmod(path, 0o666)  # the sandbox's user (65534) connects through a hard link to this inode
-        self._children[path] = Child(agent_id=agent_id, token=token, path=path, site=site,
+        self._children[path] = Child(agent_id=agent_id, token=token, path=path, site=server,
                                      limits=self.limits, secrets=self._secrets)
         return Lease(agent_id=agent_id, token=token, socket_path=path)
+
+    def _connection(self, path: str) -> asyncio.BaseProtocol:
+        """The protocol of a new connection on ``path``: aiohttp's, or, past the child's connection limit, one
+        that answers 429 and closes (a child must not hold the driver's file descriptors by the thousand)."""
+        assert self._runner is not None and self._runner.server is not None
+        server = self._runner.server
+        live = sum(1 for handler in server.connections
+                   if handler.transport is not None and handler.transport.get_extra_info("sockname") == path)
+        if live >= self.limits.max_connections_per_child:
+            child = self._children.get(path)
+            if child is not None:
+                child.rejected += 1
+            return _TooMany(self.limits.max_connections_per_child)
+        return server()
 
     def usage(self, lease: Lease) -> GatewayUsage:
         """The evaluation's usage so far (its socket stays open)."""
@@ -204,7 +220,7 @@ class Gateway:
             return
         child.ended = True
         try:
-            await child.site.stop()
+            child.site.close()
         finally:
             Path(child.path).unlink(missing_ok=True)
 
@@ -295,6 +311,22 @@ class Gateway:
             return web.Response(body=body, status=200, content_type="text/event-stream",
                                 headers={"Cache-Control": "no-cache"})
         return web.json_response(answer(call, self._numbers, spec.name, done.text, done.tokens_in, done.tokens_out))
+
+
+class _TooMany(asyncio.Protocol):
+    """A connection past its child's limit: one HTTP 429 and the connection closes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        body = json.dumps(error_body(f"too many connections at once: at most {self.limit}", "rate_limit_error",
+                                     "connections")).encode()
+        head = (f"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+                "\r\nConnection: close\r\n\r\n").encode()
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(head + body)
+        transport.close()
 
 
 def _refuse(refusal: Refusal) -> web.Response:

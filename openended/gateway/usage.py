@@ -40,7 +40,7 @@ class Child:
     agent_id: int | str
     token: str
     path: str
-    site: Any  # the aiohttp UnixSite serving its socket
+    site: Any  # the asyncio server listening on its socket
     limits: GatewayLimits
     secrets: Callable[[], list[str]]
     opened: float = field(default_factory=time.monotonic)

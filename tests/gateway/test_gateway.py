@@ -154,6 +154,31 @@ def test_a_flood_gets_429_and_never_reaches_upstream(upstream):
     assert usage.rejected == statuses.count(429)
 
 
+def test_a_flood_of_connections_is_capped_per_child_and_the_gateway_stays_up(upstream):
+    with Gateway([_spec(upstream)], GatewayLimits(max_connections_per_child=4)) as gateway:
+        lease, other = gateway.open(13), gateway.open(14)
+        held = []
+        for _ in range(4):
+            conn = socket.socket(socket.AF_UNIX)
+            conn.connect(lease.socket_path)
+            held.append(conn)
+        time.sleep(0.2)  # accepted by the loop
+        for _ in range(20):
+            with socket.socket(socket.AF_UNIX) as extra:
+                extra.settimeout(5)
+                extra.connect(lease.socket_path)
+                answer = extra.recv(200)
+                assert answer.startswith(b"HTTP/1.1 429") and b"too many connections" in answer + extra.recv(200)
+        assert model.chat(HI, socket_path=other.socket_path) == "scripted answer", "another child is not affected"
+        for conn in held:
+            conn.close()
+        time.sleep(0.2)
+        assert model.chat(HI, socket_path=lease.socket_path) == "scripted answer", "its connections are free again"
+        usage = gateway.end(lease)
+        gateway.end(other)
+    assert usage.rejected == 20 and usage.calls == 1
+
+
 def test_concurrent_requests_of_one_child_are_capped(upstream):
     with Gateway([_spec(upstream, timeout_s=5)], GatewayLimits(max_concurrent_per_child=2)) as gateway:
         lease = gateway.open(5)
