@@ -296,3 +296,30 @@ def test_gateway_config_table():
     limits = GatewayLimits.of(config.gateway)
     assert (limits.max_tokens_per_child, limits.max_calls_per_child, limits.max_cost_per_child) == (5000, 3, None)
     assert limits.burst == config.gateway.burst
+
+
+def test_a_standard_openai_client_works_over_the_socket(upstream):
+    import httpx
+    import openai
+
+    with Gateway([_spec(upstream)], GatewayLimits(max_calls_per_child=3)) as gateway:
+        lease = gateway.open(15)
+        transport = httpx.HTTPTransport(uds=lease.socket_path)
+        with openai.OpenAI(base_url="http://gateway/v1", api_key="unused", max_retries=0,
+                           http_client=httpx.Client(transport=transport)) as client:
+            assert [m.id for m in client.models.list()] == ["scripted"]
+            chat = client.chat.completions.create(model="scripted", messages=HI, max_tokens=16)
+            assert chat.choices[0].message.content == "scripted answer"
+            assert (chat.usage.prompt_tokens, chat.usage.completion_tokens) == (10, 5)
+            stream = client.chat.completions.create(model="scripted", messages=HI, stream=True,
+                                                    stream_options={"include_usage": True})
+            chunks = list(stream)
+            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "scripted answer"
+            assert chunks[-1].usage.completion_tokens == 5
+            text = client.completions.create(model="scripted", prompt="def f():", max_tokens=16)
+            assert text.choices[0].text == "scripted answer"
+            with pytest.raises(openai.PermissionDeniedError) as limited:
+                client.chat.completions.create(model="scripted", messages=HI)
+            assert limited.value.code == "max_calls_per_child"
+        usage = gateway.end(lease)
+    assert usage.calls == 3 and usage.limit_hit == "max_calls_per_child"
