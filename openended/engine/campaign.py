@@ -235,6 +235,10 @@ class Campaign:
             children[row["id"]] = Child(row["parent_id"], Arm(row["operator"], row["model"]))
             self._queue.append(self.jobs.job(row["id"], row["seed"], row["operator"], row["parent_id"],
                                              row["model"], row["parent2_id"]))
+        in_order = self.recorder.in_order
+        if in_order is not None and self.blocks is not None and self.next_id > self.state["n_roots"]:
+            # what the block after the last one proposed will see may be applied as it comes, as before the stop
+            in_order.release(self.blocks.applied_before(self.next_id))
         self.resumed_pending = len(self._queue)
 
     def _requeue(self, job: Job) -> None:

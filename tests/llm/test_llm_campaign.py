@@ -219,8 +219,9 @@ def test_a_duplicate_inherits_the_genome_s_failures_but_not_the_machinery_s(tmp_
     from openended.engine import Campaign
     from openended.tasks import load_task
 
+    # the free mode: a duplicate is settled as soon as it is known (the reproducible mode waits for its turn)
     cfg = load_config(None, {"task": "binpack", "db": str(tmp_path / "d.db"), "mutation.operator": "ast",
-                             "sandbox.kind": "inprocess"})
+                             "sandbox.kind": "inprocess", "deterministic": False})
     campaign = Campaign(cfg)
     seed = load_task("binpack").seed_files()
     child = {"priority.py": seed["priority.py"] + b"\n# edited\n"}
