@@ -239,6 +239,20 @@ def _connection_failure(exc: Exception, base_url: str) -> _Failure:
                     retryable=True)
 
 
+_clients_lock = threading.Lock()
+_clients: dict[tuple[str, str], openai.OpenAI] = {}
+
+
+def _client(base_url: str, key: str) -> openai.OpenAI:
+    """One client per endpoint and key for the life of the process, shared by every attempt: building
+    one costs a TLS context (30-90 ms, more than a local model's answer); it is thread-safe."""
+    with _clients_lock:
+        client = _clients.get((base_url, key))
+        if client is None:
+            client = _clients[(base_url, key)] = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
+        return client
+
+
 def _run_attempt(spec: ModelSpec, key: str, prompt: str, system: str | None, seed: int | None,
                  stop: list[str] | None, timeout: float, state: _Attempt) -> None:
     """Stream one completion into `state` (runs in a worker thread; never raises)."""
@@ -247,34 +261,33 @@ def _run_attempt(spec: ModelSpec, key: str, prompt: str, system: str | None, see
         # all releases this thread when the attempt's time is up. The caller enforces the deadline.
         # (openai.Timeout is the timeout class of whichever HTTP client the openai package uses.)
         limits = openai.Timeout(timeout, connect=min(timeout, 10.0))
-        with openai.OpenAI(base_url=spec.base_url, api_key=key, max_retries=0,
-                           timeout=limits) as client:
-            common = dict(model=spec.model, stream=True, max_tokens=spec.max_tokens,
-                          temperature=spec.temperature,
-                          stream_options={"include_usage": True})
-            if seed is not None:
-                common["seed"] = seed
-            if stop:
-                common["stop"] = stop
-            if spec.api == "chat":
-                messages = ([{"role": "system", "content": system}] if system else []) + [
-                    {"role": "user", "content": prompt}]
-                stream = client.chat.completions.create(messages=messages, **common)
-            else:
-                text = f"{system}\n\n{prompt}" if system else prompt
-                stream = client.completions.create(prompt=text, **common)
-            state.started = True
-            with stream:
-                for chunk in stream:
-                    if state.abandoned:
-                        return
-                    usage = getattr(chunk, "usage", None)
-                    if usage is not None and usage.completion_tokens is not None:
-                        state.usage = (usage.prompt_tokens or 0, usage.completion_tokens)
-                    for choice in chunk.choices or ():
-                        piece = choice.delta.content if spec.api == "chat" else choice.text
-                        if piece:
-                            state.pieces.append(piece)
+        client = _client(spec.base_url, key)
+        common = dict(model=spec.model, stream=True, max_tokens=spec.max_tokens, timeout=limits,
+                      temperature=spec.temperature,
+                      stream_options={"include_usage": True})
+        if seed is not None:
+            common["seed"] = seed
+        if stop:
+            common["stop"] = stop
+        if spec.api == "chat":
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}]
+            stream = client.chat.completions.create(messages=messages, **common)
+        else:
+            text = f"{system}\n\n{prompt}" if system else prompt
+            stream = client.completions.create(prompt=text, **common)
+        state.started = True
+        with stream:
+            for chunk in stream:
+                if state.abandoned:
+                    return
+                usage = getattr(chunk, "usage", None)
+                if usage is not None and usage.completion_tokens is not None:
+                    state.usage = (usage.prompt_tokens or 0, usage.completion_tokens)
+                for choice in chunk.choices or ():
+                    piece = choice.delta.content if spec.api == "chat" else choice.text
+                    if piece:
+                        state.pieces.append(piece)
     except openai.APIStatusError as exc:
         state.failure = _status_failure(exc)
     except openai.APITimeoutError:
