@@ -1,6 +1,6 @@
 """Run a short default campaign to completion and say where its database is.
 
-    python run.py              # the deceptive maze (medium), novelty search, 20,000 children at most
+    python run.py              # the deceptive maze (medium), novelty search, 50,000 children at most
     python run.py --help       # every option of `openended run`
     python run.py OPTIONS...   # `openended run OPTIONS...`
 """
@@ -19,7 +19,7 @@ def main() -> None:
     db = f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}.db"
     # standalone_mode=False: typer returns the exit code instead of exiting, so the hint below
     # is printed only after a campaign that worked.
-    code = app(["run", "--task", "maze-medium", "--budget", "20000", "--db", db], standalone_mode=False)
+    code = app(["run", "--task", "maze-medium", "--budget", "50000", "--db", db], standalone_mode=False)
     if code:
         sys.exit(code)
     print(f"\nThe campaign database is {db}. Inspect it with:\n"
@@ -28,7 +28,7 @@ def main() -> None:
           f"  openended lineage {db} best\n"
           f"  openended plot {db} --out figures/\n"
           f"  openended serve {db}              # browse it in datasette\n"
-          f"Resume or extend it with:  openended resume {db} --budget 50000")
+          f"Resume or extend it with:  openended resume {db} --budget 100000")
 
 
 if __name__ == "__main__":
