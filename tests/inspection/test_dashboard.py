@@ -13,41 +13,19 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import free_port, get, need_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 
 
-def _need_chromium() -> str:
-    if Path(CHROMIUM).exists():
-        return CHROMIUM
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{CHROMIUM} is missing (install Debian's chromium package); CI must run the browser test")
-    pytest.skip(f"{CHROMIUM} is missing (Debian's chromium package)")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def _rows(path: Path, sql: str, *params):
@@ -96,7 +74,7 @@ class Browser:
         self.log = profile.parent / f"{profile.name}.log"
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
-                [_need_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                [need_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
                  "--remote-debugging-port=0", "--remote-allow-origins=*", f"--user-data-dir={profile}",
@@ -105,7 +83,7 @@ class Browser:
         active = profile / "DevToolsActivePort"
         port = _wait("Chromium's DevTools port", lambda: active.exists() and active.read_text().split("\n")[0].strip(),
                      timeout=60, proc=self.proc, log=self.log)
-        targets = json.loads(_get(f"http://127.0.0.1:{port}/json/list")[1])
+        targets = json.loads(get(f"http://127.0.0.1:{port}/json/list")[1])
         ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
         self.loop = asyncio.new_event_loop()
         self._id = 0
@@ -194,7 +172,7 @@ stop_at_target = false
 def live(tmp_path_factory, ray_address):
     """A maze-medium campaign running in `openended run` and `openended serve` on its database;
     yields a dict: db, campaign (Popen), base url, name, serve log. Both stop at the end."""
-    _need_chromium()
+    need_chromium()
     work = tmp_path_factory.mktemp("dashboard")
     db = work / "live.db"
     (work / "campaign.toml").write_text(CAMPAIGN.format(db=db))
@@ -214,7 +192,7 @@ def live(tmp_path_factory, ray_address):
                 return False
 
         _wait("the campaign's first stats rows", started, timeout=120, proc=campaign, log=run_log)
-        port = _free_port()
+        port = free_port()
         with open(serve_log, "wb") as out:
             serve = subprocess.Popen([sys.executable, "-m", "openended", "serve", str(db), "--port", str(port)],
                                      stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -222,7 +200,7 @@ def live(tmp_path_factory, ray_address):
 
         def answers():
             try:
-                return _get(f"{base}/-/versions.json", timeout=2)[0] == 200
+                return get(f"{base}/-/versions.json", timeout=2)[0] == 200
             except OSError:
                 return False
 
@@ -316,7 +294,7 @@ def test_dashboard_follows_a_running_campaign(live, browser):
     assert int(second["dom"]["children_done"]) > int(first["dom"]["children_done"])
 
     # the JSON route the page polls is there for anyone to read
-    status, body = _get(f"{base}/-/dashboard.json")
+    status, body = get(f"{base}/-/dashboard.json")
     assert status == 200
     assert json.loads(body)["totals"]["children_done"] >= b["totals"]["children_done"]
 
@@ -437,7 +415,7 @@ def test_one_descriptor_is_one_row_and_no_space_is_a_note(tmp_path):
 
 def test_an_empty_campaign_renders_no_data_yet_in_chromium(tmp_path, browser):
     path = _empty_db(tmp_path / "empty.db", ONE_D)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
@@ -448,7 +426,7 @@ def test_an_empty_campaign_renders_no_data_yet_in_chromium(tmp_path, browser):
 
         def answers():
             try:
-                return _get(f"{base}/-/versions.json", timeout=2)[0] == 200
+                return get(f"{base}/-/versions.json", timeout=2)[0] == 200
             except OSError:
                 return False
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +16,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from browser import free_port, get, need_chromium
 from inspect_campaigns import build_campaign_db, rows, sha256_of
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 
-
-def _need_chromium() -> str:
-    if Path(CHROMIUM).exists():
-        return CHROMIUM
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{CHROMIUM} is missing (install Debian's chromium package); CI must run the browser test")
-    pytest.skip(f"{CHROMIUM} is missing (Debian's chromium package)")
 
 
 @pytest.fixture(scope="session")
@@ -36,25 +28,13 @@ def maze_db(tmp_path_factory, ray_address) -> Path:
     return build_campaign_db(tmp_path_factory)["path"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 @pytest.fixture(scope="module")
 def server(maze_db, tmp_path_factory):
     """`python -m openended serve DB --port P` on loopback; yields (base url, database name, first line)."""
-    _need_chromium()
-    port = _free_port()
+    need_chromium()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "wb") as out:
@@ -67,7 +47,7 @@ def server(maze_db, tmp_path_factory):
             if proc.poll() is not None:
                 pytest.fail(f"openended serve exited with {proc.returncode}:\n{log.read_text()}")
             try:
-                if _get(f"{base}/-/versions.json", timeout=2)[0] == 200:
+                if get(f"{base}/-/versions.json", timeout=2)[0] == 200:
                     break
             except OSError:
                 pass
@@ -87,7 +67,7 @@ def server(maze_db, tmp_path_factory):
 def dump_dom(url: str, profile: Path) -> str:
     """The page as Chromium rendered it (after its scripts ran)."""
     out = subprocess.run(
-        [_need_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        [need_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={profile}", "--dump-dom", url],
         capture_output=True, text=True, timeout=120,
@@ -176,12 +156,12 @@ def test_serve_is_read_only_on_loopback_and_not_immutable(server, maze_db):
                     listening.append(local.split(":")[0])
     if listening:  # Linux: the only listening socket is 127.0.0.1 (0100007F, little-endian hex)
         assert listening == ["0100007F"]
-    status, body = _get(f"{base}/-/databases.json")
+    status, body = get(f"{base}/-/databases.json")
     (db,) = [d for d in json.loads(body) if d["name"] == name]
     assert db["is_mutable"] is True  # a live campaign must not be served immutable (-i)
-    status, body = _get(f"{base}/{name}.json?sql=" + urllib.request.quote("DELETE FROM agents"))
+    status, body = get(f"{base}/{name}.json?sql=" + urllib.request.quote("DELETE FROM agents"))
     assert status == 400 and b"SELECT" in body
-    status, _ = _get(f"{base}/{name}.db")  # no download of the file
+    status, _ = get(f"{base}/{name}.db")  # no download of the file
     assert status in (403, 404)
     assert rows(maze_db, "SELECT COUNT(*) FROM agents")[0][0] > 0
     assert sha256_of(maze_db) == before
@@ -211,10 +191,10 @@ def test_every_canned_query_answers_with_no_parameters(server, maze_db):
     base, name, _, _ = server
     for query in archive_db.query_names():
         for params in ("", "?k=&status=&limit=&agent_id="):
-            status, body = _get(f"{base}/{name}/{query}.json{params}")
+            status, body = get(f"{base}/{name}/{query}.json{params}")
             assert status == 200, (query, params, body[:300])
             assert json.loads(body)["rows"], (query, params)
-    status, body = _get(f"{base}/{name}/top_by_fitness.json?k=2")
+    status, body = get(f"{base}/{name}/top_by_fitness.json?k=2")
     assert status == 200 and len(json.loads(body)["rows"]) == 2
 
 
@@ -222,8 +202,8 @@ def test_an_ordinary_http_error_is_one_log_line(server):
     """A 404 and bad SQL answer their error pages; the console gets one line each, no traceback (issue 15)."""
     base, name, _, log = server
     before = log.read_text()
-    assert _get(f"{base}/{name}/no_such_table")[0] == 404
-    assert _get(f"{base}/{name}.json?sql=SELEC+nonsense")[0] == 400
+    assert get(f"{base}/{name}/no_such_table")[0] == 404
+    assert get(f"{base}/{name}.json?sql=SELEC+nonsense")[0] == 400
     time.sleep(0.5)
     new = log.read_text()[len(before):]
     assert "Traceback" not in new and "locals" not in new, new[:2000]
