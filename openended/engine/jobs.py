@@ -32,6 +32,7 @@ class Breed:
     params: dict[str, Any] = field(default_factory=dict)
     parent_files: Files | None = None
     gateway: str | None = None  # the model gateway's socket for this evaluation (openended.gateway)
+    stage: int = 0  # staged tasks: which of the task's [[stages]] this evaluation is (openended.engine.stages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class Evaluate:
     agent_id: int
     files: Files
     gateway: str | None = None  # the model gateway's socket for this evaluation (openended.gateway)
+    stage: int = 0  # staged tasks: which of the task's [[stages]] this evaluation is (openended.engine.stages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class ChildResult:
     cost: float = 0.0
     evaluation: EvaluationRecord | None = None  # how the sandbox ran it
     batch_failure: bool = False  # the whole batch failed in the sandbox: re-run its children alone
+    partial: bool = False  # a cascade stopped it before its last stage: stored, kept out of the archive
 
     @property
     def failed(self) -> bool:

@@ -316,6 +316,10 @@ class Recorder:
         except InvalidResult as exc:
             return Outcome(r.agent_id, "failed", files=files, fail_stage="invalid", fail_reason=str(exc),
                            eval_seconds=r.eval_seconds, **usage)
+        if r.partial:  # stopped by a stage's rule (openended.engine.stages): its partial fitness is not final
+            return Outcome(r.agent_id, "rejected", files=files, **usage, fitness=checked.fitness,
+                           descriptors=checked.descriptors, metrics=checked.metrics, feedback=checked.feedback,
+                           eval_seconds=r.eval_seconds)
         added = self.archive.add(r.agent_id, checked.fitness, checked.descriptors)
         archived = added.status != "not_added"
         best = self.counters.best_fitness

@@ -18,7 +18,7 @@ from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate
 from openended.mutation import mutate
 from openended.names import LLM_OPERATORS
 from openended.sandbox import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, get_sandbox
-from openended.sandbox.spec import short_error
+from openended.sandbox.spec import EvaluationRecord, short_error
 from openended.tasks import Task, TaskRef, load_ref
 
 if TYPE_CHECKING:
@@ -53,7 +53,22 @@ def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None
 
     args = task.evaluate_args if evaluate_args is None else evaluate_args
     gateway = jobs[0].gateway if len(jobs) == 1 else None
-    _evaluate_sandboxed(sandbox or SandboxSpec(kind="inprocess"), task, to_evaluate, args, gateway)
+    spec = sandbox or SandboxSpec(kind="inprocess")
+    stages = task.spec.stages
+    if stages and len(jobs) == 1:  # a staged task (never batchable): this job's stage decides
+        stage = stages[min(jobs[0].stage, len(stages) - 1)]
+        args = {**args, **stage.evaluate_args}
+        limits = {k: v for k, v in stage.limits.model_dump().items() if v is not None}
+        if limits:
+            spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, **limits))
+        if not (task.spec.gateway if stage.gateway is None else stage.gateway):
+            gateway = None
+        _evaluate_sandboxed(spec, task, to_evaluate, args, gateway)
+        for child in to_evaluate:  # each stage is its own row in the store (in-process ones included)
+            record = child.evaluation or EvaluationRecord(seconds=child.eval_seconds)
+            child.evaluation = dataclasses.replace(record, stage=stage.name)
+        return results
+    _evaluate_sandboxed(spec, task, to_evaluate, args, gateway)
     return results
 
 

@@ -47,6 +47,19 @@ class LimitsSpec(_Strict):
     pids: int | None = Field(default=None, gt=0)
 
 
+class StageSpec(_Strict):
+    """One stage of a staged (cascade) evaluation: its evaluator arguments (merged over the task's), its
+    limits (over the campaign's), whether its agent gets the gateway, and the rule a child must pass to
+    go on to the next stage (both rules, when both are given; none: every valid result goes on)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    evaluate_args: dict[str, Any] = {}
+    limits: LimitsSpec = LimitsSpec()
+    gateway: bool | None = None  # None: the task's gateway setting
+    min_fitness: float | None = None  # go on only at or above this fitness
+    beats: Literal["archive_median", "parent"] | None = None  # go on only above the reference's fitness
+
+
 class TaskSpec(_Strict):
     """A task folder's ``task.toml`` after its variant is applied."""
 
@@ -69,6 +82,28 @@ class TaskSpec(_Strict):
     evaluate_args: dict[str, Any] = {}
     operators: dict[str, dict[str, Any]] = {}  # operator name -> its default parameters
     descriptors: list[DescriptorSpec] = []
+    # staged evaluation: each child runs these in order and stops at the first whose rule it fails
+    stages: list[StageSpec] = []
+    # a child stopped before the last stage: false, stored (rejected) but kept out of the archive;
+    # true, its partial fitness is final and goes to the archive like any other
+    partial_is_final: bool = False
+
+    @model_validator(mode="after")
+    def _stages(self) -> TaskSpec:
+        names = [s.name for s in self.stages]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"stages: two stages are named {name!r}; each stage needs a name of its own")
+        if self.stages and self.batchable:
+            raise ValueError("a task with stages evaluates one agent per call (a child's stage is its own): "
+                             "batchable must be false")
+        for i, stage in enumerate(self.stages):
+            if stage.gateway and not self.gateway:
+                raise ValueError(f"stages[{i}] ({stage.name!r}): gateway = true needs the task's gateway = true")
+        if self.stages and (self.stages[-1].min_fitness is not None or self.stages[-1].beats is not None):
+            raise ValueError(f"stages[{len(self.stages) - 1}] ({self.stages[-1].name!r}) is the last stage: "
+                             "no stage follows it, so it takes no pass rule (min_fitness, beats)")
+        return self
 
     @model_validator(mode="after")
     def _gateway_alone(self) -> TaskSpec:
