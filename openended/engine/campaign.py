@@ -37,6 +37,7 @@ from openended.engine.jobmaker import GenomeCache, JobMaker
 from openended.engine.jobs import ChildResult, Evaluate, Job
 from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, deterministic_staleness, free_staleness
 from openended.engine.recorder import Child, Counters, InOrderStart, Recorder, describe_error
+from openended.engine.stages import attach as attach_stages
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
 from openended.portfolio import Arm, Portfolio
@@ -235,6 +236,7 @@ class Campaign:
             children[row["id"]] = Child(row["parent_id"], Arm(row["operator"], row["model"]))
             self._queue.append(self.jobs.job(row["id"], row["seed"], row["operator"], row["parent_id"],
                                              row["model"], row["parent2_id"]))
+        self.stager = attach_stages(self)  # staged tasks ([[stages]]): decides after each stage
         in_order = self.recorder.in_order
         if in_order is not None and self.blocks is not None and self.next_id > self.state["n_roots"]:
             # what the block after the last one proposed will see may be applied as it comes, as before the stop
@@ -265,6 +267,8 @@ class Campaign:
         try:
             self._start_models()
             executor: Any = RayExecutor(self.task.ref, self.sandbox)
+            if self.stager is not None:
+                executor = self.stager.executor(executor)
             if self.task.gateway:
                 executor = self._start_gateway(executor)
             self.dispatcher = Dispatcher(
@@ -331,7 +335,7 @@ class Campaign:
         if mutation:
             self.recorder.mutations(results)
         else:
-            self.recorder.evaluations(results)
+            (self.stager or self.recorder).evaluations(results)
 
     def _start_models(self) -> None:
         """The model specs this session's LLM operators call; the embedded model is started here."""
@@ -353,7 +357,7 @@ class Campaign:
         from openended.gateway.campaign import GatewayExecutor, store_usage
 
         if not self.models:
-            raise ValueError(f"task {self.task.name!r} asks for the model gateway, but no model is configured "
+            raise ConfigError(f"task {self.task.name!r} asks for the model gateway, but no model is configured "
                              "([[llm.models]] or llm.local = true)")
         self._gateway = Gateway(list(self.models.values()), GatewayLimits.of(self.config.gateway)).start()
         return GatewayExecutor(executor, self._gateway, store_usage(self.db))
