@@ -199,3 +199,30 @@ def test_stages_parse_with_their_defaults(tmp_path):
     a, b = task.spec.stages
     assert (a.name, a.evaluate_args, a.beats, a.min_fitness, a.gateway) == ("a", {"n": 1}, "parent", None, None)
     assert b.limits.timeout_s == 5 and not task.spec.partial_is_final
+
+
+def test_the_scripted_model_sees_only_children_that_passed(tmp_path, ray_address):
+    # quick has no gateway; medium and full ask the model once: its log is one request per stage row
+    from llm_fault_server import FaultServer, ok
+
+    db = tmp_path / "g.db"
+    with FaultServer(default=ok("noted", usage=(3, 1))) as server:
+        _run(db, ray_address, task=staged("gateway"), budget=30, **{
+            "sandbox.kind": "process",
+            "llm.models": [{"name": "scripted", "base_url": server.base_url, "model": "fault-model",
+                            "max_retries": 0, "timeout_s": 5.0, "max_total_s": 5.0}]})
+        prompts = [r.prompt for r in server.requests]
+    agents, stages = _read(db)
+    _check_cascade(agents, stages)
+    asked = sorted(p.split()[0] for p in prompts)
+    rows = sorted(name for rows in stages.values() for name, _ in rows if name != "quick")
+    assert asked == rows and "medium" in asked, (asked, rows)
+    con = sqlite3.connect(db)
+    try:  # a child stopped at quick asked nothing: no tokens on its row
+        quick_only = con.execute("SELECT COUNT(*), SUM(tokens_in) FROM agents a WHERE NOT EXISTS (SELECT 1 FROM "
+                                 "evaluations e WHERE e.agent_id = a.id AND e.stage != 'quick')").fetchone()
+        tokens = con.execute("SELECT SUM(tokens_in) FROM agents").fetchone()[0]
+    finally:
+        con.close()
+    assert quick_only[0] > 0 and not quick_only[1]
+    assert tokens == 3 * len(prompts)  # every stage's model use lands on its child's row
