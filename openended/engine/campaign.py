@@ -133,30 +133,8 @@ class Campaign:
         self.dispatcher: Dispatcher | None = None  # once run() has joined Ray
         self._restore()
         if run is not None:
-            self._check_budget_left(config)
-
-    def _check_budget_left(self, given: CampaignConfig) -> None:
-        """A budget given to a resumed campaign that it has already spent is an error naming both numbers,
-        not a session that "finishes" at once after Ray's start-up."""
-        budget = given.model_dump(exclude_unset=True).get("budget", {})
-        finished = self.counters.done + self.counters.failed
-        elapsed = float(self.state["elapsed_seconds"])
-        spent: dict[str, tuple[float, str | None, str]] = {  # key: (spent so far, its flag, how much in words)
-            "max_children": (finished, "--budget", f"the {finished} children this campaign has already finished"),
-            "max_wall_seconds": (elapsed, "--max-seconds", f"the {elapsed:.1f} seconds this campaign has already run"),
-            "max_tokens": (self.counters.tokens, "--max-tokens",
-                           f"the {self.counters.tokens} tokens this campaign has already spent"),
-            "max_cost": (self.counters.cost, None, f"the {self.counters.cost:.4g} this campaign has already spent"),
-        }
-        for key, (used, flag, words) in spent.items():
-            limit = budget.get(key)
-            if limit is None or limit > used:
-                continue
-            name = f"budget.{key} = {limit}" if flag is None else f"{flag} {limit} (budget.{key})"
-            hint = "give a larger one"
-            if key == "max_children" and self.resumed_pending:
-                hint += f", or leave it out to finish the {self.resumed_pending} children left in flight"
-            raise ConfigError(f"{self.db.path}: {name} is not above {words}; {hint}")
+            runtime.check_budget_left(config, self.counters, float(self.state["elapsed_seconds"]),
+                                      pending=self.resumed_pending, db_path=self.db.path)
 
     # ----------------------------------------------------------------- set-up
     def _new_archive(self, config: CampaignConfig) -> Archive:

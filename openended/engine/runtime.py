@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from archive_db import check_file, holds_run
 from openended.config import CampaignConfig, ConfigError, validate_config
@@ -14,6 +14,9 @@ from openended.genome_folder import GenomeFolderError, read_genome_folder
 from openended.names import CODE_OPERATORS, LLM_OPERATORS, PARAMS_OPERATORS, Files
 from openended.sandbox import SandboxSpec, sweep
 from openended.tasks import Task
+
+if TYPE_CHECKING:
+    from openended.engine.recorder import Counters
 
 # Settings a resumed campaign may change; anything else must match what the run started with.
 RESUMABLE_OVERRIDES = ("max_in_flight", "batch_size", "ray_address", "grace_seconds", "stats_every_seconds", "budget",
@@ -146,3 +149,27 @@ def sweep_containers(sandbox: SandboxSpec) -> None:
     """Remove this campaign's containers left by an earlier session (e.g. after a kill -9) or by this one."""
     if sandbox.kind == "docker":
         sweep(sandbox.campaign_label)
+
+
+def check_budget_left(given: CampaignConfig, counters: Counters, elapsed: float, *, pending: int,
+                      db_path: Path) -> None:
+    """A budget given to a resumed campaign that it has already spent is an error naming both numbers,
+    not a session that "finishes" at once after Ray's start-up."""
+    budget = given.model_dump(exclude_unset=True).get("budget", {})
+    finished = counters.done + counters.failed
+    spent: dict[str, tuple[float, str | None, str]] = {  # key: (spent so far, its flag, how much in words)
+        "max_children": (finished, "--budget", f"the {finished} children this campaign has already finished"),
+        "max_wall_seconds": (elapsed, "--max-seconds", f"the {elapsed:.1f} seconds this campaign has already run"),
+        "max_tokens": (counters.tokens, "--max-tokens",
+                       f"the {counters.tokens} tokens this campaign has already spent"),
+        "max_cost": (counters.cost, None, f"the {counters.cost:.4g} this campaign has already spent"),
+    }
+    for key, (used, flag, words) in spent.items():
+        limit = budget.get(key)
+        if limit is None or limit > used:
+            continue
+        name = f"budget.{key} = {limit}" if flag is None else f"{flag} {limit} (budget.{key})"
+        hint = "give a larger one"
+        if key == "max_children" and pending:
+            hint += f", or leave it out to finish the {pending} children left in flight"
+        raise ConfigError(f"{db_path}: {name} is not above {words}; {hint}")

@@ -27,16 +27,35 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from archive_db import Outcome
+from archive_db import ArchiveDB, Outcome
 from openended.engine.jobs import ChildResult, Evaluate, Job
 from openended.engine.recorder import Child, _evaluation, _usage
 from openended.results import InvalidResult, check_files, check_result
 
 if TYPE_CHECKING:
-    from openended.engine.campaign import Campaign
+    from openended.config import CampaignConfig
+    from openended.engine.recorder import Recorder
+    from openended.qd import Archive
+    from openended.sandbox.spec import SandboxSpec
+    from openended.tasks import Task
     from openended.tasks.spec import StageSpec
+
+
+class Campaign(Protocol):
+    """What the stager reads of (and the one setting it raises on) the campaign it serves."""
+
+    task: Task
+    config: CampaignConfig
+    sandbox: SandboxSpec
+    recorder: Recorder
+    db: ArchiveDB
+    archive: Archive
+    state: dict
+    _task_timeout: float
+
+    def _requeue(self, job: Job) -> None: ...
 
 REFS = "stage_refs"  # the run state's key: child id -> archive median when it was proposed
 
