@@ -74,9 +74,6 @@ class InOrder(Generic[T]):
         self._held: dict[int, T | None] = dict.fromkeys(done or ())  # None: finished already, nothing to apply
         self._applying = False
 
-    def __len__(self) -> int:
-        return sum(item is not None for item in self._held.values())
-
     def hold(self, agent_id: int, item: T | None) -> None:
         """``item`` is child ``agent_id``'s to apply in its turn (None: it is finished already)."""
         if agent_id < self.frontier:
