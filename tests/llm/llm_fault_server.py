@@ -13,6 +13,7 @@ lower-cased, including authorization; JSON body) so tests can check what reached
 
 Behaviours: `ok(text, usage=None)`, `rate_limit(retry_after=1, status=429)`,
 `error(status=500, message=...)`, `hang(seconds)`, `empty()`, `trickle(text, delay_per_token)`,
+`broken_stream(kind)` (a stream that breaks off with an error event or a line that is not JSON),
 `malformed(kind)` (broken SEARCH/REPLACE blocks), `respond(fn)` where `fn(request) -> behaviour`
 decides per request (e.g. by prompt content, for campaign-level tests).
 """
@@ -101,6 +102,15 @@ def malformed(kind: str = "no_divider") -> Behaviour:
     if kind not in MALFORMED:
         raise ValueError(f"unknown malformed kind {kind!r}; choose from {sorted(MALFORMED)}")
     return Behaviour("ok", text=MALFORMED[kind])
+
+
+def broken_stream(kind: str = "error_event", text: str = "partial answer") -> Behaviour:
+    """Start streaming `text`, then break the stream: `error_event` sends an SSE ``event: error`` with an
+    OpenAI-style error object (as servers report an overload mid-stream), `not_json` a data line that is
+    not JSON, `error_data` a plain data line ``{"error": {...}}`` (as OpenAI's own stream does)."""
+    if kind not in ("error_event", "not_json", "error_data"):
+        raise ValueError(f"unknown broken stream {kind!r}")
+    return Behaviour("broken", text=text, message=kind)
 
 
 def respond(fn: Callable[[Request], Behaviour]) -> Behaviour:
@@ -304,6 +314,14 @@ class _Handler(BaseHTTPRequestHandler):
             if behaviour.delay_per_token and self.fault_server._closing.wait(behaviour.delay_per_token):
                 return
             send([piece(token)])
+        if behaviour.kind == "broken":
+            failure = {"error": {"message": "the model is overloaded", "type": "server_error"}}
+            line = {"error_event": b"event: error\ndata: " + json.dumps(failure).encode(),
+                    "not_json": b"data: {this is not json",
+                    "error_data": b"data: " + json.dumps(failure).encode()}[behaviour.message]
+            self.wfile.write(line + b"\n\n")
+            self.wfile.flush()
+            return
         send([piece("", "stop")])
         include_usage = ((request.body or {}).get("stream_options") or {}).get("include_usage")
         if include_usage and behaviour.usage is not None:

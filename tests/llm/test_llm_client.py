@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from llm_fault_server import (
     MALFORMED,
     FaultServer,
+    broken_stream,
     empty,
     error,
     hang,
@@ -183,6 +184,24 @@ def test_empty_completion_is_an_error_and_not_retried():
         result, _ = timed(complete, spec_for(server), "hello")
         assert isinstance(result, LLMError) and result.reason == "empty completion"
         assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("kind", ["error_event", "error_data"])
+@pytest.mark.parametrize("api", ["chat", "completion"])
+def test_an_error_mid_stream_is_retried_and_reported_with_its_message(kind, api):
+    with FaultServer([broken_stream(kind), ok("second try")]) as server:
+        assert complete(spec_for(server, api=api), "hello").text == "second try"
+    with FaultServer(default=broken_stream(kind)) as server:
+        result, _ = timed(complete, spec_for(server, api=api, max_retries=1), "hello")
+        assert isinstance(result, LLMError) and len(server.requests) == 2
+        assert result.reason.startswith("server error mid-stream (") and "the model is overloaded" in result.reason
+
+
+def test_a_stream_line_that_is_not_json_fails_at_once_saying_so():
+    with FaultServer([broken_stream("not_json"), ok("never asked")]) as server:
+        result, _ = timed(complete, spec_for(server), "hello")
+        assert isinstance(result, LLMError) and len(server.requests) == 1
+        assert result.reason.startswith("unexpected response: JSONDecodeError"), result.reason
 
 
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
