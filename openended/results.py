@@ -219,3 +219,46 @@ def check_files(files: object) -> dict[str, bytes]:
             raise InvalidResult(f"genome file {name!r} is not bytes: {type(content).__name__}")
     return dict(files)
 
+
+
+# ------------------------------------------------------------------------------- acting results
+
+MAX_OUTPUT_FILES = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class ActingResult:
+    """What a scorer stage's acting evaluation gave for one agent: the files it hands the scorer, its
+    metrics and feedback (merged under the scorer's). Any fitness or descriptors in it are ignored."""
+
+    outputs: dict[str, bytes]
+    metrics: dict
+    feedback: str
+
+
+def check_acting(result: object) -> ActingResult:
+    """An acting evaluation's result: ``{"outputs": {name: text}, "metrics": {...}, "feedback": "text"}``
+    (names as genome file names, text UTF-8); InvalidResult naming the field otherwise, or when the
+    acting evaluator marked the agent invalid."""
+    if not isinstance(result, Mapping):
+        raise InvalidResult(f"the acting result is not a JSON object: {type(result).__name__}")
+    feedback = clean_text(result.get("feedback") or "", MAX_FEEDBACK_CHARS)
+    if result.get("valid", True) is not True:
+        raise InvalidResult(f"the acting evaluator marked the agent invalid: {feedback or '(no feedback)'}")
+    raw = result.get("outputs")
+    if not isinstance(raw, Mapping):
+        raise InvalidResult(f"the acting result's outputs is not an object of file names to text: {_show(raw)}")
+    if len(raw) > MAX_OUTPUT_FILES:
+        raise InvalidResult(f"the acting result has {len(raw)} outputs, over the {MAX_OUTPUT_FILES} cap")
+    outputs: dict[str, bytes] = {}
+    for name, text in raw.items():
+        problem = genome_path_problem(name)
+        if problem is not None:
+            raise InvalidResult(f"the acting result's output {clean_text(problem, 400)}")
+        if not isinstance(text, str) or _has_surrogate(text):
+            raise InvalidResult(f"the acting result's output {name!r} is not text: {_show(text)}")
+        outputs[name] = text.encode("utf-8")
+    metrics = result.get("metrics") or {}
+    if not isinstance(metrics, Mapping):
+        raise InvalidResult(f"the acting result's metrics is not an object: {_show(metrics)}")
+    return ActingResult(outputs, check_json(metrics, "metrics", max_bytes=MAX_METRICS_BYTES), feedback)

@@ -16,6 +16,9 @@ Each stage of a child is its own evaluation job, sent by the driver. When a stag
   marked ``partial``: stored ``rejected`` and kept out of the archive; with ``partial_is_final = true``
   its result goes to the archive as final.
 
+A stage with a ``scorer`` folder is still one evaluation job: the worker runs the acting evaluation,
+then the scorer on its outputs (:func:`openended.engine.worker.run_jobs`); the stager sees one result.
+
 Intermediate stages are not terminal, so they never go through the in-order application; what they
 decide depends only on the child's own result and on references fixed before it ran: the parent's
 fitness (final once the parent is stored), and the archive's median fitness when the child was proposed
@@ -87,8 +90,10 @@ class Stager:
         self.db = campaign.db
         self.archive = campaign.archive
         self._requeue: Callable[[Job], None] = campaign._requeue
-        longest = max((s.limits.timeout_s or 0.0) for s in self.stages)
-        if campaign.config.task_timeout_seconds is None and longest:  # the backstop covers the longest stage
+        # a scorer stage is two evaluations (acting, then scoring), each under the stage's time limit
+        longest = max((s.limits.timeout_s or campaign.sandbox.limits.timeout_s) * (2 if s.scorer else 1)
+                      for s in self.stages)
+        if campaign.config.task_timeout_seconds is None:  # the backstop covers the longest stage
             slack = 0.0 if campaign.sandbox.kind == "inprocess" else 30.0
             campaign._task_timeout = max(campaign._task_timeout, longest * 1.5 + slack)
         self.next: dict[int, int] = {}  # child -> the stage it runs next (absent: the first)

@@ -16,10 +16,11 @@ import numpy as np
 
 from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate
 from openended.mutation import mutate
-from openended.names import LLM_OPERATORS
+from openended.names import LLM_OPERATORS, Files
+from openended.results import InvalidResult, check_acting
 from openended.sandbox import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, get_sandbox
 from openended.sandbox.spec import EvaluationRecord, short_error
-from openended.tasks import Task, TaskRef, load_ref
+from openended.tasks import TaskRef, load_ref
 
 if TYPE_CHECKING:
     from openended.llm import ModelSpec
@@ -63,13 +64,53 @@ def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None
             spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, **limits))
         if not (task.spec.gateway if stage.gateway is None else stage.gateway):
             gateway = None
-        _evaluate_sandboxed(spec, task, to_evaluate, args, gateway)
+        spec = dataclasses.replace(spec, hidden=task.hidden_folders)  # no agent sees a scorer's files
+        _evaluate_sandboxed(spec, str(task.root), to_evaluate, args, gateway)
+        if stage.scorer is not None:
+            _score(spec, str(task.root / stage.scorer), to_evaluate, args)
         for child in to_evaluate:  # each stage is its own row in the store (in-process ones included)
             record = child.evaluation or EvaluationRecord(seconds=child.eval_seconds)
             child.evaluation = dataclasses.replace(record, stage=stage.name)
         return results
-    _evaluate_sandboxed(spec, task, to_evaluate, args, gateway)
+    _evaluate_sandboxed(spec, str(task.root), to_evaluate, args, gateway)
     return results
+
+
+def _score(spec: SandboxSpec, scorer_root: str, children: list[ChildResult], args: EvalArgs) -> None:
+    """A scorer stage's second half: each child's outputs, as its acting evaluation returned them, scored by
+    the scorer folder's evaluator in a sandbox of its own (fresh containers, no gateway) that no agent ran in.
+    The scorer's result is the stage's; the acting metrics and feedback come under the scorer's."""
+    scoring = dataclasses.replace(spec, gateway=False, hidden=(), mode="fresh")
+    for child in children:
+        if child.failed:
+            continue
+        acting_record, acting_seconds = child.evaluation, child.eval_seconds
+        try:
+            acted = check_acting(child.result)
+        except InvalidResult as exc:
+            child.fail_stage, child.fail_reason = "invalid", f"{FailureKind.BAD_RESULT}: {exc}"
+            continue
+        child.result = None
+        _evaluate_sandboxed(scoring, scorer_root, [child], args, label="scorer", agents=[acted.outputs])
+        if isinstance(child.result, dict):
+            metrics = child.result.get("metrics")
+            feedback = child.result.get("feedback")
+            child.result = {**child.result,
+                            "metrics": {**acted.metrics, **metrics} if isinstance(metrics, dict) else metrics,
+                            "feedback": "\n".join(t for t in (feedback, acted.feedback) if isinstance(t, str) and t)}
+        child.eval_seconds += acting_seconds
+        if acting_record is not None and child.evaluation is not None:
+            child.evaluation = _joined(acting_record, child.evaluation)
+
+
+def _joined(acting: EvaluationRecord, scoring: EvaluationRecord) -> EvaluationRecord:
+    """One stage's record from its two evaluations: the scorer's status, both runs' time and output."""
+    def both(a: str, b: str) -> str:
+        return f"{a}\n--- scorer ---\n{b}" if a and b else a or b
+
+    return dataclasses.replace(scoring, seconds=acting.seconds + scoring.seconds,
+                               stdout_tail=both(acting.stdout_tail, scoring.stdout_tail),
+                               stderr_tail=both(acting.stderr_tail, scoring.stderr_tail))
 
 
 # Where each LLM operator's answer ends: the diff's closing marker, the rewritten program's closing fence.
@@ -119,15 +160,20 @@ def _usage(out: ChildResult, completion) -> None:
         out.cost = float(getattr(completion, "cost", 0.0) or 0.0)
 
 
-def _evaluate_sandboxed(spec: SandboxSpec, task: Task, children: list[ChildResult], args: EvalArgs,
-                        gateway: str | None = None) -> None:
-    """Evaluate the children as one batch in the spec's sandbox; fill in each one's result or failure."""
+def _evaluate_sandboxed(spec: SandboxSpec, task_root: str, children: list[ChildResult], args: EvalArgs,
+                        gateway: str | None = None, *, label: str | None = None,
+                        agents: list[Files] | None = None) -> None:
+    """Evaluate the children as one batch in the spec's sandbox of the task folder ``task_root``; fill in each
+    one's result or failure (a failure's reason starts with ``label``, when given, after its kind).
+    ``agents``: what the evaluator is given for each child instead of its genome (a scorer: its outputs)."""
     try:
-        box = get_sandbox(spec, str(task.root))
-        files = [c.files or {} for c in children]
+        box = get_sandbox(spec, task_root)
+        files = agents if agents is not None else [c.files or {} for c in children]
         outcome = box.evaluate(files, args) if gateway is None else box.evaluate(files, args, gateway=gateway)
     except Exception as exc:  # e.g. no Docker engine on this node
         outcome = EvalOutcome.failed(FailureKind.SANDBOX_ERROR, short_error(exc))
+    if label is not None and outcome.failure_kind is not None:
+        outcome.reason = f"{label}: {outcome.reason}"
     # In-process evaluation keeps no record of how it ran, and a failed batch fails every child
     # (it has no limits that one child could hit for all): as before it went through the sandbox.
     contained = spec.kind != "inprocess"

@@ -349,7 +349,7 @@ class DockerSandbox:
             return EvalOutcome.failed(FailureKind.SANDBOX_ERROR, problem)
         if not self.task.exists():  # first use, or after close()
             self.agents.mkdir(parents=True, exist_ok=True)
-            copy_task(self.task_root, self.task)
+            copy_task(self.task_root, self.task, self.spec.hidden)
         job_dir = write_job(self.agents, agents, task_dir="/task", args=args, limits=limits, work_root="/work",
                             model_socket=None if gateway is None else f"{GATEWAY_MOUNT}/{GATEWAY_SOCKET}")
         job = f"/agents/{job_dir.name}"

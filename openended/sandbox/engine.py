@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,9 +110,17 @@ def neutral_folders() -> tuple[Path, Path, Path]:
     return root, root / "task", agents
 
 
-def copy_task(task_root: str | Path, target: Path) -> None:
-    """Copy a task folder to ``target``, readable by the sandbox user whatever the user's umask."""
-    shutil.copytree(task_root, target, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+def copy_task(task_root: str | Path, target: Path, hidden: Sequence[str] = ()) -> None:
+    """Copy a task folder to ``target``, readable by the sandbox user whatever the user's umask, without
+    its ``hidden`` folders (paths relative to the task folder)."""
+    root = Path(task_root).resolve()
+    left_out = {root / h for h in hidden}
+    skip = shutil.ignore_patterns("__pycache__", ".*")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return set(skip(folder, names)) | {n for n in names if Path(folder).resolve() / n in left_out}
+
+    shutil.copytree(root, target, ignore=ignore)
     for path in [target, *target.rglob("*")]:
         path.chmod(path.stat().st_mode | (0o555 if path.is_dir() else 0o444))
 

@@ -2,7 +2,9 @@
 
 It limits time, memory, file size and output, and passes no host environment variables
 (API keys stay out). It does NOT isolate: the child can read this machine's files and reach
-the network. Use it for trusted code or where no Docker engine runs.
+the network (a scorer stage's hidden files included: the evaluation is given a copy of the task
+folder without them, but nothing stops it from reading the original). Use it for trusted code
+or where no Docker engine runs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ class ProcessSandbox:
         self.spec = spec
         self.task_root = str(task_root)
         self.root = Path(tempfile.mkdtemp(prefix="openended-process-"))
+        if spec.hidden:  # a copy without them (no isolation, as said above: only out of the evaluation's sight)
+            from openended.sandbox.engine import copy_task
+
+            copy_task(task_root, self.root / "task", spec.hidden)
+            self.task_root = str(self.root / "task")
 
     def _limit(self) -> None:  # runs in the child between fork and exec
         mem = (self.spec.limits.memory_mb + ADDRESS_SPACE_SLACK_MB) * 1024 * 1024

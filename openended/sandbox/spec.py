@@ -118,6 +118,9 @@ class SandboxSpec:
     # Evaluations may be given the model gateway (docker: every container gets a folder of its own,
     # mounted read-only at /gateway, where an evaluation's socket appears while it runs).
     gateway: bool = False
+    # Folders of the task folder that evaluations never see (a scorer stage's hidden files): docker and
+    # process sandboxes copy the task folder without them.
+    hidden: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

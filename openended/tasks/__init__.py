@@ -100,6 +100,11 @@ class Task:
         """Whether its agents may call a model through the gateway (``gateway = true`` in task.toml)."""
         return self.spec.gateway
 
+    @property
+    def hidden_folders(self) -> tuple[str, ...]:
+        """The scorer folders of its stages: no evaluation of an agent sees them (``SandboxSpec.hidden``)."""
+        return tuple(sorted({s.scorer for s in self.spec.stages if s.scorer is not None}))
+
     def operator_params(self, operator: str) -> dict:
         return dict(self.spec.operators.get(operator, {}))
 
@@ -182,6 +187,10 @@ def load_task(name: str) -> Task:
     if chosen.genome == "code" and (folder / "seed").is_dir() and not (folder / "seed" / chosen.code_file).is_file():
         raise TaskError(f"{toml_path}: key 'code_file': seed/{chosen.code_file} does not exist (the file the "
                         "operators edit; set code_file to one of the seed's files)")
+    for stage in chosen.stages:  # a scorer's folder holds its own evaluator; its files stay out of the agent's sight
+        if stage.scorer is not None and not (folder / stage.scorer / "evaluate.py").is_file():
+            raise TaskError(f"{toml_path}: stage {stage.name!r}: key 'scorer': {folder / stage.scorer / 'evaluate.py'} "
+                            "does not exist (a scorer is a folder of the task with its own evaluate.py)")
     base = chosen.name or folder.name
     display = f"{base}-{variant}" if variant else base
     return Task(name=display, root=folder.resolve(), variant=variant, spec=chosen)

@@ -58,6 +58,20 @@ class StageSpec(_Strict):
     gateway: bool | None = None  # None: the task's gateway setting
     min_fitness: float | None = None  # go on only at or above this fitness
     beats: Literal["archive_median", "parent"] | None = None  # go on only above the reference's fitness
+    # a folder of the task folder (its own evaluate.py and hidden files): the stage's evaluator only acts
+    # (runs the agent, returns its outputs); a fresh sandbox of this folder, without the gateway, scores them
+    scorer: str | None = None
+
+    @model_validator(mode="after")
+    def _scorer_path(self) -> StageSpec:
+        from openended.names import genome_path_problem
+
+        if self.scorer is not None:
+            problem = genome_path_problem(self.scorer)
+            if problem is not None or self.scorer.split("/")[0] == "seed":
+                raise ValueError(f"stage {self.name!r}: scorer {self.scorer!r} must name a folder inside the task "
+                                 f"folder, other than seed/ ({problem or 'seed/ holds the initial agent'})")
+        return self
 
 
 class TaskSpec(_Strict):

@@ -12,7 +12,7 @@ from openended.engine.jobs import ChildResult, Evaluate
 from openended.engine.recorder import Child
 from openended.engine.stages import Stager
 from openended.results import Bounds
-from openended.sandbox.spec import EvaluationRecord
+from openended.sandbox.spec import EvaluationRecord, Limits
 from openended.tasks.spec import StageSpec
 
 PARENT_FITNESS = -1.0
@@ -52,7 +52,7 @@ def _stager(partial_final: bool) -> tuple[Stager, FakeRecorder, list]:
     task = SimpleNamespace(spec=SimpleNamespace(stages=STAGES, partial_is_final=partial_final))
     campaign = SimpleNamespace(task=task, recorder=recorder, db=FakeDB(), archive=None, _requeue=queued.append,
                                state={}, config=SimpleNamespace(task_timeout_seconds=None),
-                               sandbox=SimpleNamespace(kind="inprocess"), _task_timeout=10.0)
+                               sandbox=SimpleNamespace(kind="inprocess", limits=Limits()), _task_timeout=10.0)
     return Stager(campaign), recorder, queued  # type: ignore[arg-type]
 
 
