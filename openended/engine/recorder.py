@@ -150,7 +150,7 @@ class Recorder:
         """Store code children's genomes (or their mutation failures) before any evaluation."""
         for r in results:
             self.counters.spend(r)
-            usage = _usage(r)
+            usage = usage_of(r)
             if r.failed or r.files is None:
                 self.finish([Outcome(r.agent_id, "failed", fail_stage=r.fail_stage or "mutation",
                                      fail_reason=clean_text(r.fail_reason or "the mutation returned no genome",
@@ -278,7 +278,7 @@ class Recorder:
             try:
                 outcome = self._outcome(r)
             except Exception as exc:  # the last line: this child fails, the batch goes on
-                outcome = Outcome(r.agent_id, "failed", fail_stage="internal", **_usage(r),
+                outcome = Outcome(r.agent_id, "failed", fail_stage="internal", **usage_of(r),
                                   fail_reason=f"checking this child failed: {describe_error(exc)}")
             outcomes.append(outcome)
             if outcome.status == "archived":
@@ -296,12 +296,12 @@ class Recorder:
                 self.dedupe.first(o.id, o.files)
         # each evaluation row carries the fitness its result gave, once checked (None when it gave none)
         fitness = {o.id: o.fitness for o in outcomes}
-        evaluations = [_evaluation(r.agent_id, r.evaluation, fitness.get(r.agent_id))
+        evaluations = [evaluation_row(r.agent_id, r.evaluation, fitness.get(r.agent_id))
                        for r in results if r.evaluation is not None]
         self._recorded(self._commit_safely(outcomes, evaluations=evaluations, elites=elites))
 
     def _outcome(self, r: ChildResult) -> Outcome:
-        usage = _usage(r)
+        usage = usage_of(r)
         files = r.files
         if files is not None:
             try:
@@ -345,7 +345,8 @@ class Recorder:
                 self.duplicate(later, o.id)
 
 
-def _usage(r: ChildResult) -> dict:
+def usage_of(r: ChildResult) -> dict:
+    """What a child spent on models, as the store's Outcome fields."""
     return dict(model=r.model, tokens_in=r.tokens_in, tokens_out=r.tokens_out, cost=r.cost)
 
 
@@ -355,7 +356,7 @@ def describe_error(exc: BaseException) -> str:
     return clean_text(f"{type(exc).__name__}: {lines[-1] if lines else type(exc).__name__}", 500)
 
 
-def _evaluation(agent_id: int, record: EvaluationRecord, fitness: float | None = None) -> Evaluation:
+def evaluation_row(agent_id: int, record: EvaluationRecord, fitness: float | None = None) -> Evaluation:
     """A worker's evaluation record as a storable :class:`Evaluation` with the checked ``fitness`` of its
     result: its text cleaned and cut (output tails keep their end), numbers kept only when finite and in range."""
     seconds = record.seconds

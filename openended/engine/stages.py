@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from archive_db import ArchiveDB, Outcome
 from openended.engine.jobs import ChildResult, Evaluate, Job
-from openended.engine.recorder import Child, _evaluation, _usage
+from openended.engine.recorder import Child, evaluation_row, usage_of
 from openended.results import InvalidResult, check_files, check_result
 
 if TYPE_CHECKING:
@@ -180,11 +180,11 @@ class Stager:
             return
         outcomes: list[Outcome] = []
         if self.db.agent(r.agent_id)["status"] == "proposed":  # a parameter child: its genome is stored now
-            outcomes.append(Outcome(r.agent_id, "mutated", files=files, **_usage(r)))
+            outcomes.append(Outcome(r.agent_id, "mutated", files=files, **usage_of(r)))
             self.recorder.counters.spend(r)
         else:  # a stored row cannot take usage before its end: it is added to the terminal result
             self._usage[r.agent_id] = (r.tokens_in, r.tokens_out, r.cost)
-        evaluations = [_evaluation(r.agent_id, r.evaluation, fitness)] if r.evaluation is not None else []
+        evaluations = [evaluation_row(r.agent_id, r.evaluation, fitness)] if r.evaluation is not None else []
         self.recorder.commit(outcomes, evaluations=evaluations)
         self.next[r.agent_id] = k + 1
         self._requeue(Evaluate(r.agent_id, files, stage=k + 1))
