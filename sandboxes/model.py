@@ -11,6 +11,7 @@ child and enforces its limits.
     text = chat([{"role": "user", "content": "Write a haiku about bins."}], max_tokens=64)
     text = complete("def fib(n):", max_tokens=64, stop=["\\n\\n"])
     names = models()                     # the model names the gateway serves (the first is the default)
+    spent = usage()                      # this evaluation's calls, tokens and cost so far, as the gateway counts
 
 ``model=None`` uses the gateway's default model. Other keywords (``max_tokens``, ``temperature``,
 ``stop``, ``seed``) go into the request body. Every failure raises :class:`ModelError`, whose
@@ -33,7 +34,7 @@ import json
 import os
 import socket
 
-__all__ = ["ENV", "ModelError", "chat", "complete", "models", "request"]
+__all__ = ["ENV", "ModelError", "chat", "complete", "models", "request", "usage"]
 
 ENV = "OPENENDED_MODEL_SOCKET"
 DEFAULT_TIMEOUT_S = 300.0
@@ -134,3 +135,10 @@ def models(*, socket_path=None, timeout=30.0):
     """The names of the models the gateway serves."""
     answer = request("GET", "/v1/models", socket_path=socket_path, timeout=timeout)
     return [entry.get("id") for entry in answer.get("data") or () if isinstance(entry, dict)]
+
+
+def usage(*, socket_path=None, timeout=30.0):
+    """What this evaluation has spent through the gateway so far, as the gateway counts it: a dict with
+    ``calls``, ``rejected``, ``tokens_in``, ``tokens_out``, ``cost`` and ``limit_hit``."""
+    answer = request("GET", "/v1/usage", socket_path=socket_path, timeout=timeout)
+    return {key: answer.get(key) for key in ("calls", "rejected", "tokens_in", "tokens_out", "cost", "limit_hit")}

@@ -21,7 +21,8 @@ through a hard link in a folder mounted into its container (see ``openended.sand
 container sees the gateway's folder or another evaluation's socket. The gateway's process holds the
 keys; they travel only in the upstream request's Authorization header.
 
-Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``. Errors are
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, and
+``GET /v1/usage`` (this evaluation's calls, tokens and cost so far; not OpenAI's). Errors are
 OpenAI-shaped JSON: 400 malformed body, 403 a per-child limit (``limit_reached``, ``code`` names
 it), 404 unknown model or path, 410 the evaluation has ended, 413 body too large, 429 flood
 (with Retry-After), 502 the model failed (its reason), 504 the model timed out.
@@ -117,6 +118,7 @@ class Gateway:
         app.router.add_post("/v1/chat/completions", partial(self._handle, endpoint="chat"))
         app.router.add_post("/v1/completions", partial(self._handle, endpoint="completion"))
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/usage", self._usage_of_caller)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
 
@@ -236,6 +238,17 @@ class Gateway:
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "openended-gateway"}
                 for name in self.models]
         return web.json_response({"object": "list", "data": data})
+
+    async def _usage_of_caller(self, request: web.Request) -> web.Response:
+        """What this evaluation has spent so far, as the gateway counted it: an evaluator asks before and after
+        each of its agent's runs to measure them (the agent may ask too; it can change nothing)."""
+        child = self._owner(request)
+        if child is None:
+            return self._unowned(request)
+        record = child.record()
+        return web.json_response({"calls": record.calls, "rejected": record.rejected, "tokens_in": record.tokens_in,
+                                  "tokens_out": record.tokens_out, "cost": record.cost,
+                                  "limit_hit": record.limit_hit})
 
     def _owner(self, request: web.Request) -> Child | None:
         transport = request.transport

@@ -53,7 +53,11 @@ def test_answers_usage_and_transcript(upstream):
         lease = gateway.open(7)
         path = lease.socket_path
         assert model.models(socket_path=path) == ["scripted"]
+        assert model.usage(socket_path=path) == {"calls": 0, "rejected": 0, "tokens_in": 0, "tokens_out": 0,
+                                                 "cost": 0.0, "limit_hit": None}
         assert model.chat(HI, socket_path=path, max_tokens=20) == "scripted answer"
+        spent = model.usage(socket_path=path)  # what an evaluator reads between its agent's runs
+        assert (spent["calls"], spent["tokens_in"], spent["tokens_out"]) == (1, 10, 5)
         assert model.complete("def f():" + "x" * 100, "scripted", socket_path=path, stop=["\n"]) == "scripted answer"
         status, streamed = _raw(path, "POST", "/v1/chat/completions",
                                 json.dumps({"messages": HI, "stream": True}).encode())
