@@ -146,8 +146,11 @@ def builtin_task_names() -> list[str]:
     """Names of the built-in tasks, variants spelled ``folder-variant``."""
     names: list[str] = []
     for toml in sorted(BUILTIN_DIR.glob("*/task.toml")):
-        variants = tomllib.loads(toml.read_text()).get("variants", {})
-        names.extend(f"{toml.parent.name}-{v}" for v in variants) if variants else names.append(toml.parent.name)
+        spec = tomllib.loads(toml.read_text())
+        variants = spec.get("variants", {})
+        if not variants or "default_variant" in spec:
+            names.append(toml.parent.name)
+        names.extend(f"{toml.parent.name}-{v}" for v in variants)
     return names
 
 
@@ -164,6 +167,11 @@ def load_task(name: str) -> Task:
     variants = spec.pop("variants", {})
     if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
         raise TaskError(f"{toml_path}: key 'variants' must be a table of tables ([variants.NAME])")
+    default = spec.pop("default_variant", None)  # the variant a name without one gets
+    if default is not None and default not in variants:
+        raise TaskError(f"{toml_path}: key 'default_variant': {default!r} is not one of its variants "
+                        f"{sorted(variants)}")
+    variant = variant or default
     for required in ("evaluate.py",):
         if not (folder / required).exists():
             raise TaskError(f"task folder {folder} has no {required}")
