@@ -93,3 +93,49 @@ def test_a_coding_agent_campaign_with_a_scripted_model(tmp_path, cli_env, python
     leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={campaign_label(db)}"],
                                capture_output=True, text=True, check=True).stdout.split()
     assert leftovers == []
+
+
+def test_a_short_coding_agent_campaign_with_the_embedded_gemma(tmp_path, cli_env, python, docker_engine):
+    """Whatever it scores: the cascade runs, the scorer scores, every child's tokens are recorded, and no
+    container is left behind. The model is the embedded Gemma 3 270M (a base model; it rarely solves any)."""
+    import os
+
+    from openended.llm import local_model_unavailable
+
+    problem = local_model_unavailable()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the embedded model cannot run: {problem}")
+        pytest.skip(problem)
+    db = tmp_path / "gemma.db"
+    config = tmp_path / "campaign.toml"
+    config.write_text("\n".join([
+        'task = "coding-agent-tiny"', f'db = "{db}"', "max_in_flight = 1",
+        "[sandbox]", 'kind = "docker"',
+        "[mutation]", 'operator = "llm_diff"',
+        "[llm]", "local = true",
+        "[gateway]", "max_tokens_per_child = 600",  # per evaluation: about one model call a stage, on 2 cores
+        "[budget]", "max_children = 2",
+    ]) + "\n")
+    proc = subprocess.run([python, "-m", "openended", "run", str(config), "--quiet"], env=cli_env,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    con = sqlite3.connect(db)
+    try:
+        agents = con.execute("SELECT id, status, fail_stage, fitness, tokens_in, tokens_out FROM agents "
+                             "ORDER BY id").fetchall()
+        stages = con.execute("SELECT agent_id, stage FROM evaluations ORDER BY id").fetchall()
+        spent = dict(con.execute("SELECT agent_id, SUM(tokens_in + tokens_out) FROM transcripts GROUP BY agent_id"))
+    finally:
+        con.close()
+    assert len(agents) == 2 and agents[0][1] == "archived", agents
+    assert [s for a, s in stages if a == 0] == ["quick", "medium", "full"]  # the seed runs the whole cascade
+    for agent_id, status, fail_stage, fitness, tokens_in, tokens_out in agents:
+        assert status in ("archived", "rejected", "failed"), agents
+        if fail_stage is None:
+            assert 0.0 <= fitness <= 1.0
+        # a child's row holds its mutation's tokens and, at least, every gateway call its stages made
+        assert tokens_in + tokens_out >= spent.get(agent_id, 0) and (agent_id != 0 or spent[0] > 0), agents
+    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={campaign_label(db)}"],
+                               capture_output=True, text=True, check=True).stdout.split()
+    assert leftovers == []
