@@ -22,6 +22,7 @@ from .errors import (
     UnknownAgentError,
 )
 from .genomes import genome_hash
+from .reads import Ancestor
 from .records import (
     FAIL_STAGES,
     RUN_STATUSES,
@@ -44,6 +45,7 @@ __all__ = [
     "FAIL_STAGES",
     "RUN_STATUSES",
     "ArchiveDB",
+    "Ancestor",
     "check_file",
     "holds_run",
     "Proposal",

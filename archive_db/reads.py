@@ -1,17 +1,35 @@
 """Reading a campaign: agents, lineages, counts and the named queries of ``queries/*.sql``.
 
 :class:`Reads` is the read half of :class:`~archive_db.ArchiveDB`; it only needs the connection.
-Every read returns plain dicts (JSON columns decoded) or numbers, never a cursor.
+Every read returns plain dicts (JSON columns decoded) or numbers, never a cursor; a lineage,
+which may be 10,000 rows long, comes as :class:`Ancestor` tuples instead.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import InvalidValueError, UnknownAgentError
 from .records import STATUSES, as_int
-from .sql import AGENT_JSON, dict_rows, query_names, query_text
+from .sql import AGENT_JSON, dict_rows, query_names, query_text, typed_rows
+
+
+class Ancestor(NamedTuple):
+    """One step of :meth:`Reads.ancestors`: the columns of ``queries/ancestors.sql``, in order
+    (``ArchiveDB.agent(id)`` has the full row). A tuple, not a dict: a 10,000-deep lineage builds
+    10,000 of them."""
+
+    id: int
+    parent_id: int | None
+    parent2_id: int | None
+    depth: int
+    status: str
+    operator: str
+    fitness: float | None
+    novelty: float | None
+    cell: int | None
+    archive_event: str | None
 
 
 class Reads:
@@ -76,9 +94,12 @@ class Reads:
 
     # ---- lineage ------------------------------------------------------------------------
 
-    def ancestors(self, agent_id: int) -> list[dict[str, Any]]:
-        """Root first, the agent itself last."""
-        rows = self.named_query("ancestors", agent_id=agent_id)
+    def ancestors(self, agent_id: int) -> list[Ancestor]:
+        """Root first, the agent itself last; ``step.id``, ``step.fitness``, ... (see :class:`Ancestor`)."""
+        try:
+            rows = typed_rows(self.conn.execute(query_text("ancestors"), {"agent_id": agent_id}), Ancestor)
+        except sqlite3.ProgrammingError as exc:
+            raise InvalidValueError(f"ancestors({agent_id!r}): {exc}") from None
         if not rows:
             raise UnknownAgentError(f"unknown agent id {agent_id}")
         return rows

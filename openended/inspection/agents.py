@@ -122,17 +122,17 @@ def lineage(db: ArchiveDB, agent_id: int) -> list[LineageStep]:
         steps = db.ancestors(agent_id)
         model = dict(db.conn.execute(
             "SELECT id, model FROM agents WHERE id IN (SELECT value FROM json_each(?))",
-            (ids_json(s["id"] for s in steps),)).fetchall())
+            (ids_json(s.id for s in steps),)).fetchall())
     out: list[LineageStep] = []
     prev = None
     for s in steps:
         delta = None
-        if prev is not None and s["fitness"] is not None and prev["fitness"] is not None:
-            delta = s["fitness"] - prev["fitness"]
-        out.append({"id": s["id"], "parent_id": s["parent_id"], "depth": s["depth"], "operator": s["operator"],
-                    "model": model.get(s["id"]), "status": s["status"], "fitness": s["fitness"],
-                    "delta_fitness": delta, "novelty": s["novelty"], "cell": s["cell"],
-                    "archive_event": s["archive_event"]})
+        if prev is not None and s.fitness is not None and prev.fitness is not None:
+            delta = s.fitness - prev.fitness
+        out.append({"id": s.id, "parent_id": s.parent_id, "depth": s.depth, "operator": s.operator,
+                    "model": model.get(s.id), "status": s.status, "fitness": s.fitness,
+                    "delta_fitness": delta, "novelty": s.novelty, "cell": s.cell,
+                    "archive_event": s.archive_event})
         prev = s
     return out
 

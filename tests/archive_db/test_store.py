@@ -443,13 +443,13 @@ def test_deep_chain_ancestors_descendants(tmp_path):
     n = 10_000
     _chain(db, n)
     anc = db.ancestors(n - 1)
-    assert [r["id"] for r in anc] == list(range(n))
-    assert anc[-1]["depth"] == n - 1
+    assert [r.id for r in anc] == list(range(n))
+    assert anc[-1].depth == n - 1
     desc = db.descendants(0)
     assert [r["id"] for r in desc] == list(range(1, n))
     assert db.descendants(n - 1) == []
-    assert db.ancestors(0)[0]["id"] == 0
-    # the CTE itself is fast (the method's time is dominated by building Python dicts)
+    assert db.ancestors(0)[0].id == 0
+    # the CTE itself is fast (the method adds one tuple per row)
     sql = (PKG / "queries" / "ancestors.sql").read_text()
     t = min(_timed(lambda: db.conn.execute(sql, {"agent_id": n - 1}).fetchall()) for _ in range(5))
     assert t < 0.1  # generous for slow CI; bench/store_db.py measures it properly
@@ -457,6 +457,33 @@ def test_deep_chain_ancestors_descendants(tmp_path):
     assert len(db.best_lineage()) == n
     plan = " ".join(r[3] for r in db.conn.execute("EXPLAIN QUERY PLAN " + sql, {"agent_id": 1}))
     assert "INTEGER PRIMARY KEY" in plan and "SCAN agents" not in plan
+
+
+def test_ancestors_are_typed_tuples_of_the_named_query(tmp_path):
+    """ancestors() returns Ancestor tuples: the named query's columns, in order, with the same values
+    (a failed agent in the middle, a crossover's second parent, an unarchived leaf)."""
+    db = new_db(tmp_path)
+    db.propose([prop(0, None, "seed"), prop(1, 0), prop(2, 1, parent2_id=0), prop(3, 2)])
+    db.record([archived(0, 1.0, novelty=0.2, cell=3, archive_event="new_cell"),
+               Outcome(id=1, status="failed", fail_stage="evaluation", fail_reason="boom"),
+               archived(2, 2.5, novelty=None, cell=4, archive_event="improved")])
+    steps = db.ancestors(3)
+    assert all(type(s) is archive_db.Ancestor for s in steps)
+    assert [s._asdict() for s in steps] == db.named_query("ancestors", agent_id=3)
+    assert [s.id for s in steps] == [0, 1, 2, 3]
+    assert (steps[1].status, steps[1].fitness) == ("failed", None)
+    assert (steps[2].parent2_id, steps[2].fitness, steps[2].archive_event) == (0, 2.5, "improved")
+    assert (steps[3].status, steps[3].depth, steps[3].cell) == ("proposed", 3, None)
+    with pytest.raises(UnknownAgentError):
+        db.ancestors(99)
+    with pytest.raises(InvalidValueError):
+        db.ancestors({"not": "an id"})  # type: ignore[arg-type]
+    # a query whose columns drift from the tuple's fields is an error, not silently misnamed values
+    from archive_db.sql import typed_rows
+
+    with pytest.raises(ArchiveDBError, match="do not match Ancestor"):
+        typed_rows(db.conn.execute("SELECT id, depth, parent_id FROM agents"), archive_db.Ancestor)
+    db.close()
 
 
 def _timed(fn):
@@ -487,7 +514,7 @@ def test_wide_tree(tmp_path):
     assert [r["id"] for r in desc[200:]] == sorted(grand)
     assert [r["id"] for r in db.descendants(kids[3])] == [g for g, p in grand.items() if p == kids[3]]
     g = max(grand)
-    assert [r["id"] for r in db.ancestors(g)] == [0, grand[g], g]
+    assert [r.id for r in db.ancestors(g)] == [0, grand[g], g]
     cc = db.children_counts()
     assert cc[0] == 200 and all(cc[k] == 5 for k in kids) and len(cc) == 201
 

@@ -76,7 +76,7 @@ def deepest(db_path: Path) -> int:
 
 def lineage_ids(db_path: Path, agent: int) -> list[int]:
     with ArchiveDB(db_path, readonly=True) as db:
-        return [a["id"] for a in db.ancestors(agent)]
+        return [a.id for a in db.ancestors(agent)]
 
 
 @pytest.fixture(params=["maze", "binpack", "code"])
@@ -113,15 +113,15 @@ def test_commit_graph_equals_the_agents_ancestry(evolved, tmp_path):
     repo = git.Repo(tmp_path / "repo")
     with ArchiveDB(db_path, readonly=True) as db:
         ancestors = db.ancestors(agent)  # root first
-        agents = {a["id"]: db.agent(a["id"]) for a in ancestors}
-        files = {a["id"]: db.agent_files(a["id"]) for a in ancestors}
+        agents = {a.id: db.agent(a.id) for a in ancestors}
+        files = {a.id: db.agent_files(a.id) for a in ancestors}
     tag_of = {t.commit.hexsha: t.name for t in repo.tags}
     commit_of = {t.name: t.commit for t in repo.tags}
     assert sorted(commit_of) == sorted(f"agent-{a}" for a in agents), "one lightweight tag per ancestor"
     assert all(t.tag is None for t in repo.tags), "lightweight tags, not tag objects"
 
     walked = list(repo.iter_commits("main"))  # newest first, following parents
-    assert [tag_of[c.hexsha] for c in reversed(walked)] == [f"agent-{a['id']}" for a in ancestors]
+    assert [tag_of[c.hexsha] for c in reversed(walked)] == [f"agent-{a.id}" for a in ancestors]
     for c in walked:
         aid = int(tag_of[c.hexsha].removeprefix("agent-"))
         row = agents[aid]
@@ -139,7 +139,7 @@ def test_commit_graph_equals_the_agents_ancestry(evolved, tmp_path):
     assert work_tree_files(tmp_path / "repo") == files[agent]
     assert out["branch"] == "main" and out["agent"] == agent
     assert [(c["agent"], c["commit"]) for c in out["commits"]] == [
-        (a["id"], commit_of[f"agent-{a['id']}"].hexsha) for a in ancestors]
+        (a.id, commit_of[f"agent-{a.id}"].hexsha) for a in ancestors]
     # and git itself agrees: the log is the lineage, newest first
     log = run_git(tmp_path / "repo", "log", "--format=%H %s").stdout.splitlines()
     assert [line.split()[0] for line in log] == [c.hexsha for c in walked]
