@@ -3,8 +3,9 @@
 See :class:`ArchiveDB`, the facade. Its rooms: ``connection`` (opening, migrations, read-only
 mode, transactions), ``records`` (what goes in and :func:`check_outcome`, the lifecycle rules),
 ``genomes`` (content-addressed file trees), ``reads`` (lineage and other reads), ``sql`` (the
-SQL files). Schema: ``migrations/`` (source of truth) and ``schema.sql`` (the current schema,
-generated, for reading). Named queries: ``queries/*.sql``.
+SQL files), ``maintenance`` (:func:`vacuum`, giving free pages back). Schema: ``migrations/``
+(source of truth) and ``schema.sql`` (the current schema, generated, for reading). Named queries:
+``queries/*.sql``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .errors import (
     UnknownAgentError,
 )
 from .genomes import genome_hash
+from .maintenance import VacuumReport, vacuum
 from .reads import Ancestor
 from .records import (
     FAIL_STAGES,
@@ -67,6 +69,8 @@ __all__ = [
     "genome_hash",
     "split_sql",
     "schema_sql",
+    "vacuum",
+    "VacuumReport",
 ]
 
 

@@ -186,6 +186,50 @@ def status(
 
 
 @app.command(cls=Command)
+def vacuum(
+    db: Annotated[Path, typer.Argument(help="campaign database")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+):
+    """Give a campaign database's free space back to the disk (refused while a driver runs it; readers may stay).
+
+    Reports the bytes of the file and its WAL before and after. Needs free space about the database's size.
+    """
+    from archive_db import check_file
+    from archive_db import vacuum as vacuum_db
+    from openended.engine import runtime
+
+    if not db.exists():
+        _fail(f"no such database: {db}")
+    try:
+        check_file(db)  # refused before a lock file is made beside it
+    except ArchiveDBError as exc:
+        _fail(str(exc))
+    # the driver's own lock (`run` and `resume` take it): held here, no driver starts mid-vacuum
+    made_lock = not Path(f"{db}.lock").exists()
+    try:
+        lock = runtime.lock_campaign(db)
+    except ConfigError:
+        _fail(f"cannot vacuum {db}: a driver is running this campaign (it holds {db}.lock); "
+              "vacuum it after the run stops")
+    except OSError as exc:
+        _fail(f"cannot vacuum {db}: cannot take its lock {db}.lock ({exc})")
+    try:
+        report = vacuum_db(db)
+    except (ArchiveDBError, OSError) as exc:
+        _fail(str(exc))
+    finally:
+        runtime.unlock_campaign(lock, remove=made_lock)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    typer.echo(f"{db}: {report.bytes_before:,} -> {report.bytes_after:,} bytes ({report.reclaimed:,} reclaimed, "
+               f"{report.free_pages_before:,} free pages of {report.page_size:,} bytes, {report.mode})")
+    if not report.checkpointed:
+        typer.echo(f"a reader still holds an older snapshot: the file shrinks to {report.database_bytes:,} bytes "
+                   "at the next checkpoint (when readers let go, or the next vacuum)")
+
+
+@app.command(cls=Command)
 def tasks():
     """List the built-in tasks."""
     from openended.tasks import load_task
