@@ -311,6 +311,16 @@ def test_vacuum_refuses_while_openended_run_drives_the_campaign(tmp_path, ray_ad
     code, out, err = cli("vacuum", path)
     assert code == 0, err
     assert f"{path}: " in out and integrity(path) == "ok"
+    # the vacuumed campaign resumes where it stopped
+    status = json.loads(cli("status", path, "--json")[1])
+    finished = status["children_done"] + status["children_failed"]
+    resumed = subprocess.run([sys.executable, "-m", "openended", "resume", str(path), "--budget", str(finished + 5),
+                              "--ray-address", ray_address, "--quiet"], env=cli_env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    status = json.loads(cli("status", path, "--json")[1])
+    assert status["children_done"] + status["children_failed"] > finished  # (children left in flight count too)
+    assert integrity(path) == "ok"
 
 
 # ---------------------------------------------------------------------------------------------
