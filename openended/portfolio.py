@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from openended.names import LLM_OPERATORS
+from openended.names import MODEL_OPERATORS
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Portfolio:
     def build(cls, operators: list[str], models: list[str], *, explore: float = 0.1) -> Portfolio:
         arms = []
         for op in operators:
-            if op in LLM_OPERATORS:
+            if op in MODEL_OPERATORS:
                 if not models:
                     raise ValueError(f"operator {op!r} needs a model: set [llm] local = true or add [[llm.models]]")
                 arms.extend(Arm(op, m) for m in models)

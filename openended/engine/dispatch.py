@@ -155,7 +155,7 @@ class Dispatcher:
             self.deliver(True, [_mutation_failed(job, reason)])
             return
         handle = self.executor.mutate(job, spec)
-        limit = MUTATION_SECONDS if spec is None else spec.max_total_s + MODEL_SLACK_SECONDS
+        limit = (MUTATION_SECONDS if spec is None else spec.max_total_s + MODEL_SLACK_SECONDS) + job.seconds
         rounds_ahead = len(self._flights) // max(1, self.max_in_flight)
         self._flights[handle] = Flight([job], time.monotonic() + limit * (1 + rounds_ahead), True)
 
@@ -225,7 +225,7 @@ class RayExecutor:
         return self._evaluate.remote(self.task, jobs, self.sandbox)
 
     def mutate(self, job: Mutate, model: ModelSpec | None) -> Hashable:
-        return self._mutate.remote(self.task, job, model)
+        return self._mutate.remote(self.task, job, model, self.sandbox)
 
     def ready(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]:
         refs = list(handles)

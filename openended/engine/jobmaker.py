@@ -16,7 +16,8 @@ from archive_db import ArchiveDB
 from openended.config import CampaignConfig
 from openended.engine.jobs import Breed, Job, Mutate
 from openended.mutation.prompts import Inspiration, MutationContext, choose_focus
-from openended.names import LLM_OPERATORS, LOCAL_MODEL, ROOT_OPERATORS, Files
+from openended.mutation.self_improve import self_edit_seconds, transcript_tail
+from openended.names import LOCAL_MODEL, MODEL_OPERATORS, ROOT_OPERATORS, SELF_IMPROVE, Files
 from openended.qd import Archive
 from openended.selection import LineageCounts, select_parents
 from openended.tasks import Task
@@ -72,7 +73,8 @@ class JobMaker:
         if not self.code:
             return Breed(agent_id, seed, operator, params, parent_files)
         context = unprepared = None
-        if operator in LLM_OPERATORS:
+        seconds = 0.0
+        if operator in MODEL_OPERATORS:
             assert parent_id is not None and parent_files is not None
             try:
                 # Drawn from the child's own seed: the campaign's stream stays the same whether or
@@ -81,8 +83,11 @@ class JobMaker:
                                         focused=operator == "llm_diff" and self.base_model(model))
             except (ValueError, UnicodeDecodeError) as exc:  # e.g. the parent has no readable code file
                 unprepared = f"cannot build the prompt: {exc}"
+            if operator == SELF_IMPROVE and context is not None:
+                context.parent_transcript = transcript_tail(self.db.transcripts(parent_id))
+                seconds = self_edit_seconds(params)
         return Mutate(agent_id, seed, operator, params, parent_files, model=model, context=context,
-                      templates_dir=self.config.llm.templates_dir, unprepared=unprepared)
+                      templates_dir=self.config.llm.templates_dir, unprepared=unprepared, seconds=seconds)
 
     def base_model(self, model: str | None) -> bool:
         """Whether ``model`` is spoken to with completion-style framing (a base model, like the embedded one)."""

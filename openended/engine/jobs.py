@@ -59,6 +59,8 @@ class Mutate:
     templates_dir: str | None = None
     # Why the driver could not prepare this mutation (e.g. an unreadable parent): it fails without a call.
     unprepared: str | None = None
+    gateway: str | None = None  # self_improve: the gateway socket its self-edit run is given (openended.gateway)
+    seconds: float = 0.0  # time it may take beyond its model call's own limits (self_improve: the self-edit)
 
 
 EvalJob = Breed | Evaluate

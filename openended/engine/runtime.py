@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING
 from archive_db import check_file, holds_run
 from openended.config import CampaignConfig, ConfigError, validate_config
 from openended.genome_folder import GenomeFolderError, read_genome_folder
-from openended.names import CODE_OPERATORS, LLM_OPERATORS, PARAMS_OPERATORS, Files
+from openended.names import CODE_OPERATORS, MODEL_OPERATORS, PARAMS_OPERATORS, SELF_IMPROVE, Files
 from openended.sandbox import SandboxSpec, sweep
 from openended.tasks import Task
 
@@ -42,9 +42,13 @@ def resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
         if bad:
             raise ConfigError(f"key '{key}': task {task.name!r} has a {task.genome_kind} genome; operator(s) {bad} "
                               f"do not apply (use {', '.join(allowed)})")
-        if not has_model and any(n in LLM_OPERATORS for n in names):
+        if not has_model and any(n in MODEL_OPERATORS for n in names):
             raise ConfigError(f"key '{key}': LLM operators need a model: set [llm] local = true (--llm local) "
                               "or add [[llm.models]]")
+        if SELF_IMPROVE in names and not task.gateway:
+            raise ConfigError(f"key '{key}': operator {SELF_IMPROVE} runs the parent agent, which calls a model "
+                              f"through the gateway; task {task.name!r} does not ask for it (gateway = true in its "
+                              "task.toml)")
     data = config.model_dump()
     data["mutation"].update(operator=operator, portfolio=portfolio)
     return validate_config(data, "campaign")

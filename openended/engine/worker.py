@@ -16,11 +16,11 @@ import numpy as np
 
 from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate
 from openended.mutation import mutate
-from openended.names import LLM_OPERATORS, Files
+from openended.names import LLM_OPERATORS, SELF_IMPROVE, Files
 from openended.results import InvalidResult, check_acting
 from openended.sandbox import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, get_sandbox
 from openended.sandbox.spec import EvaluationRecord, short_error
-from openended.tasks import TaskRef, load_ref
+from openended.tasks import Task, TaskRef, load_ref
 
 if TYPE_CHECKING:
     from openended.llm import ModelSpec
@@ -117,15 +117,22 @@ def _joined(acting: EvaluationRecord, scoring: EvaluationRecord) -> EvaluationRe
 STOP = {"llm_diff": ">>>>>>> REPLACE", "llm_rewrite": "\n```", "llm_crossover": "\n```"}
 
 
-def mutate_job(task_ref: TaskRef, job: Mutate, model: ModelSpec | None) -> ChildResult:
-    """Make one child's genome (an LLM call or an LLM-free edit); usage is counted even when it fails."""
+def mutate_job(task_ref: TaskRef, job: Mutate, model: ModelSpec | None, sandbox: SandboxSpec) -> ChildResult:
+    """Make one child's genome (an LLM call, a self-edit, or an LLM-free edit); usage is counted even when it
+    fails (a self-edit's gateway calls by the gateway's lease, on the driver)."""
     from openended.llm import LLMError, complete
     from openended.mutation.llm_ops import MutationFailed, llm_mutate
+    from openended.mutation.self_improve import SelfImproveFailed
 
     out = ChildResult(job.agent_id)
     try:
         task = load_ref(task_ref)
-        if job.operator in LLM_OPERATORS:
+        if job.operator == SELF_IMPROVE:
+            if model is None or job.context is None:
+                raise ValueError(f"operator {job.operator} needs a model and a prompt context")
+            out.model = model.name
+            out.files = _self_improve(task, job, model, sandbox, out)
+        elif job.operator in LLM_OPERATORS:
             if model is None or job.context is None:
                 raise ValueError(f"operator {job.operator} needs a model and a prompt context")
             out.model = model.name
@@ -148,9 +155,27 @@ def mutate_job(task_ref: TaskRef, job: Mutate, model: ModelSpec | None) -> Child
     except MutationFailed as exc:
         out.fail_stage, out.fail_reason = "mutation", exc.reason
         _usage(out, exc.completion)
+    except SelfImproveFailed as exc:
+        out.fail_stage, out.fail_reason = "mutation", f"self_improve: {exc}"
     except Exception as exc:  # a bad mutation fails this child only
         out.fail_stage, out.fail_reason = "mutation", short_error(exc)
     return out
+
+
+def _self_improve(task: Task, job: Mutate, model: ModelSpec, sandbox: SandboxSpec, out: ChildResult) -> Files:
+    """Diagnose the parent with ``model`` (its tokens on ``out``), then let it edit its own code."""
+    from openended.llm import complete
+    from openended.mutation.self_improve import DEFAULT_DIAGNOSIS_TOKENS, diagnosis_prompt, self_edit, statement_for
+    from sandboxes.model import usage
+
+    assert job.context is not None and job.parent_files is not None
+    tokens = int(job.params.get("diagnosis_tokens", DEFAULT_DIAGNOSIS_TOKENS))
+    diagnosis = complete(dataclasses.replace(model, max_tokens=tokens), diagnosis_prompt(job.context),
+                         seed=job.seed % (2**31), stop=["\n\n\n"])
+    _usage(out, diagnosis)
+    statement = statement_for(diagnosis.text, task.spec.code_file)
+    return self_edit(task, job.parent_files, statement, sandbox, job.gateway, job.params,
+                     usage=lambda path: usage(socket_path=path))
 
 
 def _usage(out: ChildResult, completion) -> None:

@@ -18,12 +18,14 @@ from typing import Any
 
 from openended.gateway.records import GatewayUsage
 from openended.gateway.server import Gateway, Lease
+from openended.names import SELF_IMPROVE
 
 log = logging.getLogger(__name__)
 
 
 class GatewayExecutor:
-    """An executor that gives each evaluation job the gateway; mutations pass through unchanged."""
+    """An executor that gives each evaluation job the gateway, and each ``self_improve`` mutation (whose
+    self-edit runs the parent agent); other mutations pass through unchanged."""
 
     def __init__(self, inner: Any, gateway: Gateway, on_usage: Callable[[GatewayUsage], None] | None = None):
         self.inner = inner
@@ -43,7 +45,16 @@ class GatewayExecutor:
         return handle
 
     def mutate(self, job: Any, model: Any) -> Hashable:
-        return self.inner.mutate(job, model)
+        if job.operator != SELF_IMPROVE:
+            return self.inner.mutate(job, model)
+        lease = self.gateway.open(job.agent_id)  # the parent agent's self-edit run calls the model as the child
+        try:
+            handle = self.inner.mutate(dataclasses.replace(job, gateway=lease.socket_path), model)
+        except BaseException:
+            self._end([lease])
+            raise
+        self._leases[handle] = [lease]
+        return handle
 
     def ready(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]:
         return self.inner.ready(handles, timeout)

@@ -57,13 +57,14 @@ OPERATORS: dict[str, Operator] = {
 # The parameters each operator reads (from the task's [operators.NAME] table and the campaign's mutation.params).
 OPERATOR_PARAMS: dict[str, set[str]] = {
     "seed": set(), "random": {"scale"}, "gaussian": {"sigma"}, "ast": {"scale", "edits", "kinds"}, "noop": set(),
+    "self_improve": {"timeout_s", "diagnosis_tokens"},  # run by the worker itself (openended.mutation.self_improve)
 }
 
 
 def check_params(operator: str, params: dict) -> None:
     """ValueError naming an unknown operator or a parameter the operator does not read."""
     if operator not in OPERATOR_PARAMS:
-        raise ValueError(f"unknown mutation operator {operator!r}; known: {', '.join(OPERATORS)}")
+        raise ValueError(f"unknown mutation operator {operator!r}; known: {', '.join(OPERATOR_PARAMS)}")
     unknown = sorted(set(params) - OPERATOR_PARAMS[operator])
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for mutation operator {operator!r} "

@@ -81,6 +81,8 @@ class MutationContext:
     # diff: lines of the parent chosen as the SEARCH text, so the model writes only their REPLACE
     # (a small base model copies a SEARCH line reliably but rarely goes on to write "=======")
     focus: str | None = None
+    # self_improve: the end of the parent's recent model calls (its gateway transcripts), for the diagnosis
+    parent_transcript: str = ""
 
     @classmethod
     def for_task(cls, task, parent_files: Files, **fields) -> MutationContext:

@@ -30,13 +30,13 @@ def _answer(request):
     if "\nAction: DONE" in history or steps >= 3:
         return ok("DONE", usage=(50, 1))
     if entry == "specialFilter":
-        text = f"WRITE solution.py\n{row['prompt']}{row['canonical_solution']}END" if steps == 0 else "DONE"
+        text = f"WRITE solution.py\n{row['prompt']}{row['canonical_solution']}END_OF_FILE" if steps == 0 else "DONE"
     elif entry == "fruit_distribution":
-        text = f"WRITE solution.py\n{row['prompt']}    return -1\nEND" if steps == 0 else "DONE"
+        text = f"WRITE solution.py\n{row['prompt']}    return -1\nEND_OF_FILE" if steps == 0 else "DONE"
     else:
         text = ["RUN ls /task; cat /task/scorer/tests.jsonl; ls -R / 2>/dev/null | grep -c tests.jsonl",
-                "WRITE test_solution.py\ndef test_pluck():\n    assert True\nEND",
-                f"WRITE solution.py\n{row['prompt']}    return []\nEND"][steps]
+                "WRITE test_solution.py\ndef test_pluck():\n    assert True\nEND_OF_FILE",
+                f"WRITE solution.py\n{row['prompt']}    return []\nEND_OF_FILE"][steps]
     return ok(text, usage=(100, 20))
 
 

@@ -8,6 +8,9 @@ Arguments (task.toml, per stage): ``problems`` (how many, from the start of prob
 
 Outputs: ``<id>/solution.py`` per problem and ``acting.json`` (per problem: its id, the model calls and
 tokens the gateway counted, the seconds, how the run ended), which the scorer reads for the descriptors.
+
+With ``self_edit`` in its arguments (the ``self_improve`` operator), it runs the agent once instead, on a
+copy of its own files with that statement as its problem, and returns the files it leaves as its outputs.
 """
 
 import json
@@ -19,6 +22,8 @@ from sandboxes.agent import AgentError, AgentTimeout, run_agent
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENTRY = "agent.py"
 MAX_SOLUTION_BYTES = 200_000
+MAX_AGENT_FILES = 200
+MAX_AGENT_BYTES = 1_000_000
 
 
 def problems(count):
@@ -65,7 +70,56 @@ def act(files, problem, timeout_s):
         return read_solution(workspace), log if isinstance(log, str) else repr(log)[:2000], ended
 
 
+def read_tree(folder):
+    """The regular UTF-8 files under ``folder`` (links and caches left out): ({relative path: text}, skipped)."""
+    found, skipped, total = {}, [], 0
+    for here, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not os.path.islink(os.path.join(here, d)))
+        for name in sorted(names):
+            path = os.path.join(here, name)
+            rel = os.path.relpath(path, folder).replace(os.sep, "/")
+            if os.path.islink(path) or not os.path.isfile(path) or len(found) >= MAX_AGENT_FILES:
+                skipped.append(rel)
+                continue
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_AGENT_BYTES + 1)
+            total += len(data)
+            try:
+                if total > MAX_AGENT_BYTES:
+                    raise ValueError("too large")
+                found[rel] = data.decode("utf-8")
+            except ValueError:
+                skipped.append(rel)
+    return found, skipped
+
+
+def self_edit(files, statement, timeout_s):
+    """The agent run on a writable copy of its own files: the files it leaves, as outputs."""
+    try:
+        with run_agent(files, ENTRY, timeout_s=timeout_s) as agent:
+            workspace = os.path.join(agent.folder, "workspace")
+            for name, data in files.items():
+                path = os.path.join(workspace, *name.split("/"))
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as fh:
+                    fh.write(data)
+            try:
+                log, ended = agent.call("solve", workspace, statement), "returned"
+            except AgentTimeout:
+                log, ended = "", "timed out"
+            except AgentError as exc:
+                log, ended = f"{exc}", "failed"
+            outputs, skipped = read_tree(workspace)
+    except AgentError as exc:
+        return {"valid": False, "feedback": f"the agent does not start: {exc}"}
+    log = log if isinstance(log, str) else repr(log)[:2000]
+    return {"outputs": outputs, "metrics": {"ended": ended, "skipped": skipped}, "feedback": log[-2000:]}
+
+
 def evaluate_batch(genomes, args):
+    if args.get("self_edit"):
+        return [self_edit(files, str(args["self_edit"]), float(args.get("problem_timeout_s", 600)))
+                for files in genomes]
     chosen = problems(int(args.get("problems", 10)))
     timeout_s = float(args.get("problem_timeout_s", 120))
     log_chars = int(args.get("log_chars", 300))

@@ -5,6 +5,7 @@ import subprocess
 
 MAX_FILE_CHARS = 6000
 MAX_OUTPUT_CHARS = 1500
+END_OF_FILE = "END_OF_FILE"  # the line that ends a WRITE (a word no file of the agent holds on a line of its own)
 
 
 def show_files(workspace):
@@ -37,7 +38,7 @@ def parse_action(reply):
     if word == "WRITE" and rest.strip():
         body = []
         for line in lines[1:]:
-            if line.strip() == "END":
+            if line.strip() == END_OF_FILE:
                 break
             body.append(line)
         return ("write", rest.strip(), "\n".join(body) + "\n")

@@ -1,0 +1,137 @@
+"""``self_improve``: the Darwin Gödel Machine's operator. The child is made by its parent agent editing
+its own code.
+
+1. Diagnose (one model call, on the worker, not in a sandbox): the model reads the parent's code, its
+   scorer's feedback (which problems failed, the tails of their runs) and the end of its recent model calls,
+   and writes a short statement of the one change that would make the agent solve more problems.
+2. Self-edit: the parent agent itself runs in a sandbox with the model gateway, on a writable copy of its
+   own files, with that statement as its problem (the task's ``evaluate.py`` does this when its arguments
+   hold ``self_edit``: it returns the workspace's files as its ``outputs``, like an acting stage). Whatever
+   files it leaves are the child's genome.
+
+The child fails at stage ``mutation``, with the reason, when the self-edit run fails, leaves no change,
+breaks the entry point (the task's ``code_file`` missing or not Python), or reaches a gateway limit. Both
+steps' tokens are the child's: the diagnosis on its result, the self-edit's through the gateway's lease.
+
+Parameters (``[operators.self_improve]`` in task.toml, or ``mutation.params``): ``timeout_s`` (the self-edit
+run, default 600) and ``diagnosis_tokens`` (the diagnosis' length, default 300).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from openended.names import Files
+from openended.results import InvalidResult, check_acting
+
+if TYPE_CHECKING:
+    from openended.mutation.prompts import MutationContext
+    from openended.sandbox.spec import SandboxSpec
+    from openended.tasks import Task
+
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_DIAGNOSIS_TOKENS = 300
+TRANSCRIPT_CHARS = 1500
+STATEMENT_CHARS = 2000
+
+DIAGNOSIS = """{task_prompt}
+
+Here is a coding agent. On its last evaluation it scored {fitness} (the share of problems it solved).
+
+Its files:
+{files}
+
+What the scorer reported:
+{feedback}
+
+The end of its last model calls:
+{transcript}
+
+Write one short paragraph for the agent's developer: the single change to the agent's code that would
+most help it solve more problems. Say which file and what to change.
+
+Change:"""
+
+STATEMENT = """Improve this coding agent: the files in this workspace are its own source code (its entry point is
+{code_file}, which defines solve(workspace, statement)). Make this change, keeping solve's name and
+signature, and using only the Python standard library:
+
+{diagnosis}"""
+
+
+class SelfImproveFailed(Exception):
+    """The child cannot be made; the message is its failure reason (stage ``mutation``)."""
+
+
+def self_edit_seconds(params: dict[str, Any]) -> float:
+    """How long the self-edit run may take."""
+    return float(params.get("timeout_s", DEFAULT_TIMEOUT_S))
+
+
+def transcript_tail(transcripts: list[dict[str, Any]], chars: int = TRANSCRIPT_CHARS) -> str:
+    """The end of an agent's recorded model calls (its transcripts' entries, newest last), as text."""
+    lines: list[str] = []
+    for record in transcripts[-2:]:
+        for entry in (record.get("entries") or [])[-4:]:
+            request, answer = str(entry.get("request", ""))[-400:], str(entry.get("response", ""))[:400]
+            lines.append(f"[request] {request}\n[answer] {answer}")
+    text = "\n".join(lines)
+    return text[-chars:] if text else "(none recorded)"
+
+
+def diagnosis_prompt(context: MutationContext) -> str:
+    files = "\n".join(f"--- {name} ---\n{data.decode('utf-8', 'replace').rstrip()}\n--- end of {name} ---"
+                      for name, data in sorted(context.parent_files.items()))
+    fitness = "unknown" if context.parent_fitness is None else f"{context.parent_fitness:.3g}"
+    return DIAGNOSIS.format(task_prompt=context.task_prompt.strip(), fitness=fitness, files=files,
+                            feedback=(context.parent_feedback or "(none)")[-3000:],
+                            transcript=context.parent_transcript or "(none recorded)")
+
+
+def statement_for(diagnosis: str, code_file: str) -> str:
+    text = diagnosis.strip()[:STATEMENT_CHARS]
+    if not text:
+        raise SelfImproveFailed("the diagnosis is empty")
+    return STATEMENT.format(code_file=code_file, diagnosis=text)
+
+
+def self_edit(task: Task, parent: Files, statement: str, spec: SandboxSpec, gateway: str | None,
+              params: dict[str, Any], *, usage: Callable[[str], dict] | None = None) -> Files:
+    """Run the parent agent on a copy of its own files with ``statement``; the files it leaves, checked."""
+    from openended.sandbox import get_sandbox
+
+    if gateway is None:
+        raise SelfImproveFailed("the self-edit needs the model gateway (the task's gateway = true)")
+    seconds = self_edit_seconds(params)
+    spec = dataclasses.replace(spec, gateway=True, hidden=task.hidden_folders,
+                               limits=dataclasses.replace(spec.limits, timeout_s=seconds))
+    args = {**task.evaluate_args, "self_edit": statement, "problem_timeout_s": max(1.0, seconds - 5.0)}
+    outcome = get_sandbox(spec, str(task.root)).evaluate([parent], args, gateway=gateway)
+    if outcome.failure_kind is not None or not outcome.results:
+        raise SelfImproveFailed(f"the self-edit run failed: {outcome.fail_reason}")
+    try:
+        acted = check_acting(outcome.results[0])
+    except InvalidResult as exc:
+        raise SelfImproveFailed(f"the self-edit run: {exc}") from None
+    spent = usage(gateway) if usage is not None else {}
+    if spent.get("limit_hit"):
+        raise SelfImproveFailed(f"over budget: the self-edit reached the gateway's limit {spent['limit_hit']}")
+    return checked_child(acted.outputs, parent, task.spec.code_file)
+
+
+def checked_child(files: Files, parent: Files, code_file: str) -> Files:
+    """The self-edit's files as a genome: changed, with an entry point that is Python."""
+    if not files:
+        raise SelfImproveFailed("the self-edit left no files")
+    if files == parent:
+        raise SelfImproveFailed("the self-edit changed nothing")
+    if code_file not in files:
+        raise SelfImproveFailed(f"broken entry point: the self-edit removed {code_file}")
+    try:
+        compile(files[code_file], code_file, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        raise SelfImproveFailed(f"broken entry point: {code_file} does not compile ({type(exc).__name__}: "
+                                f"{exc})") from None
+    return files

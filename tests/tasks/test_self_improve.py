@@ -1,0 +1,88 @@
+"""``self_improve`` on the coding-agent task, as the Darwin Gödel Machine does it, with a scripted model:
+the diagnosis names a change to the agent's prompt, the parent agent makes that change to its own files in a
+sandbox, and a child that gained the capability scores strictly higher than its parent; children that did
+not stop at the cascade's first stage."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+
+from llm_fault_server import FaultServer, ok, respond
+
+from archive_db import ArchiveDB
+from openended.tasks.humaneval import read_package_data
+
+CANONICAL = {row["entry_point"]: row for row in read_package_data()}
+CAPABLE = "Think step by step."  # in the agent's prompt: the model solves two of the first three problems
+HASTY = "Answer fast."  # in the agent's prompt: it solves none
+
+
+def _model(request):
+    prompt = request.prompt
+    if "Here is a coding agent." in prompt:  # the diagnosis (the driver's side): by the child's seed
+        seed = int((request.body or {}).get("seed", 0))
+        line = CAPABLE if seed % 2 == 0 else HASTY
+        return ok(f"Add the line '{line}' at the top of prompt.txt.", usage=(300, 20))
+    history = prompt.rsplit("Actions (reply with exactly one):", 1)[1]
+    if "\nAction: " in history or history.startswith("Action: "):
+        return ok("DONE", usage=(50, 1))
+    if "Improve this coding agent" in prompt:  # the self-edit: the parent agent rewrites its own prompt.txt
+        line = re.search(r"Add the line '([^']+)' at the top of prompt.txt", prompt).group(1)
+        shown = prompt.split("--- prompt.txt ---\n", 1)[1].split("\n--- end of prompt.txt ---", 1)[0]
+        return ok(f"WRITE prompt.txt\n{line}\n{shown}\nEND_OF_FILE", usage=(200, 40))
+    entry = prompt.split("Complete the function `", 1)[1].split("`", 1)[0]
+    row = CANONICAL[entry]
+    solved = {"specialFilter"} | ({"fruit_distribution"} if CAPABLE in prompt else set())
+    if HASTY in prompt:
+        solved = set()
+    body = row["canonical_solution"] if entry in solved else "    return None\n"
+    return ok(f"WRITE solution.py\n{row['prompt']}{body}END_OF_FILE", usage=(100, 20))
+
+
+def test_a_child_that_improved_itself_scores_higher_and_bad_children_stop_early(tmp_path, cli_env, python,
+                                                                              docker_engine):
+    db = tmp_path / "dgm.db"
+    config = tmp_path / "campaign.toml"
+    with FaultServer(default=respond(_model)) as server:
+        config.write_text("\n".join([
+            'task = "coding-agent-tiny"', f'db = "{db}"', "max_in_flight = 1", "seed = 1",
+            "[sandbox]", 'kind = "docker"', 'mode = "pool"',
+            "[mutation]", 'operator = "self_improve"', "params = { timeout_s = 60 }",
+            "[llm]", f'models = [ {{ name = "scripted", base_url = "{server.base_url}", model = "fault-model", '
+                     'api = "completion", max_retries = 0, timeout_s = 10.0, max_total_s = 10.0 } ]',
+            "[budget]", "max_children = 6",
+        ]) + "\n")
+        proc = subprocess.run([python, "-m", "openended", "run", str(config), "--quiet"], env=cli_env,
+                              capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    con = sqlite3.connect(db)
+    try:
+        agents = {row[0]: row[1:] for row in con.execute(
+            "SELECT id, parent_id, operator, status, fitness, fail_reason, tokens_in FROM agents "
+            "WHERE duplicate_of IS NULL ORDER BY id")}  # a duplicate of an earlier child is not evaluated again
+        stages = {}
+        for agent_id, stage in con.execute("SELECT agent_id, stage FROM evaluations ORDER BY id"):
+            stages.setdefault(agent_id, []).append(stage)
+    finally:
+        con.close()
+    with ArchiveDB(db, readonly=True) as store:
+        prompts = {i: store.agent_files(i).get("prompt.txt", b"").decode() for i in agents
+                   if agents[i][2] in ("archived", "rejected")}
+    capable = [i for i, text in prompts.items() if agents[i][1] == "self_improve" and text.startswith(CAPABLE)]
+    hasty = [i for i, text in prompts.items() if agents[i][1] == "self_improve" and text.startswith(HASTY)]
+    assert capable and hasty, (agents, stages)
+    for i in capable:
+        parent, _, status, fitness, _, tokens_in = agents[i]
+        assert stages[i] == ["quick", "medium", "full"] and fitness > agents[parent][3], (i, agents)
+        assert tokens_in >= 300 + 200, agents[i]  # the diagnosis and the self-edit run are the child's
+    for i in hasty:  # solved nothing on the quick stage: no medium or full run
+        assert stages[i] == ["quick"] and agents[i][2] == "rejected", (i, agents[i], stages.get(i))
+    # the self-edit's diff is that change: one line added at the top of prompt.txt
+    child = capable[0]
+    diff = subprocess.run([python, "-m", "openended", "diff", str(db), str(agents[child][0]), str(child)],
+                          env=cli_env, capture_output=True, text=True)
+    assert diff.returncode == 0, diff.stderr
+    changed = [line for line in diff.stdout.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert changed == [f"+{CAPABLE}"], diff.stdout
