@@ -12,6 +12,7 @@ import subprocess
 from llm_fault_server import FaultServer, ok, respond
 
 from archive_db import ArchiveDB
+from openended.sandbox import campaign_label
 from openended.tasks.humaneval import read_package_data
 
 CANONICAL = {row["entry_point"]: row for row in read_package_data()}
@@ -86,3 +87,66 @@ def test_a_child_that_improved_itself_scores_higher_and_bad_children_stop_early(
     assert diff.returncode == 0, diff.stderr
     changed = [line for line in diff.stdout.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
     assert changed == [f"+{CAPABLE}"], diff.stdout
+
+
+def _campaign(tmp_path, db, base_url: str, ray_address: str) -> list[str]:
+    config = tmp_path / f"{db.stem}.toml"
+    config.write_text("\n".join([
+        'task = "coding-agent-tiny"', f'db = "{db}"', "max_in_flight = 1", "seed = 1",
+        f'ray_address = "{ray_address}"',
+        "[sandbox]", 'kind = "docker"', 'mode = "pool"',
+        "[mutation]", 'operator = "self_improve"', "params = { timeout_s = 60 }",
+        "[llm]", f'models = [ {{ name = "scripted", base_url = "{base_url}", model = "fault-model", '
+                 'api = "completion", max_retries = 0, timeout_s = 30.0, max_total_s = 30.0 } ]',
+        "[budget]", "max_children = 4",
+    ]) + "\n")
+    return ["-m", "openended", "run", str(config), "--quiet"]
+
+
+def _store(db) -> list[tuple]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT id, parent_id, seed, operator, status, genome_hash, fitness, fail_reason, "
+                           "tokens_in, tokens_out FROM agents ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def test_kill_9_during_a_self_edit_then_resume(tmp_path, cli_env, python, docker_engine, ray_address):
+    import os
+    import signal
+    import threading
+    import time
+
+    hold, seen = threading.Event(), threading.Event()
+
+    def model(request):
+        if "Improve this coding agent" in request.prompt and hold.is_set():
+            seen.set()
+            hold.wait(30)  # the self-edit hangs on its model call until the driver is killed
+        return _model(request)
+
+    with FaultServer(default=respond(model)) as server:
+        ref = tmp_path / "ref.db"
+        done = subprocess.run([python, *_campaign(tmp_path, ref, server.base_url, ray_address)], env=cli_env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        db = tmp_path / "killed.db"
+        hold.set()
+        proc = subprocess.Popen([python, *_campaign(tmp_path, db, server.base_url, ray_address)], env=cli_env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert seen.wait(300), "no self-edit reached the model"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        hold.clear()
+        time.sleep(0.5)
+        killed = {row[0]: row for row in _store(db)}
+        assert any(row[4] == "proposed" and row[3] == "self_improve" for row in killed.values()), killed
+        resumed = subprocess.run([python, "-m", "openended", "resume", str(db), "--ray-address", ray_address,
+                                  "--quiet"], env=cli_env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # the child in its self-edit at the kill was made again from its recorded seed; nothing was counted twice
+    assert _store(db) == _store(ref)
+    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={campaign_label(db)}"],
+                               capture_output=True, text=True, check=True).stdout.split()
+    assert leftovers == []
