@@ -45,17 +45,8 @@ def _model(request):
 def test_a_child_that_improved_itself_scores_higher_and_bad_children_stop_early(tmp_path, cli_env, python,
                                                                               docker_engine):
     db = tmp_path / "dgm.db"
-    config = tmp_path / "campaign.toml"
     with FaultServer(default=respond(_model)) as server:
-        config.write_text("\n".join([
-            'task = "coding-agent-tiny"', f'db = "{db}"', "max_in_flight = 1", "seed = 1",
-            "[sandbox]", 'kind = "docker"', 'mode = "pool"',
-            "[mutation]", 'operator = "self_improve"', "params = { timeout_s = 60 }",
-            "[llm]", f'models = [ {{ name = "scripted", base_url = "{server.base_url}", model = "fault-model", '
-                     'api = "completion", max_retries = 0, timeout_s = 10.0, max_total_s = 10.0 } ]',
-            "[budget]", "max_children = 6",
-        ]) + "\n")
-        proc = subprocess.run([python, "-m", "openended", "run", str(config), "--quiet"], env=cli_env,
+        proc = subprocess.run([python, *_campaign(tmp_path, db, server.base_url, budget=6)], env=cli_env,
                               capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     con = sqlite3.connect(db)
@@ -89,16 +80,17 @@ def test_a_child_that_improved_itself_scores_higher_and_bad_children_stop_early(
     assert changed == [f"+{CAPABLE}"], diff.stdout
 
 
-def _campaign(tmp_path, db, base_url: str, ray_address: str) -> list[str]:
+def _campaign(tmp_path, db, base_url: str, *, ray_address: str | None = None, budget: int = 4) -> list[str]:
+    """The command line of a self_improve campaign on coding-agent-tiny in Docker, asking ``base_url``."""
     config = tmp_path / f"{db.stem}.toml"
     config.write_text("\n".join([
         'task = "coding-agent-tiny"', f'db = "{db}"', "max_in_flight = 1", "seed = 1",
-        f'ray_address = "{ray_address}"',
+        *([f'ray_address = "{ray_address}"'] if ray_address else []),
         "[sandbox]", 'kind = "docker"', 'mode = "pool"',
         "[mutation]", 'operator = "self_improve"', "params = { timeout_s = 60 }",
         "[llm]", f'models = [ {{ name = "scripted", base_url = "{base_url}", model = "fault-model", '
                  'api = "completion", max_retries = 0, timeout_s = 30.0, max_total_s = 30.0 } ]',
-        "[budget]", "max_children = 4",
+        "[budget]", f"max_children = {budget}",
     ]) + "\n")
     return ["-m", "openended", "run", str(config), "--quiet"]
 
@@ -128,13 +120,13 @@ def test_kill_9_during_a_self_edit_then_resume(tmp_path, cli_env, python, docker
 
     with FaultServer(default=respond(model)) as server:
         ref = tmp_path / "ref.db"
-        done = subprocess.run([python, *_campaign(tmp_path, ref, server.base_url, ray_address)], env=cli_env,
-                              capture_output=True, text=True, timeout=600)
+        command = _campaign(tmp_path, ref, server.base_url, ray_address=ray_address)
+        done = subprocess.run([python, *command], env=cli_env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         db = tmp_path / "killed.db"
         hold.set()
-        proc = subprocess.Popen([python, *_campaign(tmp_path, db, server.base_url, ray_address)], env=cli_env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = _campaign(tmp_path, db, server.base_url, ray_address=ray_address)
+        proc = subprocess.Popen([python, *command], env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert seen.wait(300), "no self-edit reached the model"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -61,13 +61,19 @@ def act(files, problem, timeout_s):
         os.mkdir(workspace)
         with open(os.path.join(workspace, "solution.py"), "w", encoding="utf-8") as fh:
             fh.write(problem["prompt"])
-        try:
-            log, ended = agent.call("solve", workspace, statement), "returned"
-        except AgentTimeout:
-            log, ended = "", "timed out"
-        except AgentError as exc:
-            log, ended = f"{exc}", "failed"
-        return read_solution(workspace), log if isinstance(log, str) else repr(log)[:2000], ended
+        log, ended = solve(agent, workspace, statement)
+        return read_solution(workspace), log, ended
+
+
+def solve(agent, workspace, statement):
+    """One call of the agent's solve(): (its log as text, how the call ended)."""
+    try:
+        log, ended = agent.call("solve", workspace, statement), "returned"
+    except AgentTimeout:
+        log, ended = "", "timed out"
+    except AgentError as exc:
+        log, ended = f"{exc}", "failed"
+    return log if isinstance(log, str) else repr(log)[:2000], ended
 
 
 def read_tree(folder):
@@ -103,16 +109,10 @@ def self_edit(files, statement, timeout_s):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "wb") as fh:
                     fh.write(data)
-            try:
-                log, ended = agent.call("solve", workspace, statement), "returned"
-            except AgentTimeout:
-                log, ended = "", "timed out"
-            except AgentError as exc:
-                log, ended = f"{exc}", "failed"
+            log, ended = solve(agent, workspace, statement)
             outputs, skipped = read_tree(workspace)
     except AgentError as exc:
         return {"valid": False, "feedback": f"the agent does not start: {exc}"}
-    log = log if isinstance(log, str) else repr(log)[:2000]
     return {"outputs": outputs, "metrics": {"ended": ended, "skipped": skipped}, "feedback": log[-2000:]}
 
 
