@@ -100,7 +100,9 @@ class LocalModelServer:
     a ModelSpec needs (see `local_spec`).
     """
 
-    def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 2048,
+    # n_ctx: the model was trained on 32k tokens; a coding agent's prompt (its files, a problem, its history) or a
+    # diagnosis of one passes 2,048. The KV cache of 8,192 tokens is about 150 MB.
+    def __init__(self, model_path: str | Path | None = None, *, n_ctx: int = 8192,
                  n_threads: int = 2, startup_timeout_s: float = 120.0,
                  stop_timeout_s: float = 5.0, log_path: str | Path | None = None) -> None:
         self.model_path = Path(model_path) if model_path is not None else None

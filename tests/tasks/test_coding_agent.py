@@ -96,8 +96,9 @@ def test_a_coding_agent_campaign_with_a_scripted_model(tmp_path, cli_env, python
 
 
 def test_a_short_coding_agent_campaign_with_the_embedded_gemma(tmp_path, cli_env, python, docker_engine):
-    """Whatever it scores: the cascade runs, the scorer scores, every child's tokens are recorded, and no
-    container is left behind. The model is the embedded Gemma 3 270M (a base model; it rarely solves any)."""
+    """Whatever it scores: the cascade runs, the scorer scores, a self_improve child is made (or fails with
+    its reason), every child's tokens are recorded, and no container is left behind. The model is the
+    embedded Gemma 3 270M (a base model; it rarely solves any problem)."""
     import os
 
     from openended.llm import local_model_unavailable
@@ -112,7 +113,7 @@ def test_a_short_coding_agent_campaign_with_the_embedded_gemma(tmp_path, cli_env
     config.write_text("\n".join([
         'task = "coding-agent-tiny"', f'db = "{db}"', "max_in_flight = 1",
         "[sandbox]", 'kind = "docker"',
-        "[mutation]", 'operator = "llm_diff"',
+        "[mutation]", 'operator = "self_improve"', "params = { timeout_s = 120, diagnosis_tokens = 100 }",
         "[llm]", "local = true",
         "[gateway]", "max_tokens_per_child = 600",  # per evaluation: about one model call a stage, on 2 cores
         "[budget]", "max_children = 2",
@@ -129,6 +130,8 @@ def test_a_short_coding_agent_campaign_with_the_embedded_gemma(tmp_path, cli_env
     finally:
         con.close()
     assert len(agents) == 2 and agents[0][1] == "archived", agents
+    child = agents[1]
+    assert child[4] > 0, child  # its diagnosis was asked for, and is on its row
     assert [s for a, s in stages if a == 0] == ["quick", "medium", "full"]  # the seed runs the whole cascade
     for agent_id, status, fail_stage, fitness, tokens_in, tokens_out in agents:
         assert status in ("archived", "rejected", "failed"), agents
