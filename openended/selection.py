@@ -15,9 +15,11 @@ Strategies (weights are per archive member; a member is picked with probability 
     weight = sigmoid(``lam`` * (f - ``midpoint``)) / (1 + children), lam = 10, midpoint = 0.5.
 ``novelty``
     steady-state novelty search: among the ``recent`` most recently added members (default 250,
-    the "population"; 0 = every member), weight = novelty at admission floored at ``eps``
-    (default 1e-9). A recent member's novelty at admission is close to its current novelty, which
-    an old member's is not.
+    the "population"; 0 = every member), weight = (novelty at admission floored at ``eps``,
+    default 1e-9) ** ``power`` (default 3). A recent member's novelty at admission is close to its
+    current novelty, which an old member's is not. The cube concentrates the choice on the
+    population's frontier: with ``power = 1`` the population drifted into dead ends of the
+    deceptive maze on 4 of 40 maze-hard seeds (unsolved at 50,000 evaluations).
 ``curiosity``
     Go-Explore style: weight = (1 + discoveries) / sqrt(1 + children), where children counts the
     times the member was chosen as a parent (each choice proposes one child) and discoveries the
@@ -155,8 +157,10 @@ def _weighted_choice(weights: np.ndarray, rng: np.random.Generator, n: int) -> n
     return out
 
 
-# Steady-state novelty search: the "population" is the most recently added members.
+# Steady-state novelty search: the "population" is the most recently added members, each drawn with
+# probability proportional to its novelty cubed (the first power lost 4 of 40 maze-hard seeds).
 DEFAULT_RECENT = 250
+DEFAULT_POWER = 3.0
 
 # Each strategy's parameters and their defaults.
 STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
@@ -164,7 +168,7 @@ STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
     "fitness": {},
     "tournament": {"size": 3},
     "score_child": {"lam": 10.0, "midpoint": 0.5},
-    "novelty": {"eps": 1e-9, "recent": DEFAULT_RECENT},
+    "novelty": {"eps": 1e-9, "recent": DEFAULT_RECENT, "power": DEFAULT_POWER},
     "curiosity": {},
 }
 
@@ -175,6 +179,15 @@ def check_params(strategy: str, params: dict) -> dict:
         raise ValueError(f"unknown selection strategy {strategy!r}; "
                          f"valid strategies: {', '.join(SELECTION_STRATEGIES)}")
     return _params(strategy, params, STRATEGY_PARAMS[strategy])
+
+
+def _novelty_params(params: dict) -> dict:
+    """The novelty strategy's parameters, checked."""
+    p = check_params("novelty", params)
+    power = p["power"]
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 < power < float("inf"):
+        raise ValueError(f"novelty power must be a number > 0, got {power!r}")
+    return p
 
 
 def _params(strategy: str, params: dict, allowed: dict[str, Any]) -> dict:
@@ -207,8 +220,8 @@ def selection_weights(strategy: str, archive: Archive, counts: LineageCounts, **
         sig = 1.0 / (1.0 + np.exp(-float(p["lam"]) * (fn - float(p["midpoint"]))))
         return sig / (1.0 + counts.children(m["agent_id"]))
     if strategy == "novelty":
-        p = check_params(strategy, params)
-        w = np.maximum(m["novelty"], float(p["eps"]))
+        p = _novelty_params(params)
+        w = np.maximum(m["novelty"], float(p["eps"])) ** float(p["power"])
         recent = _recent_slots(archive, int(p["recent"]))
         if recent is not None:
             mask = np.zeros(n)
@@ -267,10 +280,10 @@ def select_parents(strategy: str, archive: Archive, counts: LineageCounts, rng: 
         winners = entrants[np.arange(n), np.argmax(fit, axis=1)]
         return ids[winners].copy()
     if strategy == "novelty":
-        p = check_params(strategy, params)
+        p = _novelty_params(params)
         recent = _recent_slots(archive, int(p["recent"]))
         if recent is not None:
-            w = np.maximum(archive.members()["novelty"][recent], float(p["eps"]))
+            w = np.maximum(archive.members()["novelty"][recent], float(p["eps"])) ** float(p["power"])
             return ids[recent[_weighted_choice(w, rng, n)]].copy()
     w = selection_weights(strategy, archive, counts, **params)
     return ids[_weighted_choice(w, rng, n)].copy()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from openended.qd import DescriptorSpace, make_archive, restore_archive
@@ -88,9 +90,16 @@ def test_novelty_proportional_prefers_novel():
     nov = np.array([0.0, 0.1, 1.0, 2.0, 4.0])
     a = archive_of(np.zeros(5), novelty=nov)
     obs = pick_counts("novelty", a, LineageCounts())
-    assert chi2_ok(obs[1:], nov[1:])  # the zero-novelty member only has the epsilon floor
+    assert chi2_ok(obs[1:], nov[1:] ** 3)  # default power 3; the zero-novelty member only has the floor
     assert obs[0] <= 2
     assert obs[4] > obs[3] > obs[2] > obs[1]
+    for power in (1, 0.5, 2.0):
+        obs = pick_counts("novelty", a, LineageCounts(), power=power)
+        assert chi2_ok(obs[1:], nov[1:] ** power)
+    np.testing.assert_allclose(selection_weights("novelty", a, LineageCounts(), power=3.0)[1:], nov[1:] ** 3)
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "2"):
+        with pytest.raises(ValueError, match="novelty power"):
+            select_parents("novelty", a, LineageCounts(), np.random.default_rng(0), power=bad)
 
 
 def test_curiosity_favours_rarely_chosen_and_productive():
@@ -211,3 +220,22 @@ def test_novelty_search_population_is_the_recent_members():
         assert set(picks.tolist()) <= set(newest.tolist())
         everyone = select_parents("novelty", archive, LineageCounts(), np.random.default_rng(0), n=2000, recent=0)
         assert not set(everyone.tolist()) <= set(newest.tolist())
+
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n_members=st.integers(1, 600), n=st.integers(0, 80), recent=st.integers(0, 700),
+       power=st.floats(0.25, 4.0), seed=st.integers(0, 2**32 - 1))
+def test_novelty_parents_are_recent_members_and_seeded(n_members, n, recent, power, seed):
+    """Any population size and power: a parent is an archive member, one of the ``recent`` newest
+    when that is set, and the same generator state gives the same parents."""
+    rng = np.random.default_rng(seed)
+    archive = make_archive("all", space=SPACE, fitness_offset=-1.0, seed=0)
+    archive.add_batch(range(n_members), rng.random(n_members), rng.random((n_members, 2)) ** 3)
+    params = {"recent": recent, "power": power}
+    p1 = select_parents("novelty", archive, LineageCounts(), np.random.default_rng(seed), n=n, **params)
+    p2 = select_parents("novelty", archive, LineageCounts(), np.random.default_rng(seed), n=n, **params)
+    assert p1.shape == (n,) and p1.dtype == np.int64
+    np.testing.assert_array_equal(p1, p2)
+    ids = archive.members()["agent_id"]
+    assert np.isin(p1, ids if recent == 0 else ids[-recent:]).all()
