@@ -109,9 +109,11 @@ def test_archive_median_rule_is_reproducible(tmp_path, ray_address):
 
 
 def _cli(python, env, db: Path, ray_address: str, *extra: str) -> subprocess.Popen:
+    # tournament selection: children near (1, 1) keep passing the quick stage, so a kill can land between
+    # stages late in the campaign too (novelty selection sends them far away, where all stop at quick)
     cmd = [python, "-m", "openended", "run", "--task", staged("slow"), "--db", str(db), "--budget", "60",
-           "--sandbox", "inprocess", "--max-in-flight", "2", "--seed", "5", "--ray-address", ray_address,
-           "--quiet", *extra]
+           "--sandbox", "inprocess", "--max-in-flight", "2", "--seed", "5", "--selection", "tournament",
+           "--ray-address", ray_address, "--quiet", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
