@@ -14,7 +14,8 @@ Files = dict[str, bytes]
 ArchiveKind = Literal["grid", "cvt", "novelty", "all"]
 ARCHIVE_KINDS: tuple[str, ...] = get_args(ArchiveKind)
 
-SelectionStrategy = Literal["uniform", "fitness", "tournament", "score_child", "novelty", "curiosity"]
+SelectionStrategy = Literal["uniform", "fitness", "tournament", "score_child", "novelty", "curiosity", "latest",
+                            "clade"]
 SELECTION_STRATEGIES: tuple[str, ...] = get_args(SelectionStrategy)
 
 LLMOperator = Literal["llm_diff", "llm_rewrite", "llm_crossover"]

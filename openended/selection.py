@@ -24,6 +24,14 @@ Strategies (weights are per archive member; a member is picked with probability 
     Go-Explore style: weight = (1 + discoveries) / sqrt(1 + children), where children counts the
     times the member was chosen as a parent (each choice proposes one child) and discoveries the
     children that entered a new archive cell. Rarely-chosen and productive members are favoured.
+``latest``
+    always the most recently proposed member (the highest agent id in the archive): the Darwin Gödel
+    Machine's ``no_darwin`` comparison, which keeps extending its latest agent instead of an archive.
+``clade``
+    after the Huxley–Gödel Machine: Thompson sampling on the successes of each member's whole subtree
+    (Beta(``prior`` + successes, ``prior`` + failures), default prior 1), not on its own score; the
+    statistics are ``LineageCounts.clades`` (:mod:`openended.clades`), which the campaign keeps when it
+    uses this strategy (without them every member's posterior is the prior).
 
 All strategies are vectorised over the members (no Python loop over members).
 """
@@ -34,23 +42,25 @@ from typing import Any
 
 import numpy as np
 
+from openended.clades import Clades
 from openended.names import SELECTION_STRATEGIES
 from openended.qd import Archive
 
 __all__ = ["LineageCounts", "SELECTION_STRATEGIES", "select_parents"]
 
 
-
 class LineageCounts:
-    """Per agent id: children proposed (= times chosen as parent) and discoveries (new cells).
+    """Per agent id: children proposed (= times chosen as parent) and discoveries (new cells); and, for
+    the ``clade`` strategy only, each clade's trials and successes (``clades``; None when not kept).
 
     Arrays indexed by agent id (ids are dense 0..N), grown by doubling.
     """
 
-    def __init__(self, capacity: int = 1024):
+    def __init__(self, capacity: int = 1024, clades: Clades | None = None):
         cap = max(16, int(capacity))
         self._children = np.zeros(cap, dtype=np.int64)
         self._discoveries = np.zeros(cap, dtype=np.int64)
+        self.clades = clades
 
     def _ensure(self, max_id: int) -> None:
         cap = len(self._children)
@@ -70,11 +80,13 @@ class LineageCounts:
             raise ValueError(f"agent id must be an integer >= 0, got {agent_id!r}")
         return int(agent_id)
 
-    def note_child(self, parent_id: int) -> None:
-        """A child of ``parent_id`` was proposed (the parent was chosen once more)."""
+    def note_child(self, parent_id: int, child_id: int | None = None) -> None:
+        """A child (``child_id``, when known) of ``parent_id`` was proposed (the parent was chosen once more)."""
         p = self._id(parent_id)
         self._ensure(p)
         self._children[p] += 1
+        if self.clades is not None and child_id is not None:
+            self.clades.note_proposed(self._id(child_id), p)
 
     def note_discovery(self, parent_id: int) -> None:
         """A child of ``parent_id`` entered a new archive cell."""
@@ -170,6 +182,8 @@ STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
     "score_child": {"lam": 10.0, "midpoint": 0.5},
     "novelty": {"eps": 1e-9, "recent": DEFAULT_RECENT, "power": DEFAULT_POWER},
     "curiosity": {},
+    "latest": {},
+    "clade": {"prior": 1.0},
 }
 
 
@@ -188,6 +202,20 @@ def _novelty_params(params: dict) -> dict:
     if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 < power < float("inf"):
         raise ValueError(f"novelty power must be a number > 0, got {power!r}")
     return p
+
+
+def _clade_params(params: dict) -> dict:
+    """The clade strategy's parameters, checked."""
+    p = check_params("clade", params)
+    prior = p["prior"]
+    if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0 < prior < float("inf"):
+        raise ValueError(f"clade prior must be a number > 0, got {prior!r}")
+    return p
+
+
+def _clades(counts: LineageCounts) -> Clades:
+    # None: no statistics kept, so nothing observed yet; every member's posterior is the prior
+    return counts.clades if counts.clades is not None else Clades()
 
 
 def _params(strategy: str, params: dict, allowed: dict[str, Any]) -> dict:
@@ -232,6 +260,16 @@ def selection_weights(strategy: str, archive: Archive, counts: LineageCounts, **
         check_params(strategy, params)
         ids = m["agent_id"]
         return (1.0 + counts.discoveries(ids)) / np.sqrt(1.0 + counts.children(ids))
+    if strategy == "latest":
+        check_params(strategy, params)
+        w = np.zeros(n)
+        w[int(np.argmax(m["agent_id"]))] = 1.0
+        return w
+    if strategy == "clade":  # the posterior mean (selection itself samples, see select_parents)
+        prior = float(_clade_params(params)["prior"])
+        clades = _clades(counts)
+        trials, successes = clades.trials(m["agent_id"]), clades.successes(m["agent_id"])
+        return (prior + successes) / (2 * prior + trials)
     raise ValueError(f"unknown selection strategy {strategy!r}; valid strategies: {', '.join(SELECTION_STRATEGIES)}")
 
 
@@ -279,6 +317,12 @@ def select_parents(strategy: str, archive: Archive, counts: LineageCounts, rng: 
         fit = archive.members()["fitness"][entrants]
         winners = entrants[np.arange(n), np.argmax(fit, axis=1)]
         return ids[winners].copy()
+    if strategy == "latest":
+        check_params(strategy, params)
+        return np.full(n, ids.max(), dtype=np.int64)
+    if strategy == "clade":
+        prior = float(_clade_params(params)["prior"])
+        return ids[_clades(counts).thompson(ids, rng, n, prior)].copy()
     if strategy == "novelty":
         p = _novelty_params(params)
         recent = _recent_slots(archive, int(p["recent"]))

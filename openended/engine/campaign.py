@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from archive_db import ArchiveDB, Outcome, Proposal
+from openended.clades import clades_from_store
 from openended.config import CampaignConfig, ConfigError
 from openended.engine import runtime
 from openended.engine.dedupe import Dedupe
@@ -174,6 +175,9 @@ class Campaign:
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = self.state["rng"]
         self.lineage = LineageCounts.from_counts(self.db.children_counts(), self.db.discovery_counts())
+        if self.config.selection.strategy == "clade":  # kept only when used: it walks every child's ancestry
+            fitness = self.task.spec.fitness
+            self.lineage.clades = clades_from_store(self.db, fitness.lower, fitness.upper)
         self.next_id = self.db.next_agent_id()
         progress, best, usage = self.db.progress_counts(), self.db.best_agent(), self.db.usage_totals()
         self.counters = Counters(done=progress["done"], failed=progress["failed"],
@@ -424,7 +428,9 @@ class Campaign:
             return []
         for p in proposals:
             if p.parent_id is not None:
-                self.lineage.note_child(p.parent_id)
+                self.lineage.note_child(p.parent_id, p.id)
+            elif self.lineage.clades is not None:
+                self.lineage.clades.note_proposed(p.id, None)
         with self.db.transaction():
             self.db.propose(proposals)
             # A given agent's genome is known now: it is stored at once and only evaluated later.

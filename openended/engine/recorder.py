@@ -333,11 +333,14 @@ class Recorder:
 
     def _recorded(self, outcomes: list[Outcome]) -> None:
         """Count outcomes now in the store, and settle the duplicates that were waiting for them."""
+        clades = self.lineage.clades
         for o in outcomes:
             if o.status == "failed":
                 self.counters.failed += 1
             else:
                 self.counters.done += 1
+            if clades is not None:
+                clades.note_finished(o.id, o.status, o.fitness)
         if self.dedupe is None:
             return
         for o in outcomes:
