@@ -110,6 +110,18 @@ class Completion:
     seconds: float
     attempts: int
     estimated: bool = False
+    # Why the server ended the answer: "stop" (end of text or a stop string), "length" (max_tokens
+    # reached), another server's word, or None when the stream named none.
+    finish_reason: str | None = None
+    max_tokens: int | None = None  # the limit the call asked for
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the answer was cut off by ``max_tokens``: the server said so (finish reason
+        ``length``), or it named no reason and the answer used the whole limit."""
+        if self.finish_reason is not None:
+            return self.finish_reason == "length"
+        return self.max_tokens is not None and self.tokens_out >= self.max_tokens
 
 
 class LLMError(Exception):
@@ -167,6 +179,7 @@ class _Attempt:
     started: bool = False            # the server answered 200 and began streaming
     pieces: list[str] = field(default_factory=list)
     usage: tuple[int, int] | None = None
+    finish_reason: str | None = None  # the last one the stream named
     failure: _Failure | None = None
     done: bool = False
     abandoned: bool = False          # the caller gave up: stop reading at the next chunk
@@ -294,6 +307,8 @@ def _run_attempt(spec: ModelSpec, key: str, prompt: str, system: str | None, see
                 if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
                     state.usage = (int(usage.get("prompt_tokens") or 0), int(usage["completion_tokens"]))
                 for choice in event.get("choices") or ():
+                    if choice.get("finish_reason"):
+                        state.finish_reason = str(choice["finish_reason"])[:40]
                     piece = (choice.get("delta") or {}).get("content") if spec.api == "chat" else choice.get("text")
                     if piece:
                         state.pieces.append(str(piece))
@@ -371,6 +386,9 @@ def complete(spec: ModelSpec, prompt: str, *, system: str | None = None, seed: i
     len(system + prompt) / 4. Tokens of attempts that failed after streaming began (timeouts) are
     counted too. cost = tokens_in * price_in + tokens_out * price_out.
 
+    `Completion.finish_reason` is the stream's own (OpenAI, vLLM and llama.cpp send ``length`` when
+    `spec.max_tokens` cut the answer); `Completion.truncated` says whether the answer was cut off.
+
     Raises LLMError (with the tokens and cost spent so far) on any failure.
     """
     if not isinstance(prompt, str) or not prompt:
@@ -380,6 +398,7 @@ def complete(spec: ModelSpec, prompt: str, *, system: str | None = None, seed: i
     budget_end = start + spec.max_total_s
     spent = {"in": 0, "out": 0, "estimated": False}
     input_estimate = _estimate_tokens((system or "") + prompt)
+    finish: list[str | None] = [None]  # the successful attempt's finish reason
 
     def account(state: _Attempt) -> None:
         if state.usage is not None:
@@ -418,6 +437,7 @@ def complete(spec: ModelSpec, prompt: str, *, system: str | None = None, seed: i
         text = "".join(state.pieces)
         if not text.strip():
             raise _Failure("empty completion", retryable=False)
+        finish[0] = state.finish_reason
         return text
 
     def log_retry(rs: RetryCallState) -> None:
@@ -473,7 +493,7 @@ def complete(spec: ModelSpec, prompt: str, *, system: str | None = None, seed: i
                        tokens_out=spent["out"], cost=cost(), attempts=attempts)
     return Completion(text=text, tokens_in=spent["in"], tokens_out=spent["out"], cost=cost(),
                       model=spec.name, seconds=time.monotonic() - start, attempts=attempts,
-                      estimated=spent["estimated"])
+                      estimated=spent["estimated"], finish_reason=finish[0], max_tokens=spec.max_tokens)
 
 
 class _GaveUp(Exception):

@@ -14,7 +14,9 @@ lower-cased, including authorization; JSON body) so tests can check what reached
 Behaviours: `ok(text, usage=None)`, `rate_limit(retry_after=1, status=429)`,
 `error(status=500, message=...)`, `hang(seconds)`, `empty()`, `trickle(text, delay_per_token)`,
 `broken_stream(kind)` (a stream that breaks off with an error event or a line that is not JSON),
-`malformed(kind)` (broken SEARCH/REPLACE blocks), `respond(fn)` where `fn(request) -> behaviour`
+`malformed(kind)` (broken SEARCH/REPLACE blocks), `too_long(text)` (honours the request's max_tokens as a
+real server does: cut there with finish reason "length"), `cut_off(text)` (finish reason "length" whatever
+the limit), `unfinished(text)` (a stream that names no finish reason), `respond(fn)` where `fn(request) -> behaviour`
 decides per request (e.g. by prompt content, for campaign-level tests).
 """
 
@@ -45,6 +47,8 @@ class Behaviour:
     usage: tuple[int, int] | None = None
     message: str = ""
     hook: Callable | None = None
+    finish: str | None = "stop"  # the finish reason of the last chunk (None: the stream names none)
+    honour_max_tokens: bool = False  # cut the answer at the request's max_tokens pieces, finish "length"
 
 
 def ok(text: str = "ok", usage: tuple[int, int] | None = None) -> Behaviour:
@@ -111,6 +115,22 @@ def broken_stream(kind: str = "error_event", text: str = "partial answer") -> Be
     if kind not in ("error_event", "not_json", "error_data"):
         raise ValueError(f"unknown broken stream {kind!r}")
     return Behaviour("broken", text=text, message=kind)
+
+
+def too_long(text: str) -> Behaviour:
+    """Answer `text` as a real server would under the request's max_tokens: at most that many pieces
+    (words), and finish reason "length" when the text did not fit."""
+    return Behaviour("ok", text=text, honour_max_tokens=True)
+
+
+def cut_off(text: str) -> Behaviour:
+    """Answer `text` and end it with finish reason "length" (the limit cut it), whatever the request asked."""
+    return Behaviour("ok", text=text, finish="length")
+
+
+def unfinished(text: str) -> Behaviour:
+    """Answer `text` in a stream whose chunks never name a finish reason (some servers send none)."""
+    return Behaviour("ok", text=text, finish=None)
 
 
 def respond(fn: Callable[[Request], Behaviour]) -> Behaviour:
@@ -310,7 +330,12 @@ class _Handler(BaseHTTPRequestHandler):
 
         if chat:
             send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        for token in _tokens(behaviour.text):
+        tokens = _tokens(behaviour.text)
+        finish = behaviour.finish
+        limit = (request.body or {}).get("max_tokens")
+        if behaviour.honour_max_tokens and isinstance(limit, int) and len(tokens) > limit:
+            tokens, finish = tokens[:limit], "length"
+        for token in tokens:
             if behaviour.delay_per_token and self.fault_server._closing.wait(behaviour.delay_per_token):
                 return
             send([piece(token)])
@@ -322,7 +347,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(line + b"\n\n")
             self.wfile.flush()
             return
-        send([piece("", "stop")])
+        if finish is not None:
+            send([piece("", finish)])
         include_usage = ((request.body or {}).get("stream_options") or {}).get("include_usage")
         if include_usage and behaviour.usage is not None:
             send([], self._usage(behaviour))

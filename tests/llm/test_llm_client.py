@@ -19,6 +19,7 @@ from llm_fault_server import (
     MALFORMED,
     FaultServer,
     broken_stream,
+    cut_off,
     empty,
     error,
     hang,
@@ -26,7 +27,9 @@ from llm_fault_server import (
     ok,
     rate_limit,
     respond,
+    too_long,
     trickle,
+    unfinished,
 )
 
 from openended.llm import Completion, LLMError, ModelSpec, complete
@@ -362,3 +365,24 @@ def test_fault_server_answers_plain_json_too():
         text = client.completions.create(model="m", prompt="q")
         assert text.choices[0].text == "text answer"
         client.close()
+
+
+# -- finish reasons: was the answer cut off? ------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", ["chat", "completion"])
+def test_the_finish_reason_says_whether_max_tokens_cut_the_answer(api):
+    long = "word " * 40
+    with FaultServer([too_long(long), too_long("short answer"), cut_off("cut"), unfinished("a b c"),
+                      unfinished("a b c d e f")]) as server:
+        spec = spec_for(server, api=api, max_tokens=5)
+        cut = complete(spec, "go")
+        assert (cut.text, cut.finish_reason, cut.truncated) == ("word " * 5, "length", True)
+        assert server.requests[-1].body["max_tokens"] == 5
+        whole = complete(spec, "go")
+        assert (whole.text, whole.finish_reason, whole.truncated) == ("short answer", "stop", False)
+        assert complete(spec, "go").truncated
+        # No finish reason at all: an answer that used up the whole limit counts as cut off.
+        under, full = complete(spec, "go"), complete(spec, "go")
+    assert under.finish_reason is None and not under.truncated and under.tokens_out == 3
+    assert full.finish_reason is None and full.truncated and full.tokens_out >= 5
