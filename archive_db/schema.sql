@@ -1,4 +1,4 @@
--- archive_db schema, version 4 (PRAGMA user_version = 4).
+-- archive_db schema, version 5 (PRAGMA user_version = 5).
 -- GENERATED from archive_db/migrations/*.sql: documentation only, never executed by the code.
 -- Regenerate with:  python -m archive_db.schema > archive_db/schema.sql
 
@@ -14,7 +14,7 @@ CREATE TABLE agents (
     operator      TEXT NOT NULL,
     model         TEXT,
     seed          INTEGER NOT NULL,
-    genome_hash   TEXT REFERENCES genomes(hash),
+    genome_hash   TEXT,                         -- genomes(hash), or a recipes row regenerates it
     fitness       REAL,
     descriptors   TEXT CHECK (descriptors IS NULL OR json_valid(descriptors)),
     novelty       REAL,
@@ -72,6 +72,21 @@ CREATE TABLE genomes (
     total_bytes INTEGER NOT NULL
 );
 
+CREATE TABLE recipe_methods (
+    id        INTEGER PRIMARY KEY,
+    operator  TEXT NOT NULL,
+    version   INTEGER NOT NULL,
+    params    TEXT NOT NULL CHECK (json_valid(params)),
+    made_with TEXT NOT NULL,
+    UNIQUE (operator, version, params, made_with)
+);
+
+CREATE TABLE recipes (
+    agent_id INTEGER PRIMARY KEY REFERENCES agents(id),
+    method   INTEGER NOT NULL REFERENCES recipe_methods(id),
+    hops     INTEGER NOT NULL CHECK (hops >= 1)
+);
+
 CREATE TABLE runs (
     id                INTEGER PRIMARY KEY CHECK (id = 1),
     name              TEXT NOT NULL,
@@ -121,7 +136,7 @@ CREATE UNIQUE INDEX idx_agents_finish_seq ON agents(finish_seq) WHERE finish_seq
 
 CREATE INDEX idx_agents_fitness     ON agents(fitness);
 
-CREATE INDEX idx_agents_genome_hash ON agents(genome_hash);
+CREATE INDEX idx_agents_genome_prefix ON agents(substr(genome_hash, 1, 8));
 
 CREATE INDEX idx_agents_novelty     ON agents(novelty);
 
