@@ -53,6 +53,24 @@ class MutationConfig(_Strict):
     )
 
 
+class OutputLimit(_Strict):
+    """One LLM operator's output limit: max output tokens = ``factor`` x the parent's estimated tokens, at
+    least ``floor``, at most ``cap`` (unset: the level above, then the built-in default of
+    ``openended.mutation.output_limits``)."""
+
+    factor: float | None = Field(default=None, gt=0, description="x the parent's estimated tokens (chars / 4)")
+    floor: int | None = Field(default=None, ge=1, description="the least max_tokens, however small the parent")
+    cap: int | None = Field(default=None, ge=1, description="the most max_tokens, however large the parent")
+
+
+class OutputLimits(_Strict):
+    """Output limits per LLM operator (a key for any other name is an error)."""
+
+    llm_diff: OutputLimit = Field(default_factory=OutputLimit)
+    llm_rewrite: OutputLimit = Field(default_factory=OutputLimit)
+    llm_crossover: OutputLimit = Field(default_factory=OutputLimit)
+
+
 class ModelConfig(_Strict):
     """One OpenAI-compatible endpoint. The key is read from the environment variable NAMED here."""
 
@@ -68,6 +86,8 @@ class ModelConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0, description="hard wall-clock limit of one attempt")
     max_retries: int = Field(default=3, ge=0)
     max_total_s: float = Field(default=180.0, gt=0, description="all attempts and waits of one call")
+    max_output: OutputLimits = Field(default_factory=OutputLimits,
+                                     description="this model's LLM operator output limits, over [llm.max_output]")
 
 
 class LLMConfig(_Strict):
@@ -76,6 +96,12 @@ class LLMConfig(_Strict):
     templates_dir: str | None = Field(default=None, description="prompt templates overriding the built-in ones")
     inspirations: int = Field(default=2, ge=0, description="archive members from other cells shown in a prompt")
     explore: float = Field(default=0.1, ge=0, le=1, description="share of children given to a uniformly drawn arm")
+    max_output: OutputLimits = Field(default_factory=OutputLimits,
+                                     description="LLM operators' output limits for every model (per operator)")
+    local_max_output: OutputLimits = Field(default_factory=OutputLimits,
+                                           description="the embedded model's, over [llm.max_output]")
+    local_max_tokens: int = Field(default=200, ge=1, description="the embedded model's limit for other calls "
+                                  "(the gateway's agents)")
 
 
 class BudgetConfig(_Strict):
@@ -224,4 +250,10 @@ def validate_config(data: dict[str, Any], source: str = "config") -> CampaignCon
             check(name, params)
         except ValueError as exc:
             raise ConfigError(f"{source}: key '{key}': {exc}") from None
+    from openended.mutation.output_limits import check_output_limits
+
+    try:
+        check_output_limits(config)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return config

@@ -326,12 +326,12 @@ class Campaign:
 
             self._llm_server = LocalModelServer()
             self._llm_server.start()
-            self.models[LOCAL_MODEL] = local_spec(self._llm_server)
+            self.models[LOCAL_MODEL] = local_spec(self._llm_server, max_tokens=self.config.llm.local_max_tokens)
             if self.progress is not None:
                 self.progress.note(f"embedded model {LOCAL_MODEL} serving at {self._llm_server.base_url} "
                                    f"(started in {self._llm_server.startup_seconds:.1f}s)")
         for m in self.config.llm.models:
-            self.models[m.name] = ModelSpec(**m.model_dump())
+            self.models[m.name] = ModelSpec(**m.model_dump(exclude={"max_output"}))  # the operators' limits: per job
 
     def _start_gateway(self, executor: Any) -> Any:
         """The model gateway for a task whose agents call a model: every evaluation gets its socket."""

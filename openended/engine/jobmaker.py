@@ -15,9 +15,10 @@ import numpy as np
 from archive_db import ArchiveDB
 from openended.config import CampaignConfig
 from openended.engine.jobs import Breed, Job, Mutate
+from openended.mutation.output_limits import max_output_tokens
 from openended.mutation.prompts import Inspiration, MutationContext, choose_focus
 from openended.mutation.self_improve import self_edit_seconds, transcript_tail
-from openended.names import LOCAL_MODEL, MODEL_OPERATORS, ROOT_OPERATORS, SELF_IMPROVE, Files
+from openended.names import LLM_OPERATORS, LOCAL_MODEL, MODEL_OPERATORS, ROOT_OPERATORS, SELF_IMPROVE, Files
 from openended.qd import Archive
 from openended.selection import LineageCounts, select_parents
 from openended.tasks import Task
@@ -72,7 +73,7 @@ class JobMaker:
                   **(mutation.params if operator == mutation.operator else {})}
         if not self.code:
             return Breed(agent_id, seed, operator, params, parent_files)
-        context = unprepared = None
+        context = unprepared = max_tokens = None
         seconds = 0.0
         if operator in MODEL_OPERATORS:
             assert parent_id is not None and parent_files is not None
@@ -86,8 +87,18 @@ class JobMaker:
             if operator == SELF_IMPROVE and context is not None:
                 context.parent_transcript = transcript_tail(self.db.transcripts(parent_id))
                 seconds = self_edit_seconds(params)
+        if operator in LLM_OPERATORS and context is not None:
+            max_tokens = self._max_tokens(operator, model, context)
         return Mutate(agent_id, seed, operator, params, parent_files, model=model, context=context,
-                      templates_dir=self.config.llm.templates_dir, unprepared=unprepared, seconds=seconds)
+                      templates_dir=self.config.llm.templates_dir, unprepared=unprepared, seconds=seconds,
+                      max_tokens=max_tokens)
+
+    def _max_tokens(self, operator: str, model: str | None, context: MutationContext) -> int:
+        """The answer's limit: sized to the parent's code (and parent 2's, for a crossover)."""
+        codes = [context.parent_code]
+        if context.parent2_files is not None and context.code_file in context.parent2_files:
+            codes.append(context.parent2_files[context.code_file].decode("utf-8", "replace"))
+        return max_output_tokens(self.config, model, operator, *codes)
 
     def base_model(self, model: str | None) -> bool:
         """Whether ``model`` is spoken to with completion-style framing (a base model, like the embedded one)."""

@@ -61,6 +61,8 @@ class Mutate:
     unprepared: str | None = None
     gateway: str | None = None  # self_improve: the gateway socket its self-edit run is given (openended.gateway)
     seconds: float = 0.0  # time it may take beyond its model call's own limits (self_improve: the self-edit)
+    # LLM operators: the answer's max_tokens, sized to the parent (openended.mutation.output_limits)
+    max_tokens: int | None = None
 
 
 EvalJob = Breed | Evaluate

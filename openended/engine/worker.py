@@ -138,10 +138,14 @@ def mutate_job(task_ref: TaskRef, job: Mutate, model: ModelSpec | None, sandbox:
             out.model = model.name
             seed = job.seed % (2**31)
             stop = STOP[job.operator]
+            spec = model if job.max_tokens is None else dataclasses.replace(model, max_tokens=job.max_tokens)
 
             def call(prompt: str):
-                # Generation ends where the answer does; the stop string itself is not returned.
-                completion = complete(model, prompt, seed=seed, stop=[stop])
+                # Generation ends where the answer does; the stop string itself is not returned. An answer
+                # cut off by max_tokens did not reach it: it stays open, and llm_mutate fails it as truncated.
+                completion = complete(spec, prompt, seed=seed, stop=[stop])
+                if completion.truncated:
+                    return completion
                 return dataclasses.replace(completion, text=completion.text + stop)
 
             child = llm_mutate(job.operator, job.context, call, templates_dir=job.templates_dir)

@@ -5,7 +5,9 @@ The model is reached through a ``call(prompt) -> completion`` function (any obje
 operators independent of the client. Errors raised by ``call`` itself propagate unchanged.
 
 Every response that does not give a usable, changed child raises :class:`MutationFailed` with a
-reason meant for the next prompt (``MutationContext.last_error``): never a silent no-op.
+reason meant for the next prompt (``MutationContext.last_error``): never a silent no-op. An answer
+that was cut off (the completion's ``truncated``: ``max_tokens`` reached, or a SEARCH/REPLACE block
+still open where it ends) fails with a reason of kind ``truncated`` before anything is parsed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from openended.mutation.prompts import MutationContext, build_prompt, code_of, e
 from openended.mutation.search_replace import NO_CHANGE, Block, PatchError, apply_blocks, parse_blocks
 from openended.names import LLM_OPERATORS, Files
 
+# The kind of a mutation failure whose answer was cut off (by max_tokens, or inside an open block): its
+# reason starts with "truncated: ", as an evaluation failure's starts with its kind.
+TRUNCATED = "truncated"
 REPEATS_EXAMPLE = "the edit only repeats the example edit of the prompt, which changes no behaviour; make a real change"
 _FENCE = re.compile(r"^\s*```")
 
@@ -65,6 +70,8 @@ def llm_mutate(kind: str, ctx: MutationContext, call: Callable[[str], Any], *,
     text = getattr(completion, "text", None)
     if not isinstance(text, str):
         raise MutationFailed(f"the model client returned no text ({type(completion).__name__})", completion, prompt)
+    if getattr(completion, "truncated", False):
+        raise MutationFailed(truncation_reason(completion), completion, prompt)
     try:
         if kind == "llm_diff":
             files = _diff_child(ctx, primed_suffix(prompt) + text, max_blocks)
@@ -75,6 +82,15 @@ def llm_mutate(kind: str, ctx: MutationContext, call: Callable[[str], Any], *,
     return LLMChild(files, completion, prompt)
 
 
+def truncation_reason(completion: Any) -> str:
+    """Why a cut-off answer made no child, as the next prompt for the parent shows it."""
+    limit = getattr(completion, "max_tokens", None)
+    finish = getattr(completion, "finish_reason", None)
+    why = f"finish reason {finish}" if finish else "no finish reason, and the whole limit used"
+    return (f"{TRUNCATED}: the answer reached its limit of {limit} tokens before its end ({why}); "
+            "write a shorter answer")
+
+
 def _diff_child(ctx: MutationContext, response: str, max_blocks: int | None) -> Files:
     """Apply the response's blocks; a block naming another file of the genome edits that file, one naming
     a file the genome lacks edits the code file, and one naming no genome path at all (``../evil.py``)
@@ -82,7 +98,7 @@ def _diff_child(ctx: MutationContext, response: str, max_blocks: int | None) -> 
     try:
         blocks = parse_blocks(response, max_blocks)
     except PatchError as exc:
-        raise MutationFailed(exc.reason) from None
+        raise MutationFailed(f"{TRUNCATED}: {exc.reason}" if exc.cut_off else exc.reason) from None
     by_file: dict[str, list] = {}
     for block in blocks:
         target = block.filename if block.filename in ctx.parent_files else ctx.code_file

@@ -39,9 +39,10 @@ NO_CHANGE = "the edit changed nothing"
 class PatchError(ValueError):
     """An edit cannot be parsed or applied; ``reason`` is a sentence a model can act on."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, *, cut_off: bool = False):
         super().__init__(reason)
         self.reason = reason
+        self.cut_off = cut_off  # a block still open where the response ends: the answer was cut off
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,8 @@ def parse_blocks(response: str, max_blocks: int | None = None) -> list[Block]:
 
     Raises:
         PatchError: no block at all, a block without its ``=======`` divider or its
-            ``>>>>>>> REPLACE`` marker, or a block whose file name line names no genome path
+            ``>>>>>>> REPLACE`` marker (``cut_off`` when the response ends inside the block), or a
+            block whose file name line names no genome path
             (:func:`~openended.names.genome_path_problem`: ``../evil.py``, ``/etc/x.py``); the reason
             names the block by its 1-based number.
     """
@@ -104,7 +106,8 @@ def parse_blocks(response: str, max_blocks: int | None = None) -> list[Block]:
         while j < len(lines) and not (_DIVIDER.match(lines[j]) or _SEARCH.match(lines[j]) or _REPLACE.match(lines[j])):
             j += 1
         if j == len(lines) or _SEARCH.match(lines[j]):
-            raise PatchError(f"block {n}: unterminated (no ======= line after <<<<<<< SEARCH)")
+            raise PatchError(f"block {n}: unterminated (no ======= line after <<<<<<< SEARCH)",
+                             cut_off=j == len(lines))
         if _REPLACE.match(lines[j]):
             raise PatchError(f"block {n}: no ======= line between <<<<<<< SEARCH and >>>>>>> REPLACE")
         search = lines[start:j]
@@ -117,7 +120,7 @@ def parse_blocks(response: str, max_blocks: int | None = None) -> list[Block]:
             fence = next((f for f in range(j + 1, k) if _FENCE.match(lines[f])), None)
             if fence is None:
                 if k == len(lines):
-                    raise PatchError(f"block {n}: unterminated (no >>>>>>> REPLACE)")
+                    raise PatchError(f"block {n}: unterminated (no >>>>>>> REPLACE)", cut_off=True)
                 raise PatchError(
                     f"block {n}: unterminated (no >>>>>>> REPLACE before the next marker line {lines[k].strip()!r})"
                 )

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from openended.mutation.llm_ops import REPEATS_EXAMPLE, LLMChild, MutationFailed, llm_mutate
+from openended.mutation.llm_ops import REPEATS_EXAMPLE, TRUNCATED, LLMChild, MutationFailed, llm_mutate
 from openended.mutation.prompts import MutationContext
 from openended.mutation.search_replace import NO_BLOCK, NO_CHANGE
 from openended.names import LLM_OPERATORS
@@ -25,6 +25,9 @@ class Completion:
     text: str
     tokens_in: int = 100
     tokens_out: int = 20
+    truncated: bool = False
+    finish_reason: str | None = "stop"
+    max_tokens: int | None = 256
 
 
 class Model:
@@ -125,8 +128,9 @@ def test_diff_under_a_line_that_is_no_file_name_edits_the_code_file_only(tmp_pat
 
 @pytest.mark.parametrize("text,reason", [
     ("    return -gap ** 2\n>>>>>>> REPLACE\n", "block 1: no ======= line between <<<<<<< SEARCH and >>>>>>> REPLACE"),
-    ("    return -gap\n=======\n    return gap\n", "block 1: unterminated (no >>>>>>> REPLACE)"),
-    ("    return -gap\n", "block 1: unterminated (no ======= line after <<<<<<< SEARCH)"),
+    # a block still open where the answer ends: the answer was cut off (kind truncated)
+    ("    return -gap\n=======\n    return gap\n", "truncated: block 1: unterminated (no >>>>>>> REPLACE)"),
+    ("    return -gap\n", "truncated: block 1: unterminated (no ======= line after <<<<<<< SEARCH)"),
     ("    return gap\n=======\n    return 0\n>>>>>>> REPLACE\n",
      "block 1: SEARCH text not found in priority.py; nearest lines 7-7 are:\n    return -gap"),
     ("    return -gap\n=======\n    return -gap\n>>>>>>> REPLACE\n", NO_CHANGE),
@@ -266,3 +270,16 @@ def test_unknown_operator():
     assert LLM_OPERATORS == ("llm_diff", "llm_rewrite", "llm_crossover")
     with pytest.raises(ValueError, match="unknown LLM operator 'llm_magic'"):
         llm_mutate("llm_magic", ctx(), Model("x"))
+
+
+@pytest.mark.parametrize("kind", LLM_OPERATORS)
+def test_an_answer_cut_off_by_max_tokens_fails_as_truncated_before_it_is_parsed(kind):
+    # a complete, applicable edit: only the finish reason says it was cut off
+    text = "    return -gap\n=======\n    return -gap ** 2\n>>>>>>> REPLACE\n"
+    fields = {"parent2_files": {"priority.py": FIRST_FIT.encode()}} if kind == "llm_crossover" else {}
+    with pytest.raises(MutationFailed) as info:
+        llm_mutate(kind, ctx(**fields), lambda prompt: Completion(text, truncated=True, finish_reason="length",
+                                                                   max_tokens=300))
+    assert info.value.reason.startswith(f"{TRUNCATED}: ") and "300 tokens" in info.value.reason
+    assert "finish reason length" in info.value.reason
+    assert info.value.completion.tokens_out == 20, "its tokens are still counted"
