@@ -14,6 +14,7 @@ from archive_db import ArchiveDBError
 from openended import inspect_cli
 from openended.cli_help import Command, Group
 from openended.config import FLAG_KEYS, ConfigError, load_config
+from openended.dgm import DGM_CONFIGURATIONS, dgm_overrides
 from openended.names import ARCHIVE_KINDS, OPERATORS, SANDBOX_KINDS, SELECTION_STRATEGIES
 from openended.standing import show_number
 from openended.tasks import TaskError, builtin_task_names
@@ -80,6 +81,9 @@ def run(
     max_tokens: Annotated[int | None, typer.Option(metavar="N", help="token budget (model input + output)")] = None,
     staleness: Annotated[int | None, typer.Option(
         metavar="N", help="most children proposed from an archive lacking their predecessors' outcomes")] = None,
+    dgm: Annotated[str | None, typer.Option(
+        metavar="NAME", help=f"a Darwin Gödel Machine configuration: {', '.join(DGM_CONFIGURATIONS)} "
+                             "(other flags win)")] = None,
     free: Annotated[bool, typer.Option(
         help="apply each outcome as it arrives: faster when evaluation times vary, but the same seed no "
              "longer gives the same campaign")] = False,
@@ -93,6 +97,12 @@ def run(
         _fail(f"--llm takes 'local' (hosted or self-hosted models go in the config's [[llm.models]]), not {llm!r}")
     try:
         overrides = {FLAG_KEYS[k]: v for k, v in flags.items()}
+        if dgm is not None:
+            try:
+                preset = dgm_overrides(dgm)
+            except ValueError as exc:
+                _fail(f"--dgm: {exc}")
+            overrides = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
         if llm == "local":
             overrides["llm.local"] = True
         if free:

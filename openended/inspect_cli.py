@@ -195,6 +195,14 @@ def lineage(
         return _emit_json(steps)
     _print_rows(steps, ["depth", "id", "parent_id", "operator", "model", "status", "fitness", "delta_fitness", "cell",
                         "archive_event"], title=f"lineage of agent {aid} ({len(steps)} steps, root first)")
+    changes = [s for s in steps if s["diagnosis"] is not None]
+    if changes:
+        console = _console()
+        console.print("\n[bold]self-modifications[/bold] (each child's diagnosis, which its parent carried out):")
+        for s in changes:
+            delta = "" if s["delta_fitness"] is None else f", fitness {s['delta_fitness']:+.4g}"
+            console.print(f"[bold]agent {s['id']}[/bold] (from {s['parent_id']}{delta}):", markup=True)
+            console.print((s["diagnosis"] or "").strip(), markup=False, highlight=False)
 
 
 def diff(

@@ -17,7 +17,7 @@ from openended.config import CampaignConfig
 from openended.engine.jobs import Breed, Job, Mutate
 from openended.mutation.output_limits import max_output_tokens
 from openended.mutation.prompts import Inspiration, MutationContext, choose_focus
-from openended.mutation.self_improve import self_edit_seconds, transcript_tail
+from openended.mutation.self_improve import editor_of, self_edit_seconds, transcript_tail
 from openended.names import LLM_OPERATORS, LOCAL_MODEL, MODEL_OPERATORS, ROOT_OPERATORS, SELF_IMPROVE, Files
 from openended.qd import Archive
 from openended.selection import LineageCounts, select_parents
@@ -74,6 +74,7 @@ class JobMaker:
         if not self.code:
             return Breed(agent_id, seed, operator, params, parent_files)
         context = unprepared = max_tokens = None
+        editor: Files | None = None
         seconds = 0.0
         if operator in MODEL_OPERATORS:
             assert parent_id is not None and parent_files is not None
@@ -87,10 +88,13 @@ class JobMaker:
             if operator == SELF_IMPROVE and context is not None:
                 context.parent_transcript = transcript_tail(self.db.transcripts(parent_id))
                 seconds = self_edit_seconds(params)
+                if editor_of(params) == "seed":  # the DGM's no_selfimprove: a fixed meta-agent makes every change
+                    editor = self.genomes.get(0)
         if operator in LLM_OPERATORS and context is not None:
             max_tokens = self._max_tokens(operator, model, context)
         return Mutate(agent_id, seed, operator, params, parent_files, model=model, context=context,
                       templates_dir=self.config.llm.templates_dir, unprepared=unprepared, seconds=seconds,
+                      editor_files=editor,
                       max_tokens=max_tokens)
 
     def _max_tokens(self, operator: str, model: str | None, context: MutationContext) -> int:

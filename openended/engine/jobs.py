@@ -19,6 +19,7 @@ from openended.sandbox.spec import FailureKind
 
 if TYPE_CHECKING:
     from openended.mutation.prompts import MutationContext
+    from openended.mutation.self_improve import Diagnosis
     from openended.sandbox.spec import EvaluationRecord
 
 
@@ -63,6 +64,8 @@ class Mutate:
     seconds: float = 0.0  # time it may take beyond its model call's own limits (self_improve: the self-edit)
     # LLM operators: the answer's max_tokens, sized to the parent (openended.mutation.output_limits)
     max_tokens: int | None = None
+    # self_improve with editor = "seed": the fixed agent that edits the parent's files (None: the parent itself)
+    editor_files: Files | None = None
 
 
 EvalJob = Breed | Evaluate
@@ -87,6 +90,7 @@ class ChildResult:
     evaluation: EvaluationRecord | None = None  # how the sandbox ran it
     batch_failure: bool = False  # the whole batch failed in the sandbox: re-run its children alone
     partial: bool = False  # a cascade stopped it before its last stage: stored, kept out of the archive
+    diagnosis: Diagnosis | None = None  # self_improve: the diagnosis call, stored with the child's genome
 
     @property
     def failed(self) -> bool:

@@ -10,6 +10,7 @@ crash of the whole worker process.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -169,17 +170,26 @@ def mutate_job(task_ref: TaskRef, job: Mutate, model: ModelSpec | None, sandbox:
 def _self_improve(task: Task, job: Mutate, model: ModelSpec, sandbox: SandboxSpec, out: ChildResult) -> Files:
     """Diagnose the parent with ``model`` (its tokens on ``out``), then let it edit its own code."""
     from openended.llm import complete
-    from openended.mutation.self_improve import DEFAULT_DIAGNOSIS_TOKENS, diagnosis_prompt, self_edit, statement_for
+    from openended.mutation.self_improve import (
+        DEFAULT_DIAGNOSIS_TOKENS,
+        Diagnosis,
+        diagnosis_prompt,
+        self_edit,
+        statement_for,
+    )
     from sandboxes.model import usage
 
     assert job.context is not None and job.parent_files is not None
     tokens = int(job.params.get("diagnosis_tokens", DEFAULT_DIAGNOSIS_TOKENS))
-    diagnosis = complete(dataclasses.replace(model, max_tokens=tokens), diagnosis_prompt(job.context),
-                         seed=job.seed % (2**31), stop=["\n\n\n"])
+    prompt, began = diagnosis_prompt(job.context), time.monotonic()
+    diagnosis = complete(dataclasses.replace(model, max_tokens=tokens), prompt, seed=job.seed % (2**31),
+                         stop=["\n\n\n"])
     _usage(out, diagnosis)
+    out.diagnosis = Diagnosis(model.name, prompt, diagnosis.text, out.tokens_in, out.tokens_out, out.cost,
+                              round(time.monotonic() - began, 3))
     statement = statement_for(diagnosis.text, task.spec.code_file)
     return self_edit(task, job.parent_files, statement, sandbox, job.gateway, job.params,
-                     usage=lambda path: usage(socket_path=path))
+                     usage=lambda path: usage(socket_path=path), editor=job.editor_files)
 
 
 def _usage(out: ChildResult, completion) -> None:

@@ -15,7 +15,8 @@ import numpy as np
 from archive_db import ArchiveDB
 from openended.genome_diff import genome_diff
 from openended.inspection.access import InspectionError, ids_json, snapshot
-from openended.names import Files, genome_path_problem
+from openended.mutation.self_improve import DIAGNOSIS_ENDPOINT
+from openended.names import SELF_IMPROVE, Files, genome_path_problem
 
 __all__ = ["LineageStep", "top", "show", "lineage", "diff", "export", "safe_paths"]
 
@@ -113,16 +114,23 @@ class LineageStep(TypedDict):
     novelty: float | None
     cell: int | None
     archive_event: str | None
+    diagnosis: str | None  # self_improve: the model's diagnosis that the self-edit carried out
 
 
 def lineage(db: ArchiveDB, agent_id: int) -> list[LineageStep]:
     """Root first, ``agent_id`` last: each step's id, parent, operator, model, status, fitness,
-    change in fitness from its parent (``delta_fitness``), cell and archive event."""
+    change in fitness from its parent (``delta_fitness``), cell, archive event, and for a self-modification
+    (``self_improve``) the diagnosis it carried out."""
     with snapshot(db):
         steps = db.ancestors(agent_id)
         model = dict(db.conn.execute(
             "SELECT id, model FROM agents WHERE id IN (SELECT value FROM json_each(?))",
             (ids_json(s.id for s in steps),)).fetchall())
+        diagnosis = dict(db.conn.execute(
+            "SELECT t.agent_id, json_extract(e.value, '$.response') FROM transcripts t, json_each(t.entries) e "
+            "WHERE t.agent_id IN (SELECT value FROM json_each(?)) AND json_extract(e.value, '$.endpoint') = ? "
+            "ORDER BY t.id DESC",
+            (ids_json(s.id for s in steps if s.operator == SELF_IMPROVE), DIAGNOSIS_ENDPOINT)).fetchall())
     out: list[LineageStep] = []
     prev = None
     for s in steps:
@@ -132,7 +140,7 @@ def lineage(db: ArchiveDB, agent_id: int) -> list[LineageStep]:
         out.append({"id": s.id, "parent_id": s.parent_id, "depth": s.depth, "operator": s.operator,
                     "model": model.get(s.id), "status": s.status, "fitness": s.fitness,
                     "delta_fitness": delta, "novelty": s.novelty, "cell": s.cell,
-                    "archive_event": s.archive_event})
+                    "archive_event": s.archive_event, "diagnosis": diagnosis.get(s.id)})
         prev = s
     return out
 

@@ -57,7 +57,8 @@ OPERATORS: dict[str, Operator] = {
 # The parameters each operator reads (from the task's [operators.NAME] table and the campaign's mutation.params).
 OPERATOR_PARAMS: dict[str, set[str]] = {
     "seed": set(), "random": {"scale"}, "gaussian": {"sigma"}, "ast": {"scale", "edits", "kinds"}, "noop": set(),
-    "self_improve": {"timeout_s", "diagnosis_tokens"},  # run by the worker itself (openended.mutation.self_improve)
+    # run by the worker itself (openended.mutation.self_improve)
+    "self_improve": {"timeout_s", "diagnosis_tokens", "editor"},
 }
 
 
@@ -69,6 +70,10 @@ def check_params(operator: str, params: dict) -> None:
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for mutation operator {operator!r} "
                          f"(valid: {sorted(OPERATOR_PARAMS[operator]) or 'none'})")
+    if operator == "self_improve":
+        from openended.mutation.self_improve import editor_of
+
+        editor_of(params)
 
 
 def mutate(operator: str, parent: Files | None, rng: np.random.Generator, task: Task, params: dict) -> Files:

@@ -14,7 +14,10 @@ breaks the entry point (the task's ``code_file`` missing or not Python), or reac
 steps' tokens are the child's: the diagnosis on its result, the self-edit's through the gateway's lease.
 
 Parameters (``[operators.self_improve]`` in task.toml, or ``mutation.params``): ``timeout_s`` (the self-edit
-run, default 600) and ``diagnosis_tokens`` (the diagnosis' length, default 300).
+run, default 600), ``diagnosis_tokens`` (the diagnosis' length, default 300) and ``editor``: ``"parent"``
+(default: the parent agent edits itself) or ``"seed"`` (the DGM's ``no_selfimprove`` comparison: the
+campaign's seed agent, agent 0, always makes the change to the parent's files, so getting better at the
+task never makes the editor better).
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ if TYPE_CHECKING:
     from openended.sandbox.spec import SandboxSpec
     from openended.tasks import Task
 
+EDITORS = ("parent", "seed")
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_DIAGNOSIS_TOKENS = 300
 TRANSCRIPT_CHARS = 1500
 STATEMENT_CHARS = 2000
+PROMPT_CHARS = 4000
+DIAGNOSIS_ENDPOINT = "diagnosis"  # the transcript entry that holds a child's diagnosis
 
 DIAGNOSIS = """{task_prompt}
 
@@ -61,8 +67,49 @@ signature, and using only the Python standard library:
 {diagnosis}"""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """The diagnosis call of one self_improve child: what the model was asked and what it said. The store
+    keeps it as the first transcript of the child (``endpoint = "diagnosis"``), so ``lineage`` shows each
+    self-modification with its reason."""
+
+    model: str
+    prompt: str
+    text: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    seconds: float = 0.0
+
+    def transcript(self) -> dict[str, Any]:
+        """The keyword arguments of ``ArchiveDB.add_transcript`` for it (one call; prompt kept to its end)."""
+        entry = {"at": 0.0, "endpoint": DIAGNOSIS_ENDPOINT, "model": self.model, "status": 200, "upstream": True,
+                 "request": self.prompt[-PROMPT_CHARS:], "response": self.text[:STATEMENT_CHARS],
+                 "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "cost": self.cost,
+                 "seconds": self.seconds}
+        return dict(calls=1, rejected=0, tokens_in=self.tokens_in, tokens_out=self.tokens_out, cost=self.cost,
+                    limit_hit=None, entries=[entry])
+
+
+def diagnosis_of(transcripts: list[dict[str, Any]]) -> str | None:
+    """The diagnosis among an agent's stored transcripts (newest last), or None."""
+    for record in transcripts:
+        for entry in record.get("entries") or []:
+            if entry.get("endpoint") == DIAGNOSIS_ENDPOINT:
+                return str(entry.get("response", ""))
+    return None
+
+
 class SelfImproveFailed(Exception):
     """The child cannot be made; the message is its failure reason (stage ``mutation``)."""
+
+
+def editor_of(params: dict[str, Any]) -> str:
+    """Who edits the parent's files: ``"parent"`` or ``"seed"``; ValueError naming a bad value."""
+    editor = params.get("editor", "parent")
+    if editor not in EDITORS:
+        raise ValueError(f"self_improve editor must be one of {', '.join(EDITORS)}, got {editor!r}")
+    return str(editor)
 
 
 def self_edit_seconds(params: dict[str, Any]) -> float:
@@ -73,7 +120,8 @@ def self_edit_seconds(params: dict[str, Any]) -> float:
 def transcript_tail(transcripts: list[dict[str, Any]], chars: int = TRANSCRIPT_CHARS) -> str:
     """The end of an agent's recorded model calls (its transcripts' entries, newest last), as text."""
     lines: list[str] = []
-    for record in transcripts[-2:]:
+    runs = [r for r in transcripts if diagnosis_of([r]) is None]  # the agent's own runs, not how it was made
+    for record in runs[-2:]:
         for entry in (record.get("entries") or [])[-4:]:
             request, answer = str(entry.get("request", ""))[-400:], str(entry.get("response", ""))[:400]
             lines.append(f"[request] {request}\n[answer] {answer}")
@@ -98,8 +146,10 @@ def statement_for(diagnosis: str, code_file: str) -> str:
 
 
 def self_edit(task: Task, parent: Files, statement: str, spec: SandboxSpec, gateway: str | None,
-              params: dict[str, Any], *, usage: Callable[[str], dict] | None = None) -> Files:
-    """Run the parent agent on a copy of its own files with ``statement``; the files it leaves, checked."""
+              params: dict[str, Any], *, usage: Callable[[str], dict] | None = None,
+              editor: Files | None = None) -> Files:
+    """Run the parent agent (or ``editor``, a fixed agent) on a copy of the parent's files with ``statement``;
+    the files it leaves, checked."""
     from openended.sandbox import get_sandbox
 
     if gateway is None:
@@ -107,8 +157,13 @@ def self_edit(task: Task, parent: Files, statement: str, spec: SandboxSpec, gate
     seconds = self_edit_seconds(params)
     spec = dataclasses.replace(spec, gateway=True, hidden=task.hidden_folders,
                                limits=dataclasses.replace(spec.limits, timeout_s=seconds))
-    args = {**task.evaluate_args, "self_edit": statement, "problem_timeout_s": max(1.0, seconds - 5.0)}
-    outcome = get_sandbox(spec, str(task.root)).evaluate([parent], args, gateway=gateway)
+    args: dict[str, Any] = {**task.evaluate_args, "self_edit": statement, "problem_timeout_s": max(1.0, seconds - 5.0)}
+    if editor is not None:
+        try:  # the workspace the editor works in: the parent's files, as text (the arguments are JSON)
+            args["edit_files"] = {name: data.decode("utf-8") for name, data in parent.items()}
+        except UnicodeDecodeError as exc:
+            raise SelfImproveFailed(f"the parent has a file that is not UTF-8 text ({exc.reason})") from None
+    outcome = get_sandbox(spec, str(task.root)).evaluate([editor or parent], args, gateway=gateway)
     if outcome.failure_kind is not None or not outcome.results:
         raise SelfImproveFailed(f"the self-edit run failed: {outcome.fail_reason}")
     try:

@@ -5,6 +5,7 @@ not stop at the cascade's first stage."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
@@ -78,6 +79,42 @@ def test_a_child_that_improved_itself_scores_higher_and_bad_children_stop_early(
     assert diff.returncode == 0, diff.stderr
     changed = [line for line in diff.stdout.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
     assert changed == [f"+{CAPABLE}"], diff.stdout
+    # lineage shows each self-modification with the diagnosis it carried out
+    shown = subprocess.run([python, "-m", "openended", "lineage", str(db), str(child)], env=cli_env,
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "self-modifications" in shown.stdout and f"Add the line '{CAPABLE}'" in shown.stdout, shown.stdout
+    steps = json.loads(subprocess.run([python, "-m", "openended", "lineage", str(db), str(child), "--json"],
+                                      env=cli_env, capture_output=True, text=True, check=True).stdout)
+    assert [s["diagnosis"] is not None for s in steps] == [False, True], steps
+
+
+def test_no_selfimprove_the_seed_agent_makes_every_change(tmp_path, cli_env, python, docker_engine):
+    """The DGM's no_selfimprove comparison: the seed agent edits each parent's files, so a parent that gained
+    the capability does not carry it into how it edits (with `latest`, each child extends the newest)."""
+    edits: list[str] = []
+
+    def model(request):
+        if "Improve this coding agent" in request.prompt and "\nAction: " not in request.prompt:
+            edits.append(request.prompt)
+        return _model(request)
+
+    db = tmp_path / "fixed.db"
+    with FaultServer(default=respond(model)) as server:
+        proc = subprocess.run([python, *_campaign(tmp_path, db, server.base_url, budget=6), "--dgm", "no_selfimprove",
+                               "--selection", "latest"], env=cli_env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert edits, "no self-edit reached the model"
+    # every edit was made by the seed's prompt, even of a parent whose own prompt starts with the capability
+    assert all(prompt.startswith("You are a careful Python programmer.") for prompt in edits), edits[0][:200]
+    assert any(f"--- prompt.txt ---\n{CAPABLE}" in prompt for prompt in edits), "no capable parent was edited"
+    con = sqlite3.connect(db)
+    try:
+        config = json.loads(con.execute("SELECT config FROM runs").fetchone()[0])
+    finally:
+        con.close()
+    assert config["mutation"]["params"] == {"timeout_s": 60, "editor": "seed"}
+    assert config["selection"]["strategy"] == "latest" and config["archive"]["kind"] == "all"
 
 
 def _campaign(tmp_path, db, base_url: str, *, ray_address: str | None = None, budget: int = 4) -> list[str]:

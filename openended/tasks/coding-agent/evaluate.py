@@ -10,7 +10,8 @@ Outputs: ``<id>/solution.py`` per problem and ``acting.json`` (per problem: its 
 tokens the gateway counted, the seconds, how the run ended), which the scorer reads for the descriptors.
 
 With ``self_edit`` in its arguments (the ``self_improve`` operator), it runs the agent once instead, on a
-copy of its own files with that statement as its problem, and returns the files it leaves as its outputs.
+copy of its own files (or of ``edit_files``, when a fixed agent edits another) with that statement as its
+problem, and returns the files it leaves as its outputs.
 """
 
 import json
@@ -99,12 +100,14 @@ def read_tree(folder):
     return found, skipped
 
 
-def self_edit(files, statement, timeout_s):
-    """The agent run on a writable copy of its own files: the files it leaves, as outputs."""
+def self_edit(files, statement, timeout_s, target=None):
+    """The agent run on a writable copy of its own files (or of ``target``'s, {name: text}, when a fixed
+    agent edits another): the files it leaves, as outputs."""
+    edited = files if target is None else {name: text.encode("utf-8") for name, text in target.items()}
     try:
         with run_agent(files, ENTRY, timeout_s=timeout_s) as agent:
             workspace = os.path.join(agent.folder, "workspace")
-            for name, data in files.items():
+            for name, data in edited.items():
                 path = os.path.join(workspace, *name.split("/"))
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "wb") as fh:
@@ -118,8 +121,8 @@ def self_edit(files, statement, timeout_s):
 
 def evaluate_batch(genomes, args):
     if args.get("self_edit"):
-        return [self_edit(files, str(args["self_edit"]), float(args.get("problem_timeout_s", 600)))
-                for files in genomes]
+        return [self_edit(files, str(args["self_edit"]), float(args.get("problem_timeout_s", 600)),
+                          args.get("edit_files")) for files in genomes]
     chosen = problems(int(args.get("problems", 10)))
     timeout_s = float(args.get("problem_timeout_s", 120))
     log_chars = int(args.get("log_chars", 300))
