@@ -58,10 +58,14 @@ class GitExport:
 
 def commit_message(step: LineageStep) -> str:
     """``agent N: operator OP, model M, fitness F (STATUS)`` for one :func:`lineage` step
-    (``model none`` for LLM-free operators; fitness as Python prints the float, ``none`` if unset)."""
+    (``model none`` for LLM-free operators; fitness as Python prints the float, ``none`` if unset). A
+    self-modification's message body is the diagnosis it carried out, so ``git log`` says why each change
+    was made."""
     fitness = "none" if step["fitness"] is None else repr(float(step["fitness"]))
     model = step["model"] or "none"
-    return f"agent {step['id']}: operator {step['operator']}, model {model}, fitness {fitness} ({step['status']})\n"
+    subject = f"agent {step['id']}: operator {step['operator']}, model {model}, fitness {fitness} ({step['status']})\n"
+    diagnosis = (step.get("diagnosis") or "").strip()
+    return f"{subject}\nDiagnosis: {diagnosis}\n" if diagnosis else subject
 
 
 def _target_dir(out_dir: str | os.PathLike[str], overwrite: bool, db_path: Path) -> Path:

@@ -87,6 +87,14 @@ def test_a_child_that_improved_itself_scores_higher_and_bad_children_stop_early(
     steps = json.loads(subprocess.run([python, "-m", "openended", "lineage", str(db), str(child), "--json"],
                                       env=cli_env, capture_output=True, text=True, check=True).stdout)
     assert [s["diagnosis"] is not None for s in steps] == [False, True], steps
+    # the best lineage exported as git: the agent's code history, each self-modification with its diagnosis
+    repo = tmp_path / "history"
+    exported = subprocess.run([python, "-m", "openended", "export", str(db), str(child), "--git", str(repo)],
+                              env=cli_env, capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr
+    log = subprocess.run(["git", "-C", str(repo), "log", "-p", "--format=%B"], capture_output=True, text=True,
+                         check=True).stdout
+    assert f"Diagnosis: Add the line '{CAPABLE}'" in log and f"+{CAPABLE}" in log, log[:3000]
 
 
 def test_no_selfimprove_the_seed_agent_makes_every_change(tmp_path, cli_env, python, docker_engine):
