@@ -1,0 +1,31 @@
+"""The DGM comparison configurations (``openended run --dgm NAME``): what each sets; bad names refused."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from openended.config import load_config
+from openended.dgm import DGM_CONFIGURATIONS, dgm_overrides
+
+
+@pytest.mark.parametrize("name, strategy, editor", [("full", "score_child", "parent"),
+                                                    ("no_selfimprove", "score_child", "seed"),
+                                                    ("no_darwin", "latest", "parent"), ("clade", "clade", "parent")])
+def test_each_configuration_is_a_valid_campaign(name, strategy, editor):
+    config = load_config(None, {**dgm_overrides(name), "task": "coding-agent-tiny"})
+    assert config.selection.strategy == strategy and config.mutation.operator == "self_improve"
+    assert config.mutation.params.get("editor", "parent") == editor
+    assert config.archive.kind == "all"
+    assert set(DGM_CONFIGURATIONS) == {"full", "no_selfimprove", "no_darwin", "clade"}
+
+
+def test_a_bad_name_or_editor_is_refused_naming_it(python, cli_env, tmp_path):
+    proc = subprocess.run([python, "-m", "openended", "run", "--dgm", "no_such", "--db", str(tmp_path / "x.db")],
+                          env=cli_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "unknown DGM configuration 'no_such'" in proc.stderr
+    assert "no_selfimprove" in proc.stderr
+    assert not (tmp_path / "x.db").exists()
+    with pytest.raises(Exception, match="self_improve editor must be one of parent, seed, got 'child'"):
+        load_config(None, {"mutation.operator": "self_improve", "mutation.params.editor": "child"})
