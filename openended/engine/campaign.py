@@ -43,6 +43,7 @@ from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
 from openended.portfolio import Arm, Portfolio
 from openended.qd import Archive, DescriptorSpace, make_archive, restore_archive
+from openended.qd.archive import FLOAT_NOISE
 from openended.sandbox import SandboxUnavailable
 from openended.sandbox import describe as describe_sandbox
 from openended.sandbox import resolve as resolve_sandbox
@@ -141,7 +142,8 @@ class Campaign:
     def _new_archive(self, config: CampaignConfig) -> Archive:
         try:
             return make_archive(config.archive.kind, space=DescriptorSpace.from_dict(self.task.descriptor_space),
-                                fitness_offset=self.task.fitness_lower, seed=config.seed, **config.archive.params)
+                                fitness_offset=self.task.fitness_lower, seed=config.seed,
+                                tolerance=self.task.spec.fitness.tolerance, noise=FLOAT_NOISE, **config.archive.params)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"key 'archive.params' for archive kind {config.archive.kind!r}: {exc}") from None
 
@@ -200,7 +202,7 @@ class Campaign:
         self.recorder = Recorder(
             self.db, self.archive, lineage=self.lineage, portfolio=self.portfolio, counters=self.counters,
             n_descriptors=len(run["descriptor_schema"]["space"]["names"]),
-            dedupe=Dedupe(self.db.genome_firsts()) if code else None, driver_state=self._driver_state,
+            dedupe=Dedupe.from_store(self.db) if code else None, driver_state=self._driver_state,
             requeue=self._requeue, remember=self.genomes.put, fitness_upper=self.task.spec.fitness.upper,
             ordered=ordered)
         self.jobs = JobMaker(self.task, self.config, self.db, self.archive, self.lineage, self.genomes,

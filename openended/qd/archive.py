@@ -21,7 +21,11 @@ from openended.qd.members import MemberStore, NoveltyIndex
 from openended.qd.space import DescriptorSpace, SpaceLike, check_agent_id, check_fitness, check_int
 from openended.qd.stats import ArchiveStats, QDStats
 
-__all__ = ["AddResult", "Archive", "CellMeasure", "archive_class"]
+__all__ = ["FLOAT_NOISE", "AddResult", "Archive", "CellMeasure", "archive_class"]
+
+#: The relative margin campaigns set (:meth:`Archive.set_margin`): a child 1e-12 x |elite| fitter than an elite
+#: differs from it by floating-point rounding (summing the same numbers in another order), not by merit.
+FLOAT_NOISE = 1e-12
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,10 @@ class Archive:
         if not check_int(k, 1):
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         self.k = int(k)
+        # How much fitter than an elite a child must be to replace it (grid and cvt; see ``fitter``):
+        # more than ``tolerance``, and more than ``noise`` x max(1, |elite|). Both 0: strictly fitter.
+        self.tolerance = 0.0
+        self.noise = 0.0
         self._store = MemberStore(space.dim)
         self._index = NoveltyIndex(self._store, self.k, space.diameter)
         self._measure: CellMeasure
@@ -147,6 +155,18 @@ class Archive:
         self._stats.replace(mcell, old_fitness, fitness)
         self._index.replaced(slot)
         self._index.changed()
+
+    def set_margin(self, *, tolerance: float = 0.0, noise: float = 0.0) -> None:
+        """Require a replacing child to be fitter than the elite by more than ``tolerance`` (absolute) and
+        ``noise`` x max(1, |elite|) (relative: floating-point noise). Part of the schema when not 0."""
+        for name, value in (("tolerance", tolerance), ("noise", noise)):
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")):
+                raise ValueError(f"fitness {name} must be a finite number >= 0, got {value!r}")
+        self.tolerance, self.noise = float(tolerance), float(noise)
+
+    def fitter(self, fitness: float, elite: float) -> bool:
+        """Whether a child of ``fitness`` may replace an elite of fitness ``elite``."""
+        return fitness - elite > max(self.tolerance, self.noise * max(1.0, abs(elite)))
 
     # ------------------------------------------------------------------ public API
     def novelty(self, descriptors: npt.ArrayLike) -> np.ndarray:
@@ -227,12 +247,14 @@ class Archive:
 
     def schema(self) -> dict[str, Any]:
         """JSON-able description fixed at creation (kind, space, offset, k, edges or centroids...)."""
+        margin = {name: value for name, value in (("tolerance", self.tolerance), ("noise", self.noise)) if value}
         return {
             "kind": self.kind,
             "space": self.space.to_dict(),
             "fitness_offset": self.fitness_offset,
             "k": self.k,
             **self._kind_schema(),
+            **margin,
         }
 
     def state(self) -> dict[str, Any]:
@@ -254,6 +276,7 @@ class Archive:
         if cls is not Archive and cls is not target:
             raise ValueError(f"{cls.__name__}.restore got a schema of kind {kind!r}")
         arch = target._from_schema(schema)
+        arch.set_margin(tolerance=schema.get("tolerance", 0.0), noise=schema.get("noise", 0.0))
         arch._load_elites(elites)
         arch._stats.evaluations = int(state.get("evaluations", 0))
         arch._set_kind_state(state)

@@ -4,7 +4,8 @@
     MAP-Elites. The descriptor space is cut into ``bins[i]`` equal bins per dimension (edges from
     ``np.linspace``, saved in the schema). Descriptors outside the bounds are clipped into the edge
     cells. A child enters an empty cell (``new_cell``) or replaces the elite when its fitness is
-    strictly greater (``improved``); otherwise ``not_added``.
+    strictly greater, by more than the archive's margin when one is set (:meth:`Archive.set_margin`:
+    the task's ``[fitness] tolerance``) (``improved``); otherwise ``not_added``.
 ``cvt``
     CVT-MAP-Elites. ``cells`` centroids (default 1024) from k-means (Lloyd iterations, nearest
     centroid by ``scipy.spatial.cKDTree``) over a seeded uniform sample of the bounds; centroids are
@@ -41,7 +42,7 @@ class CellArchive(Archive):
             self._slot_of_cell[cell] = slot
             self._n_new += 1
             return AddResult("new_cell", novelty, cell, None)
-        if fitness > self._store.fitness[slot]:
+        if self.fitter(fitness, float(self._store.fitness[slot])):
             old = int(self._store.ids[slot])
             self._replace(slot, agent_id, fitness, x, novelty, cell)
             return AddResult("improved", novelty, cell, old)

@@ -28,9 +28,10 @@ if tuple(KIND_CLASSES) != ARCHIVE_KINDS or any(archive_class(k) is not c for k, 
     raise ImportError(f"archive classes {dict(KIND_CLASSES)} do not match the archive kinds {ARCHIVE_KINDS}")
 
 
-def make_archive(kind: str, *, space: SpaceLike, fitness_offset: float, seed: int = 0,
-                 **params: Any) -> Archive:
-    """A new archive of ``kind`` (one of ARCHIVE_KINDS); ``seed`` drives the CVT sample.
+def make_archive(kind: str, *, space: SpaceLike, fitness_offset: float, seed: int = 0, tolerance: float = 0.0,
+                 noise: float = 0.0, **params: Any) -> Archive:
+    """A new archive of ``kind`` (one of ARCHIVE_KINDS); ``seed`` drives the CVT sample; ``tolerance`` and
+    ``noise``: how much fitter a child must be to replace an elite (:meth:`Archive.set_margin`).
 
     ValueError naming an unknown kind (and the valid ones) or unknown parameters.
     """
@@ -40,7 +41,9 @@ def make_archive(kind: str, *, space: SpaceLike, fitness_offset: float, seed: in
         raise ValueError(f"unknown parameter(s) {bad} for archive kind {kind!r}")
     if cls.seeded:
         params["seed"] = seed
-    return cls(space=space, fitness_offset=fitness_offset, **params)
+    archive = cls(space=space, fitness_offset=fitness_offset, **params)
+    archive.set_margin(tolerance=tolerance, noise=noise)
+    return archive
 
 
 def restore_archive(*, schema: Mapping[str, Any], state: Mapping[str, Any], elites: list[dict[str, Any]]) -> Archive:

@@ -36,6 +36,9 @@ class FitnessSpec(_Strict):
     lower: float = 0.0
     upper: float | None = None
     target: float | None = None  # solved at or above this
+    # an elite (grid, cvt archives) is replaced only by a child fitter by more than this; whatever it is, a
+    # child must also be fitter by more than floating-point noise (openended.qd.archive.FLOAT_NOISE x |elite|)
+    tolerance: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class LimitsSpec(_Strict):

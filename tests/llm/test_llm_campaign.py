@@ -224,7 +224,7 @@ def test_a_duplicate_inherits_the_genome_s_failures_but_not_the_machinery_s(tmp_
                              "sandbox.kind": "inprocess", "deterministic": False})
     campaign = Campaign(cfg)
     seed = load_task("binpack").seed_files()
-    child = {"priority.py": seed["priority.py"] + b"\n# edited\n"}
+    child = {"priority.py": seed["priority.py"] + b"\nEDITED = 1\n"}  # a comment alone: a duplicate of the seed
     db = campaign.db
     db.propose([Proposal(0, None, "seed", 1), Proposal(1, 0, "ast", 2), Proposal(2, 0, "ast", 3)])
     db.record([Outcome(0, "archived", files=seed, fitness=-4.5, descriptors=[1.0, 0.0]),
