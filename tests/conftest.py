@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,14 +47,33 @@ def python():
 SANDBOX_IMAGE = "openended-sandbox:latest"
 
 
+def _required(what: str, problem: str | None) -> None:
+    """Skip the test by hand when ``what`` cannot run here (``problem`` says why); fail under CI=true."""
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {what} cannot run: {problem}")
+        pytest.skip(f"{what} unavailable: {problem}")
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     """The Docker engine and the sandbox image; skip without them by hand, fail under CI=true."""
     from openended.sandbox.engine import docker_problem
 
-    problem = docker_problem(SANDBOX_IMAGE)
-    if problem is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the Docker sandbox cannot run: {problem}")
-        pytest.skip(f"Docker sandbox unavailable: {problem}")
+    _required("the Docker sandbox", docker_problem(SANDBOX_IMAGE))
     return SANDBOX_IMAGE
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    """The embedded model's packages (llama-cpp-python and the Gemma weights); skip without them by hand,
+    fail under CI=true."""
+    from openended.llm.local import local_model_unavailable
+
+    _required("the embedded model", local_model_unavailable())
+
+
+def containers_left(label: str) -> list[str]:
+    """The ids of the containers, running or not, that carry the campaign label ``label``."""
+    return subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={label}"],
+                          capture_output=True, text=True, check=True).stdout.split()

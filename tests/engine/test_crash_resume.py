@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import toy
+from conftest import containers_left, toy
 
 BUDGET = 240
 
@@ -158,8 +158,6 @@ def test_campaign_on_a_two_node_cluster(tmp_path, python, cli_env, sandbox, requ
         if sandbox == "docker":
             from openended.sandbox import campaign_label
 
-            left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={campaign_label(db)}"],
-                                  capture_output=True, text=True).stdout.split()
-            assert left == [], "the campaign's containers are removed at its end"
+            assert containers_left(campaign_label(db)) == [], "the campaign's containers are removed at its end"
     finally:
         cluster.shutdown()

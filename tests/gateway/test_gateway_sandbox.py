@@ -180,14 +180,9 @@ def test_the_process_sandbox_gives_the_socket_too(upstream):
     assert refused.failure_kind is not None and "one agent per evaluation" in refused.reason
 
 
-def test_an_agent_in_docker_calls_the_embedded_gemma_through_the_gateway(docker_engine):
-    from openended.llm import LocalModelServer, local_model_unavailable, local_spec
+def test_an_agent_in_docker_calls_the_embedded_gemma_through_the_gateway(docker_engine, embedded_model):
+    from openended.llm import LocalModelServer, local_spec
 
-    problem = local_model_unavailable()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the embedded model cannot run: {problem}")
-        pytest.skip(problem)
     box = _sandbox("pool", "test-gateway-gemma")
     try:
         with LocalModelServer() as server, Gateway([local_spec(server, max_tokens=16)]) as gateway:

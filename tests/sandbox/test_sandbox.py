@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, containers_left
 
 from openended.config import ConfigError, load_config
 from openended.sandbox import FailureKind, Limits, SandboxSpec, resolve, sweep
@@ -36,9 +36,6 @@ def _docker(mode="pool", label="test-sandbox", pool_max=3, **limits) -> DockerSa
     return DockerSandbox(spec, str(HOSTILE))
 
 
-def _labelled(label: str) -> list[str]:
-    return subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={label}"],
-                          capture_output=True, text=True, check=True).stdout.split()
 
 
 def test_pool_replaces_its_container_after_a_failure_and_after_n_evaluations(docker_engine):
@@ -60,7 +57,7 @@ def test_pool_replaces_its_container_after_a_failure_and_after_n_evaluations(doc
         assert box.evaluate([OK], {}).failure_kind is None
     finally:
         box.close()
-    assert _labelled("test-pool") == []
+    assert containers_left("test-pool") == []
 
 
 def test_fresh_mode_leaves_no_container_and_keeps_output_tails(docker_engine):
@@ -75,7 +72,7 @@ def test_fresh_mode_leaves_no_container_and_keeps_output_tails(docker_engine):
         assert 3 <= timeout.seconds < 15
     finally:
         box.close()
-    assert _labelled("test-fresh") == []
+    assert containers_left("test-fresh") == []
 
 
 def test_process_sandbox_limits_and_clean_environment(monkeypatch, tmp_path):
@@ -184,7 +181,7 @@ def test_a_child_cannot_forge_the_report_nor_reach_the_runner(docker_engine, mod
         assert box.evaluate([OK], {}).results[0]["fitness"] == 0.25
     finally:
         box.close()
-    assert _labelled(f"test-forge-{mode}") == []
+    assert containers_left(f"test-forge-{mode}") == []
 
 
 def test_pool_evaluations_see_nothing_the_previous_one_left(docker_engine):
@@ -212,7 +209,7 @@ def test_pool_container_killed_during_an_evaluation_is_a_sandbox_error_then_repl
         assert box.evaluate([OK], {}).failure_kind is None
     finally:
         box.close()
-    assert _labelled("test-killed") == []
+    assert containers_left("test-killed") == []
 
 
 def test_sweep_is_not_upset_by_containers_removed_while_it_lists(docker_engine):
@@ -227,4 +224,4 @@ def test_sweep_is_not_upset_by_containers_removed_while_it_lists(docker_engine):
         while remover.is_alive():
             assert sweep("test-sweep-race", only_dead_owners=True) == 0, "their owner (this process) is alive"
         remover.join()
-    assert _labelled("test-sweep-race") == []
+    assert containers_left("test-sweep-race") == []

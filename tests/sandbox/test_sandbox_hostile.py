@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, containers_left
 
 from openended.sandbox import campaign_label
 
@@ -177,10 +177,6 @@ def _write_config(path: Path, db: Path, agents: list[Path], mode: str, budget: i
     path.write_text("\n".join(lines) + "\n")
 
 
-def _containers(label: str) -> list[str]:
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={label}"],
-                         capture_output=True, text=True, check=True).stdout
-    return out.split()
 
 
 @pytest.mark.parametrize("mode", ["pool", "fresh"])
@@ -232,7 +228,7 @@ def test_hostile_children_fail_with_the_right_kind(tmp_path, cli_env, python, do
         dump = "\n".join(conn.iterdump())
         assert FAKE_KEY not in dump and FAKE_KEY not in proc.stdout + proc.stderr
         conn.close()
-        assert _containers(campaign_label(db)) == [], "every container of the campaign is removed"
+        assert containers_left(campaign_label(db)) == [], "every container of the campaign is removed"
     finally:
         secret.unlink(missing_ok=True)
 
@@ -250,21 +246,21 @@ def test_kill_9_of_the_driver_leaves_no_container_after_resume(tmp_path, cli_env
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _containers(label):
+        while time.monotonic() < deadline and not containers_left(label):
             time.sleep(0.2)
-        assert _containers(label), "the campaign started a container"
+        assert containers_left(label), "the campaign started a container"
         time.sleep(0.5)  # the slow child is running in it
     finally:
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
     time.sleep(1)
-    survivors = _containers(label)
+    survivors = containers_left(label)
     assert survivors, "a kill -9 leaves the running child's container behind (the engine owns it)"
 
     resumed = subprocess.run([python, "-m", "openended", "resume", str(db), "--quiet"], env=cli_env,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _containers(label) == []
+    assert containers_left(label) == []
     conn = sqlite3.connect(db)
     statuses = dict(conn.execute("SELECT id, status FROM agents"))
     conn.close()
@@ -321,4 +317,4 @@ def test_the_binpack_forgery_fails_as_forged_result(tmp_path, cli_env, python, d
     assert best is not None and best < -1.0, "the honest seed (best fit, about -4.6) is the best, not a forged 0.0"
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
-    assert _containers(campaign_label(db)) == []
+    assert containers_left(campaign_label(db)) == []

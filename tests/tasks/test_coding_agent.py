@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 
 import pytest
+from conftest import containers_left
 from llm_fault_server import FaultServer, ok, respond
 
 from openended.sandbox import campaign_label
@@ -90,24 +91,14 @@ def test_a_coding_agent_campaign_with_a_scripted_model(tmp_path, cli_env, python
     assert requests == 14
     assert (tokens_in, tokens_out) == (200 + 400 + 750, 40 + 80 + 141)
     assert json.loads(descriptors) == [pytest.approx(891 / 3), pytest.approx(8 / 3)]
-    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={campaign_label(db)}"],
-                               capture_output=True, text=True, check=True).stdout.split()
-    assert leftovers == []
+    assert containers_left(campaign_label(db)) == []
 
 
-def test_a_short_coding_agent_campaign_with_the_embedded_gemma(tmp_path, cli_env, python, docker_engine):
+def test_a_short_coding_agent_campaign_with_the_embedded_gemma(tmp_path, cli_env, python, docker_engine,
+                                                               embedded_model):
     """Whatever it scores: the cascade runs, the scorer scores, a self_improve child is made (or fails with
     its reason), every child's tokens are recorded, and no container is left behind. The model is the
     embedded Gemma 3 270M (a base model; it rarely solves any problem)."""
-    import os
-
-    from openended.llm import local_model_unavailable
-
-    problem = local_model_unavailable()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the embedded model cannot run: {problem}")
-        pytest.skip(problem)
     db = tmp_path / "gemma.db"
     config = tmp_path / "campaign.toml"
     config.write_text("\n".join([
@@ -139,6 +130,4 @@ def test_a_short_coding_agent_campaign_with_the_embedded_gemma(tmp_path, cli_env
             assert 0.0 <= fitness <= 1.0
         # a child's row holds its mutation's tokens and, at least, every gateway call its stages made
         assert tokens_in + tokens_out >= spent.get(agent_id, 0) and (agent_id != 0 or spent[0] > 0), agents
-    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={campaign_label(db)}"],
-                               capture_output=True, text=True, check=True).stdout.split()
-    assert leftovers == []
+    assert containers_left(campaign_label(db)) == []

@@ -10,6 +10,7 @@ import re
 import sqlite3
 import subprocess
 
+from conftest import containers_left
 from llm_fault_server import FaultServer, ok, respond
 
 from archive_db import ArchiveDB
@@ -184,6 +185,4 @@ def test_kill_9_during_a_self_edit_then_resume(tmp_path, cli_env, python, docker
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     # the child in its self-edit at the kill was made again from its recorded seed; nothing was counted twice
     assert _store(db) == _store(ref)
-    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={campaign_label(db)}"],
-                               capture_output=True, text=True, check=True).stdout.split()
-    assert leftovers == []
+    assert containers_left(campaign_label(db)) == []
