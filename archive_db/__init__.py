@@ -2,10 +2,10 @@
 
 See :class:`ArchiveDB`, the facade. Its rooms: ``connection`` (opening, migrations, read-only
 mode, transactions), ``records`` (what goes in and :func:`check_outcome`, the lifecycle rules),
-``genomes`` (content-addressed file trees), ``reads`` (lineage and other reads), ``sql`` (the
-SQL files), ``maintenance`` (:func:`vacuum`, giving free pages back). Schema: ``migrations/``
-(source of truth) and ``schema.sql`` (the current schema, generated, for reading). Named queries:
-``queries/*.sql``.
+``genomes`` (content-addressed file trees), ``recipes`` (compact genomes, regenerated from their
+parent), ``reads`` (lineage and other reads), ``sql`` (the SQL files), ``maintenance``
+(:func:`vacuum`, giving free pages back). Schema: ``migrations/`` (source of truth) and
+``schema.sql`` (the current schema, generated, for reading). Named queries: ``queries/*.sql``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from .errors import (
     InvalidValueError,
     NewerSchemaError,
     NotADatabaseError,
+    RegenerationError,
     RunExistsError,
     UnknownAgentError,
 )
 from .genomes import genome_hash
+from .integrity import IntegrityReport
 from .maintenance import VacuumReport, vacuum
 from .reads import Ancestor
+from .recipes import MATERIALISE_EVERY, Recipe
 from .records import (
     FAIL_STAGES,
     RUN_STATUSES,
@@ -63,6 +66,9 @@ __all__ = [
     "InvalidTransitionError",
     "InvalidValueError",
     "RunExistsError",
+    "RegenerationError",
+    "Recipe",
+    "MATERIALISE_EVERY",
     "Migration",
     "migrations",
     "query_names",
@@ -71,6 +77,7 @@ __all__ = [
     "schema_sql",
     "vacuum",
     "VacuumReport",
+    "IntegrityReport",
 ]
 
 

@@ -32,3 +32,13 @@ class InvalidValueError(ArchiveDBError, ValueError):
 
 class RunExistsError(ArchiveDBError):
     """``create_run`` on a database that already holds a run."""
+
+
+class RegenerationError(ArchiveDBError):
+    """A compact genome (:mod:`archive_db.recipes`) that cannot be regenerated to the bytes it had: its
+    recipe, seed or an ancestor's genome changed, or this openended regenerates it differently. Never
+    answered with a wrong genome. ``agent_id``: the agent whose genome was asked for."""
+
+    def __init__(self, message: str, agent_id: int):
+        super().__init__(message)
+        self.agent_id = agent_id

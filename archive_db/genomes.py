@@ -29,6 +29,7 @@ class GenomeParts:
     manifest: str  # JSON {path: blob hash}, sorted
     total_bytes: int
     blobs: dict[str, bytes]  # blob hash -> content
+    files: dict[str, bytes]  # path -> content, as given (bytes)
 
 
 def genome_parts(files: object, what: str = "genome") -> GenomeParts:
@@ -39,6 +40,7 @@ def genome_parts(files: object, what: str = "genome") -> GenomeParts:
     h = hashlib.sha256()
     manifest: dict[str, str] = {}
     blobs: dict[str, bytes] = {}
+    given: dict[str, bytes] = {}
     total = 0
     for path in sorted(files):
         content = files[path]
@@ -53,9 +55,11 @@ def genome_parts(files: object, what: str = "genome") -> GenomeParts:
         bh = hashlib.sha256(content).hexdigest()
         blobs.setdefault(bh, content)
         manifest[path] = bh
+        given[path] = content
         h.update(f"{path}\x00{bh}\n".encode())
         total += len(content)
-    return GenomeParts(h.hexdigest(), json.dumps(manifest, separators=(",", ":"), sort_keys=True), total, blobs)
+    return GenomeParts(h.hexdigest(), json.dumps(manifest, separators=(",", ":"), sort_keys=True), total, blobs,
+                       given)
 
 
 def genome_hash(files: dict[str, bytes]) -> str:
@@ -96,9 +100,18 @@ def store_genomes(conn: sqlite3.Connection, genomes: Mapping[str, GenomeParts]) 
 
 def load_genome(conn: sqlite3.Connection, genome_hash: str) -> dict[str, bytes]:
     """The file tree stored under ``genome_hash``, paths sorted."""
+    files = load_materialised(conn, genome_hash)
+    if files is None:
+        raise InvalidValueError(f"unknown genome hash {genome_hash!r}")
+    return files
+
+
+def load_materialised(conn: sqlite3.Connection, genome_hash: str) -> dict[str, bytes] | None:
+    """The file tree stored in full under ``genome_hash``; None when no genomes row holds it (it may be a
+    compact genome: :mod:`archive_db.recipes`)."""
     row = conn.execute("SELECT manifest FROM genomes WHERE hash = ?", (genome_hash,)).fetchone()
     if row is None:
-        raise InvalidValueError(f"unknown genome hash {genome_hash!r}")
+        return None
     manifest: dict[str, str] = json.loads(row[0])
     wanted = set(manifest.values())
     blobs = {}

@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .errors import InvalidTransitionError, InvalidValueError
 from .genomes import GenomeParts, genome_parts
+from .recipes import Recipe
 
 STATUSES: tuple[str, ...] = ("proposed", "mutated", "evaluated", "archived", "rejected", "failed")
 TERMINAL_STATUSES = frozenset({"archived", "rejected", "failed"})
@@ -73,6 +74,7 @@ class Outcome:
     cost: float = 0.0
     model: str | None = None
     duplicate_of: int | None = None
+    recipe: Recipe | None = None  # how ``files`` were made from the parent: the store may keep them compact
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ class CheckedOutcome:
     model: str | None
     duplicate_of: int | None
     state: AgentState  # the agent's state once this step is applied
+    recipe: Recipe | None = None  # given with the files (archive_db.recipes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,6 +225,23 @@ def _check_genome(o: Outcome, aid: int) -> tuple[GenomeParts | None, str | None]
     return None, o.genome_hash
 
 
+def _check_recipe(o: Outcome, aid: int) -> Recipe | None:
+    r = o.recipe
+    if r is None:
+        return None
+    if not isinstance(r, Recipe):
+        raise InvalidValueError(f"agent {aid}: recipe must be a Recipe, not {type(r).__name__}")
+    if o.files is None:
+        raise InvalidValueError(f"agent {aid}: a recipe comes with the files it made")
+    if not isinstance(r.operator, str) or not r.operator:
+        raise InvalidValueError(f"agent {aid}: recipe operator must be a non-empty string")
+    as_int(r.version, f"agent {aid}: recipe version")
+    if not isinstance(r.params, Mapping):
+        raise InvalidValueError(f"agent {aid}: recipe params must be a mapping, not {type(r.params).__name__}")
+    to_json(dict(r.params), f"agent {aid}: recipe params")
+    return r
+
+
 def _check_failure(o: Outcome, aid: int) -> None:
     if o.status == "failed":
         if o.fail_stage not in FAIL_STAGES:
@@ -279,7 +299,7 @@ def check_outcome(o: object, current: AgentState, *, n_descriptors: int | None =
         id=aid, status=tgt, genome=genome, genome_hash=gh, fitness=fitness, descriptors=desc, metrics=metrics,
         feedback=o.feedback, eval_seconds=eval_seconds, novelty=novelty, cell=cell, archive_event=o.archive_event,
         fail_stage=o.fail_stage, fail_reason=o.fail_reason, tokens_in=tin, tokens_out=tout, cost=cost,
-        model=o.model, duplicate_of=dup, state=state,
+        model=o.model, duplicate_of=dup, state=state, recipe=_check_recipe(o, aid),
     )
 
 

@@ -22,8 +22,10 @@ from typing import Any
 
 from .connection import StoreConnection
 from .errors import ArchiveDBError, InvalidValueError, RunExistsError, UnknownAgentError
-from .genomes import GenomeParts, genome_parts, load_genome, store_genomes
+from .genomes import GenomeParts, genome_parts, store_genomes
+from .integrity import IntegrityReport, check_integrity
 from .reads import Reads
+from .recipes import MATERIALISE_EVERY, CompactCandidate, Genomes, RecipeRow, regenerator
 from .records import (
     NEEDS_FITNESS,
     NEEDS_GENOME,
@@ -70,6 +72,10 @@ class ArchiveDB(StoreConnection, Reads):
     """
 
     _declared_ndesc: int | None = None  # from the run row's descriptor_schema, once read
+    # a compact genome's lineage is stored in full at least every this many regenerations (archive_db.recipes);
+    # 1: every genome in full
+    materialise_every: int = MATERIALISE_EVERY
+    _genome_store: Genomes | None = None
 
     # ---- run header ---------------------------------------------------------------------
 
@@ -141,6 +147,13 @@ class ArchiveDB(StoreConnection, Reads):
 
     # ---- genomes ------------------------------------------------------------------------
 
+    @property
+    def genomes(self) -> Genomes:
+        """Genome reads (regenerating compact ones) and the compact writes, with their cache."""
+        if self._genome_store is None or self._genome_store.conn is not self.conn:
+            self._genome_store = Genomes(self.conn)
+        return self._genome_store
+
     def put_genome(self, files: dict[str, bytes]) -> str:
         """Store a file tree content-addressed; returns its genome hash."""
         genome = genome_parts(files)
@@ -149,12 +162,50 @@ class ArchiveDB(StoreConnection, Reads):
         return genome.hash
 
     def get_genome(self, genome_hash: str) -> dict[str, bytes]:
-        return load_genome(self.conn, genome_hash)
+        """The file tree with ``genome_hash``, stored in full or regenerated from a recipe (RegenerationError
+        if that does not give its bytes); InvalidValueError for a hash the store does not hold."""
+        return self.genomes.files(genome_hash)
 
     def agent_files(self, agent_id: int) -> dict[str, bytes]:
-        """The agent's files; ``{}`` while it has no genome yet (proposed, or failed in mutation)."""
-        gh = self._agent_field(agent_id, "genome_hash")
-        return self.get_genome(gh) if gh is not None else {}
+        """The agent's files; ``{}`` while it has no genome yet (proposed, or failed in mutation). A compact
+        genome is regenerated and checked against its hash (RegenerationError naming the agent if it fails)."""
+        return self.genomes.agent_files(agent_id)
+
+    def materialise(self, agent_ids: Iterable[int]) -> int:
+        """Store these agents' genomes in full (what is read often: no regeneration again); returns how many
+        were compact."""
+        self._writable()
+        ids = sorted({as_int(a, "agent id") for a in agent_ids})
+        with self.transaction():
+            compact = [r[0] for r in self.conn.execute(
+                "SELECT agent_id FROM recipes WHERE agent_id IN (SELECT value FROM json_each(?))", (ids_json(ids),))]
+            for aid in compact:
+                genome = genome_parts(self.agent_files(aid))
+                store_genomes(self.conn, {genome.hash: genome})
+            self.conn.execute("DELETE FROM recipes WHERE agent_id IN (SELECT value FROM json_each(?))",
+                              (ids_json(compact),))
+        return len(compact)
+
+    def check_integrity(self, *, regenerate: bool = True) -> IntegrityReport:
+        """SQLite's checks, every stored genome against its hash, every recipe (and with ``regenerate`` every
+        compact genome regenerated): :func:`archive_db.integrity.check_integrity`."""
+        return check_integrity(self.conn, regenerate=regenerate)
+
+    def _compact(self, checked: list[CheckedOutcome], genomes: dict[str, GenomeParts]) -> list[RecipeRow]:
+        """The recipes rows of the outcomes kept compact (their genomes leave ``genomes``)."""
+        items: list[CompactCandidate] = []
+        full: set[str] = set()
+        batch_hash: dict[int, str] = {}
+        for c in checked:
+            if c.genome is None:
+                continue
+            batch_hash[c.id] = c.genome.hash
+            found = None if c.recipe is None else regenerator(c.recipe.operator, c.recipe.version)
+            if c.recipe is None or found is None:
+                full.add(c.genome.hash)
+                continue
+            items.append(CompactCandidate(c.id, c.genome, self.genomes.method_id(c.recipe, found[1])))
+        return self.genomes.compact(items, genomes, full=full, batch_hash=batch_hash, every=self.materialise_every)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -230,8 +281,11 @@ class ArchiveDB(StoreConnection, Reads):
                     n_descriptors = len(c.descriptors)
                 checked.append(c)
             genomes = self._check_references(checked)
+            recipes = self._compact(checked, genomes)
             store_genomes(self.conn, genomes)
             self.conn.executemany(_UPDATE_SQL, self._update_rows(checked))
+            if recipes:
+                self.conn.executemany("INSERT OR IGNORE INTO recipes(agent_id, method, hops) VALUES (?, ?, ?)", recipes)
 
     def _check_references(self, checked: list[CheckedOutcome]) -> dict[str, GenomeParts]:
         """Refuse a genome hash given without its files that is neither stored nor given earlier

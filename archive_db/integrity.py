@@ -1,0 +1,111 @@
+"""Checking a campaign database end to end: SQLite's own checks, the stored genomes and the recipes.
+
+:func:`check_integrity` reports problems instead of raising, so that one report lists them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import ArchiveDBError
+from .recipes import GenomeCache, Genomes, regenerator
+
+MAX_PROBLEMS = 100  # a report lists at most this many (and counts the rest)
+
+
+@dataclass(slots=True)
+class IntegrityReport:
+    """What :func:`check_integrity` found. ``ok`` when ``problems`` is empty."""
+
+    problems: list[str] = field(default_factory=list)
+    more: int = 0  # problems beyond MAX_PROBLEMS, counted only
+    blobs: int = 0
+    genomes: int = 0
+    recipes: int = 0
+    regenerated: int = 0  # compact genomes regenerated and matched to their hash
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, problem: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+        else:
+            self.more += 1
+
+
+def check_integrity(conn: sqlite3.Connection, *, regenerate: bool = True) -> IntegrityReport:
+    """Check ``conn``'s database: ``PRAGMA integrity_check`` and ``foreign_key_check``; every blob against
+    its hash; every genome's manifest against its blobs and its hash; every agent's genome is either stored
+    or a recipe; every recipe's method is one this openended regenerates, its parent has a genome and its
+    hops are at least its parent's plus one; and (``regenerate``) every compact genome regenerates to its hash, in
+    id order so that each parent is regenerated once (about 0.1 ms per maze child)."""
+    report = IntegrityReport()
+    for (line,) in conn.execute("PRAGMA integrity_check"):
+        if line != "ok":
+            report.add(f"sqlite: {line}")
+    for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
+        report.add(f"{table} row {rowid}: references a missing {parent} row")
+    _check_blobs(conn, report)
+    _check_recipes(conn, report)
+    if regenerate:
+        genomes = Genomes(conn, GenomeCache(16 << 20))
+        for (agent_id,) in conn.execute("SELECT agent_id FROM recipes ORDER BY agent_id").fetchall():
+            try:
+                genomes.regenerate(int(agent_id))
+                report.regenerated += 1
+            except ArchiveDBError as exc:
+                report.add(str(exc))
+    return report
+
+
+def _check_blobs(conn: sqlite3.Connection, report: IntegrityReport) -> None:
+    present: set[str] = set()
+    for h, content, compressed, size in conn.execute("SELECT hash, content, compressed, size FROM blobs"):
+        report.blobs += 1
+        present.add(h)
+        try:
+            data = zlib.decompress(content) if compressed else bytes(content)
+        except zlib.error as exc:
+            report.add(f"blob {h[:12]}: does not decompress ({exc})")
+            continue
+        if len(data) != size or hashlib.sha256(data).hexdigest() != h:
+            report.add(f"blob {h[:12]}: its content does not match its hash or size")
+    for gh, manifest in conn.execute("SELECT hash, manifest FROM genomes"):
+        report.genomes += 1
+        files: dict[str, str] = json.loads(manifest)
+        digest = hashlib.sha256()
+        for path in sorted(files):
+            digest.update(f"{path}\x00{files[path]}\n".encode())
+            if files[path] not in present:
+                report.add(f"genome {gh[:12]}: file {path!r} names a missing blob {files[path][:12]}")
+        if digest.hexdigest() != gh:
+            report.add(f"genome {gh[:12]}: its manifest does not match its hash")
+
+
+def _check_recipes(conn: sqlite3.Connection, report: IntegrityReport) -> None:
+    for (agent_id,) in conn.execute(
+            "SELECT a.id FROM agents a WHERE a.genome_hash IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM genomes g WHERE g.hash = a.genome_hash) "
+            "AND NOT EXISTS (SELECT 1 FROM recipes r WHERE r.agent_id = a.id)"):
+        report.add(f"agent {agent_id}: its genome is neither stored nor a recipe")
+    for mid, operator, version, made_with in conn.execute(
+            "SELECT id, operator, version, made_with FROM recipe_methods"):
+        if regenerator(operator, int(version)) is None:
+            report.add(f"recipe method {mid} ({operator} v{version}, made with {made_with}): "
+                       "this openended has no regenerator for it")
+    for agent_id, parent_id, parent_hash, hops, parent_hops in conn.execute(
+            "SELECT r.agent_id, a.parent_id, p.genome_hash, r.hops, COALESCE(pr.hops, 0) FROM recipes r "
+            "JOIN agents a ON a.id = r.agent_id LEFT JOIN agents p ON p.id = a.parent_id "
+            "LEFT JOIN recipes pr ON pr.agent_id = p.id"):
+        report.recipes += 1
+        if parent_id is None or parent_hash is None:
+            report.add(f"agent {agent_id}: a recipe without a parent genome to regenerate from")
+        elif hops < parent_hops + 1:  # more (a parent materialised later) only overstates the chain
+            report.add(f"agent {agent_id}: recipe hops {hops}, but its parent {parent_id} is {parent_hops} "
+                       "regenerations from a stored genome")
