@@ -37,7 +37,7 @@ from openended.engine.dispatch import Dispatcher, RayExecutor, ensure_ray, shutd
 from openended.engine.jobmaker import GenomeCache, JobMaker
 from openended.engine.jobs import ChildResult, Evaluate, Job
 from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, deterministic_staleness, free_staleness
-from openended.engine.recorder import Child, Counters, InOrderStart, Recorder, describe_error
+from openended.engine.recorder import Child, Counters, InOrderStart, Recorder, describe_error, param_recipes
 from openended.engine.stages import attach as attach_stages
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
@@ -207,6 +207,8 @@ class Campaign:
             ordered=ordered)
         self.jobs = JobMaker(self.task, self.config, self.db, self.archive, self.lineage, self.genomes,
                              self.recorder.last_errors)
+        if not code:  # parameter children: the store keeps those it can regenerate as recipes (archive_db.recipes)
+            self.recorder.recipe_of = param_recipes(self.task, self.config.mutation)
         children = self.recorder.children
         for row in mutated:
             children[row["id"]] = Child(row["parent_id"], Arm(row["operator"], row["model"]))
