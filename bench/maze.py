@@ -153,7 +153,9 @@ def summarise(runs: list[dict], budget: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0 .. SEEDS-1")
+    parser.add_argument("--seed-list", type=int, nargs="+", default=None,
+                        help="these seeds instead of 0 .. SEEDS-1 (to measure part of a row)")
     parser.add_argument("--budget", type=int, default=50_000)
     parser.add_argument("--sigma", type=float, default=0.3)
     parser.add_argument("--staleness", type=int, default=64,
@@ -164,19 +166,20 @@ def main() -> None:
                         help="one seed, 64 children per run, every maze and method: checks the script; same keys")
     args = parser.parse_args()
     if args.smoke:
-        args.seeds, args.budget = 1, 64
+        args.seeds, args.budget, args.seed_list = 1, 64, None
+    seeds = list(range(args.seeds)) if args.seed_list is None else args.seed_list
 
     import ray
 
     ray.init(include_dashboard=False, logging_level="ERROR")
-    report: dict = {"budget": args.budget, "seeds": args.seeds, "sigma": args.sigma, "staleness": args.staleness,
-                    "schedule": schedule(args.staleness), "smoke": args.smoke}
+    report: dict = {"budget": args.budget, "seeds": len(seeds), "seed_list": seeds, "sigma": args.sigma,
+                    "staleness": args.staleness, "schedule": schedule(args.staleness), "smoke": args.smoke}
     with tempfile.TemporaryDirectory() as tmp:
         for maze in args.mazes:
             report[maze] = {}
             for method in args.methods:
                 runs = []
-                for seed in range(args.seeds):
+                for seed in seeds:
                     if method == "pyribs_map_elites":
                         runs.append(run_pyribs(maze, seed, args.budget, args.sigma))
                     else:
