@@ -3,14 +3,15 @@ the full system (``--dgm full``), ``no_selfimprove`` (the seed agent makes every
 (always extend the latest agent) and ``clade`` (Huxley–Gödel Machine parent choice), each a campaign of
 the same budget and seed through the CLI.
 
-    python bench/dgm.py --out dgm.json [--budget 16] [--seeds 2]
-    python bench/dgm.py --smoke --out dgm.json    # CI: 4 children per configuration, one seed
+    python bench/dgm.py --out dgm.json [--budget 16] [--seeds 2] [--variant small]
+    python bench/dgm.py --smoke --out dgm.json    # CI: 4 children per configuration, one seed, variant tiny
 
 The scripted model (a real local HTTP server, deterministic) makes self-improvement pay, and makes it
 compound, as the DGM's premise says:
 
-- an agent solves the first problem; each capability line in its prompt solves one more
-  ("Think step by step." the second, "Read the examples twice." the third); "Answer fast." solves none;
+- an agent solves a third of the problems (those at positions 0 and 1 modulo 6); each of four capability
+  lines in its prompt solves another sixth, so four successive self-improvements reach 1.0; "Answer
+  fast." solves none;
 - the diagnosis proposes a capability the parent lacks, or "Answer fast.", chosen by the child's seed;
 - an editor agent that has a capability carries out the change; one without (the seed) does so only
   for half the statements (by their hash) and otherwise stops without editing (the child fails at
@@ -21,7 +22,9 @@ the scripted model answering at once, so this is the system's own cost: sandboxe
 ``container_leaks`` (containers left with the campaign's label; target 0), ``tokens_per_child`` (model
 tokens in + out per self_improve child, the diagnosis and the self-edit and its evaluations),
 ``share_skipped_by_stages`` (of the children evaluated, the share that never reached the full stage),
-and ``best`` (the best full-stage fitness) per configuration: ``best_by_configuration``.
+and ``best`` (the best full-stage fitness) per configuration: ``best_by_configuration``, with the id of the
+first child that reached it (``children_to_best_by_configuration``). Campaigns do not stop at the task's
+target, so every configuration spends the same budget.
 """
 
 from __future__ import annotations
@@ -48,7 +51,11 @@ from openended.sandbox import campaign_label  # noqa: E402
 from openended.tasks.humaneval import read_package_data  # noqa: E402
 
 CANONICAL = {row["entry_point"]: row for row in read_package_data()}
-CAPABILITIES = {"Think step by step.": "fruit_distribution", "Read the examples twice.": "pluck"}
+with open(ROOT / "openended" / "tasks" / "coding-agent" / "problems.jsonl", encoding="utf-8") as _fh:
+    POSITION = {json.loads(line)["entry_point"]: i for i, line in enumerate(_fh) if line.strip()}
+# Problem i is solved by an agent whose prompt holds the capabilities of classes i % 6: 0 and 1 need none.
+CAPABILITIES = {"Think step by step.": 2, "Read the examples twice.": 3, "Test your code.": 4,
+                "Handle the edge cases.": 5}
 HASTY = "Answer fast."
 SEED_PROMPT = "You are a careful Python programmer."
 
@@ -77,22 +84,22 @@ def _model(request):
         shown = prompt.split("--- prompt.txt ---\n", 1)[1].split("\n--- end of prompt.txt ---", 1)[0]
         return ok(f"WRITE prompt.txt\n{line}\n{shown}\nEND_OF_FILE", usage=(200, 40))
     entry = prompt.split("Complete the function `", 1)[1].split("`", 1)[0]
-    solved = set() if HASTY in own else {"specialFilter"} | {p for c, p in CAPABILITIES.items() if c in own}
+    classes = set() if HASTY in own else {0, 1} | {k for c, k in CAPABILITIES.items() if c in own}
     row = CANONICAL[entry]
-    body = row["canonical_solution"] if entry in solved else "    return None\n"
+    body = row["canonical_solution"] if POSITION[entry] % 6 in classes else "    return None\n"
     return ok(f"WRITE solution.py\n{row['prompt']}{body}END_OF_FILE", usage=(100, 20))
 
 
-def _campaign(folder: Path, name: str, seed: int, budget: int, base_url: str) -> dict:
+def _campaign(folder: Path, name: str, seed: int, budget: int, base_url: str, variant: str) -> dict:
     db = folder / f"{name}-seed{seed}.db"
     config = folder / f"{name}-seed{seed}.toml"
     config.write_text("\n".join([
-        'task = "coding-agent-tiny"', f'db = "{db}"', "max_in_flight = 1", f"seed = {seed}",
+        f'task = "coding-agent-{variant}"', f'db = "{db}"', "max_in_flight = 1", f"seed = {seed}",
         "[sandbox]", 'kind = "docker"', 'mode = "pool"',
         "[mutation]", "params = { timeout_s = 60 }",
         "[llm]", f'models = [ {{ name = "scripted", base_url = "{base_url}", model = "fault-model", '
                  'api = "completion", max_retries = 0, timeout_s = 30.0, max_total_s = 30.0 } ]',
-        "[budget]", f"max_children = {budget}",
+        "[budget]", f"max_children = {budget}", "stop_at_target = false",  # every configuration spends it all
     ]) + "\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     began = time.monotonic()
@@ -117,12 +124,14 @@ def _figures(db: Path) -> dict:
         for agent_id, stage in con.execute("SELECT agent_id, stage FROM evaluations ORDER BY id"):
             stages.setdefault(agent_id, set()).add(stage)
         best = con.execute("SELECT MAX(fitness) FROM agents WHERE status = 'archived'").fetchone()[0]
+        first_best = con.execute("SELECT MIN(id) FROM agents WHERE status = 'archived' AND fitness = ?",
+                                 (best,)).fetchone()[0]
         failed = con.execute("SELECT COUNT(*) FROM agents WHERE status = 'failed'").fetchone()[0]
     finally:
         con.close()
     evaluated = len(stages)
     skipped = sum(1 for names in stages.values() if "full" not in names)
-    return {"children": finished, "failed": failed, "best": best,
+    return {"children": finished, "failed": failed, "best": best, "children_to_best": first_best,
             "tokens_per_child": round(tokens[1] / tokens[0], 1) if tokens[0] else None,
             "children_evaluated": evaluated, "skipped_by_stages": skipped}
 
@@ -134,14 +143,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--configurations", nargs="+", default=list(DGM_CONFIGURATIONS),
                         choices=list(DGM_CONFIGURATIONS))
-    parser.add_argument("--smoke", action="store_true", help="4 children per configuration, one seed (CI)")
+    parser.add_argument("--variant", default="small", choices=["tiny", "small"],
+                        help="the task's cascade: small 3/10/30 problems, tiny 1/2/3")
+    parser.add_argument("--smoke", action="store_true", help="4 children per configuration, one seed, tiny (CI)")
     args = parser.parse_args()
-    budget, seeds = (4, 1) if args.smoke else (args.budget, args.seeds)
+    budget, seeds, variant = (4, 1, "tiny") if args.smoke else (args.budget, args.seeds, args.variant)
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="openended-dgm-") as tmp, FaultServer(default=respond(_model)) as server:
         for name in args.configurations:
             for seed in range(seeds):
-                run = _campaign(Path(tmp), name, seed, budget, server.base_url)
+                run = _campaign(Path(tmp), name, seed, budget, server.base_url, variant)
                 print(f"{name} seed {seed}: {json.dumps(run)}", flush=True)
                 runs.setdefault(name, []).append(run)
     every = [run for group in runs.values() for run in group]
@@ -149,7 +160,7 @@ def main() -> None:
     evaluated, skipped = sum(r["children_evaluated"] for r in every), sum(r["skipped_by_stages"] for r in every)
     per_child = [r["tokens_per_child"] for r in every if r["tokens_per_child"] is not None]
     out = {
-        "budget": budget, "seeds": seeds,
+        "budget": budget, "seeds": seeds, "task": f"coding-agent-{variant}",
         "children_per_hour": round(children / seconds * 3600, 1),
         "container_leaks": sum(r["container_leaks"] for r in every),
         "tokens_per_child": round(sum(per_child) / len(per_child), 1) if per_child else None,
@@ -157,6 +168,8 @@ def main() -> None:
         "best_by_configuration": {name: max((r["best"] or 0.0) for r in group) for name, group in runs.items()},
         "mean_best_by_configuration": {name: round(sum((r["best"] or 0.0) for r in group) / len(group), 3)
                                        for name, group in runs.items()},
+        "children_to_best_by_configuration": {
+            name: [r["children_to_best"] for r in group] for name, group in runs.items()},
         "failed_share_by_configuration": {
             name: round(sum(r["failed"] for r in group) / sum(r["children"] for r in group), 3)
             for name, group in runs.items()},
