@@ -80,7 +80,8 @@ class ModelConfig(_Strict):
     api_key_env: str | None = Field(default=None, description="NAME of the variable holding the key, never the key")
     api: Literal["completion", "chat"] = "chat"
     temperature: float = Field(default=0.8, ge=0)
-    max_tokens: int = Field(default=512, ge=1)
+    max_tokens: int = Field(default=512, ge=1, description="the most a gateway call may ask for (and what one "
+                            "asking none gets); the LLM operators size theirs: max_output")
     price_in: float = Field(default=0.0, ge=0, description="per input token")
     price_out: float = Field(default=0.0, ge=0, description="per output token")
     timeout_s: float = Field(default=60.0, gt=0, description="hard wall-clock limit of one attempt")
@@ -100,8 +101,8 @@ class LLMConfig(_Strict):
                                      description="LLM operators' output limits for every model (per operator)")
     local_max_output: OutputLimits = Field(default_factory=OutputLimits,
                                            description="the embedded model's, over [llm.max_output]")
-    local_max_tokens: int = Field(default=200, ge=1, description="the embedded model's limit for other calls "
-                                  "(the gateway's agents)")
+    local_max_tokens: int = Field(default=200, ge=1, description="the embedded model's max_tokens (see "
+                                  "ModelConfig.max_tokens)")
 
 
 class BudgetConfig(_Strict):

@@ -43,6 +43,7 @@ def test_a_model_s_own_table_overrides_the_campaign_s_field_by_field():
 
 @pytest.mark.parametrize("overrides, key", [
     ({"llm.max_output": {"llm_rewrit": {"cap": 10}}}, "llm.max_output.llm_rewrit"),
+    ({"llm.local_max_tokens": 0}, "llm.local_max_tokens"),
     ({"llm.max_output": {"llm_diff": {"ceiling": 10}}}, "llm.max_output.llm_diff.ceiling"),
     ({"llm.local_max_output": {"llm_diff": {"factor": 0}}}, "llm.local_max_output.llm_diff.factor"),
     ({"llm.models": [{**MODEL, "max_output": {"llm_diff": {"cap": "big"}}}]}, "llm.models.0.max_output.llm_diff.cap"),
