@@ -59,9 +59,14 @@ class Reads:
         return self._count("SELECT COALESCE(MAX(id) + 1, 0) FROM agents")
 
     def counts(self) -> dict[str, int]:
+        """Agents by status (from ``agent_totals``, kept by triggers: a few rows at any size)."""
         out = dict.fromkeys(STATUSES, 0)
-        out.update(self.conn.execute("SELECT status, COUNT(*) FROM agents GROUP BY status").fetchall())
+        out.update(self.conn.execute("SELECT status, SUM(agents) FROM agent_totals GROUP BY status").fetchall())
         return out
+
+    def duplicate_count(self) -> int:
+        """Agents that are duplicates of an earlier agent's genome (``duplicate_of`` set)."""
+        return self._count("SELECT COALESCE(SUM(duplicates), 0) FROM agent_totals")
 
     def progress_counts(self, counts: dict[str, int] | None = None) -> dict[str, int]:
         """done (evaluated, archived or rejected), failed, and pending (proposed or mutated: left for resume)."""
@@ -154,7 +159,7 @@ class Reads:
     def usage_totals(self) -> dict[str, float]:
         """Tokens and cost spent by every child so far (the foundation-model budgets)."""
         tokens, cost = self.conn.execute(
-            "SELECT COALESCE(SUM(tokens_in + tokens_out), 0), COALESCE(SUM(cost), 0.0) FROM agents").fetchone()
+            "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(cost), 0.0) FROM agent_totals").fetchone()
         return {"tokens": int(tokens), "cost": float(cost)}
 
     def elites(self) -> list[dict[str, Any]]:
@@ -164,7 +169,7 @@ class Reads:
         ))
 
     def elite_count(self) -> int:
-        return self._count("SELECT COUNT(*) FROM elites")
+        return self._count("SELECT COALESCE(MAX(elites), 0) FROM elite_totals")
 
     def stats_history(self) -> list[dict[str, Any]]:
         return dict_rows(self.conn.execute("SELECT * FROM stats ORDER BY at, id"), ("extra",))

@@ -1,4 +1,4 @@
--- archive_db schema, version 5 (PRAGMA user_version = 5).
+-- archive_db schema, version 6 (PRAGMA user_version = 6).
 -- GENERATED from archive_db/migrations/*.sql: documentation only, never executed by the code.
 -- Regenerate with:  python -m archive_db.schema > archive_db/schema.sql
 
@@ -37,6 +37,18 @@ CREATE TABLE agents (
     CHECK (status NOT IN ('evaluated', 'archived', 'rejected') OR (fitness IS NOT NULL AND descriptors IS NOT NULL))
 );
 
+CREATE TABLE agent_totals (
+    operator   TEXT NOT NULL,
+    model      TEXT NOT NULL,                 -- 'none' for agents without a model
+    is_child   INTEGER NOT NULL,              -- parent_id IS NOT NULL
+    status     TEXT NOT NULL,
+    agents     INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,    -- duplicate_of IS NOT NULL
+    tokens     INTEGER NOT NULL DEFAULT 0,    -- tokens_in + tokens_out
+    cost       REAL NOT NULL DEFAULT 0.0,
+    PRIMARY KEY (operator, model, is_child, status)
+) WITHOUT ROWID;
+
 CREATE TABLE blobs (
     id         INTEGER PRIMARY KEY,            -- rowid: content stays in insertion order
     hash       TEXT NOT NULL UNIQUE,           -- sha256 hex of the uncompressed content
@@ -44,6 +56,8 @@ CREATE TABLE blobs (
     compressed INTEGER NOT NULL DEFAULT 0 CHECK (compressed IN (0, 1)),
     size       INTEGER NOT NULL                -- uncompressed size in bytes
 );
+
+CREATE TABLE elite_totals (id INTEGER PRIMARY KEY CHECK (id = 1), elites INTEGER NOT NULL);
 
 CREATE TABLE elites (
     cell       INTEGER PRIMARY KEY,
@@ -154,6 +168,39 @@ CREATE INDEX idx_stats_at ON stats(at);
 
 CREATE INDEX transcripts_agent ON transcripts(agent_id);
 
+CREATE TRIGGER agent_totals_delete AFTER DELETE ON agents
+BEGIN
+    UPDATE agent_totals SET agents = agents - 1, duplicates = duplicates - (OLD.duplicate_of IS NOT NULL),
+        tokens = tokens - (OLD.tokens_in + OLD.tokens_out), cost = cost - OLD.cost
+    WHERE operator = OLD.operator AND model = COALESCE(OLD.model, 'none') AND is_child = (OLD.parent_id IS NOT NULL)
+      AND status = OLD.status;
+END;
+
+CREATE TRIGGER agent_totals_insert AFTER INSERT ON agents
+BEGIN
+    INSERT INTO agent_totals(operator, model, is_child, status, agents, duplicates, tokens, cost)
+    VALUES (NEW.operator, COALESCE(NEW.model, 'none'), NEW.parent_id IS NOT NULL, NEW.status, 1,
+            NEW.duplicate_of IS NOT NULL, NEW.tokens_in + NEW.tokens_out, NEW.cost)
+    ON CONFLICT(operator, model, is_child, status) DO UPDATE SET
+        agents = agents + 1, duplicates = duplicates + excluded.duplicates, tokens = tokens + excluded.tokens,
+        cost = cost + excluded.cost;
+END;
+
+CREATE TRIGGER agent_totals_update
+AFTER UPDATE OF status, operator, model, parent_id, duplicate_of, tokens_in, tokens_out, cost ON agents
+BEGIN
+    UPDATE agent_totals SET agents = agents - 1, duplicates = duplicates - (OLD.duplicate_of IS NOT NULL),
+        tokens = tokens - (OLD.tokens_in + OLD.tokens_out), cost = cost - OLD.cost
+    WHERE operator = OLD.operator AND model = COALESCE(OLD.model, 'none') AND is_child = (OLD.parent_id IS NOT NULL)
+      AND status = OLD.status;
+    INSERT INTO agent_totals(operator, model, is_child, status, agents, duplicates, tokens, cost)
+    VALUES (NEW.operator, COALESCE(NEW.model, 'none'), NEW.parent_id IS NOT NULL, NEW.status, 1,
+            NEW.duplicate_of IS NOT NULL, NEW.tokens_in + NEW.tokens_out, NEW.cost)
+    ON CONFLICT(operator, model, is_child, status) DO UPDATE SET
+        agents = agents + 1, duplicates = duplicates + excluded.duplicates, tokens = tokens + excluded.tokens,
+        cost = cost + excluded.cost;
+END;
+
 CREATE TRIGGER agents_no_backward_move
 BEFORE UPDATE OF status ON agents
 WHEN NEW.status <> 'failed'
@@ -168,4 +215,14 @@ BEFORE UPDATE ON agents
 WHEN OLD.status IN ('archived', 'rejected', 'failed')
 BEGIN
     SELECT RAISE(ABORT, 'illegal status transition: agent is terminal (archived, rejected or failed) and cannot change');
+END;
+
+CREATE TRIGGER elite_totals_delete AFTER DELETE ON elites
+BEGIN
+    UPDATE elite_totals SET elites = elites - 1 WHERE id = 1;
+END;
+
+CREATE TRIGGER elite_totals_insert AFTER INSERT ON elites
+BEGIN
+    UPDATE elite_totals SET elites = elites + 1 WHERE id = 1;
 END;

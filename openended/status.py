@@ -52,7 +52,7 @@ def campaign_status(db_path: str | Path) -> CampaignStatus:
             elites = db.elite_count()
             operators = db.named_query("operator_success")
             usage = db.usage_totals()
-            duplicates = db.conn.execute("SELECT COUNT(*) FROM agents WHERE duplicate_of IS NOT NULL").fetchone()[0]
+            duplicates = db.duplicate_count()
         finally:
             db.conn.execute("COMMIT")
         config = run["config"]

@@ -2,15 +2,18 @@
 -- Columns: operator, model, children (non-root children proposed), finished (archived, rejected or
 -- failed), archived, failed, success_rate (archived / finished; NULL while none finished).
 -- Roots (seed, random) have no parent and are left out: nothing was mutated to make them.
+-- Read from agent_totals (kept by triggers on agents): a few rows whatever the campaign's size.
 -- sqlite3 CLI:  sqlite3 campaign.db ".read archive_db/queries/operator_success.sql"
 SELECT operator,
-       COALESCE(model, 'none') AS model,
-       COUNT(*) AS children,
-       SUM(status IN ('archived', 'rejected', 'failed')) AS finished,
-       SUM(status = 'archived') AS archived,
-       SUM(status = 'failed') AS failed,
-       1.0 * SUM(status = 'archived') / NULLIF(SUM(status IN ('archived', 'rejected', 'failed')), 0) AS success_rate
-FROM agents
-WHERE parent_id IS NOT NULL
-GROUP BY operator, COALESCE(model, 'none')
+       model,
+       SUM(agents) AS children,
+       SUM(CASE WHEN status IN ('archived', 'rejected', 'failed') THEN agents ELSE 0 END) AS finished,
+       SUM(CASE WHEN status = 'archived' THEN agents ELSE 0 END) AS archived,
+       SUM(CASE WHEN status = 'failed' THEN agents ELSE 0 END) AS failed,
+       1.0 * SUM(CASE WHEN status = 'archived' THEN agents ELSE 0 END)
+           / NULLIF(SUM(CASE WHEN status IN ('archived', 'rejected', 'failed') THEN agents ELSE 0 END), 0) AS success_rate
+FROM agent_totals
+WHERE is_child = 1
+GROUP BY operator, model
+HAVING SUM(agents) > 0
 ORDER BY operator, model;
