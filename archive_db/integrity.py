@@ -43,8 +43,9 @@ def check_integrity(conn: sqlite3.Connection, *, regenerate: bool = True) -> Int
     """Check ``conn``'s database: ``PRAGMA integrity_check`` and ``foreign_key_check``; every blob against
     its hash; every genome's manifest against its blobs and its hash; every agent's genome is either stored
     or a recipe; every recipe's method is one this openended regenerates, its parent has a genome and its
-    hops are at least its parent's plus one; and (``regenerate``) every compact genome regenerates to its hash, in
-    id order so that each parent is regenerated once (about 0.1 ms per maze child)."""
+    hops are at least its parent's plus one; the running totals (``agent_totals``, ``elite_totals``) equal a
+    scan; and (``regenerate``) every compact genome regenerates to its hash, in id order so that each parent
+    is regenerated once (about 0.1 ms per maze child)."""
     report = IntegrityReport()
     for (line,) in conn.execute("PRAGMA integrity_check"):
         if line != "ok":
@@ -53,6 +54,7 @@ def check_integrity(conn: sqlite3.Connection, *, regenerate: bool = True) -> Int
         report.add(f"{table} row {rowid}: references a missing {parent} row")
     _check_blobs(conn, report)
     _check_recipes(conn, report)
+    _check_totals(conn, report)
     if regenerate:
         genomes = Genomes(conn, GenomeCache(16 << 20))
         for (agent_id,) in conn.execute("SELECT agent_id FROM recipes ORDER BY agent_id").fetchall():
@@ -109,3 +111,18 @@ def _check_recipes(conn: sqlite3.Connection, report: IntegrityReport) -> None:
         elif hops < parent_hops + 1:  # more (a parent materialised later) only overstates the chain
             report.add(f"agent {agent_id}: recipe hops {hops}, but its parent {parent_id} is {parent_hops} "
                        "regenerations from a stored genome")
+
+
+def _check_totals(conn: sqlite3.Connection, report: IntegrityReport) -> None:
+    kept = {tuple(r[:4]): tuple(r[4:]) for r in conn.execute(
+        "SELECT operator, model, is_child, status, agents, duplicates, tokens FROM agent_totals WHERE agents <> 0")}
+    scanned = {tuple(r[:4]): tuple(r[4:]) for r in conn.execute(
+        "SELECT operator, COALESCE(model, 'none'), parent_id IS NOT NULL, status, COUNT(*), "
+        "SUM(duplicate_of IS NOT NULL), SUM(tokens_in + tokens_out) FROM agents GROUP BY 1, 2, 3, 4")}
+    for key in sorted(kept.keys() | scanned.keys(), key=str):
+        if kept.get(key) != scanned.get(key):
+            report.add(f"agent_totals {key}: (agents, duplicates, tokens) {kept.get(key)}, a scan gives "
+                       f"{scanned.get(key)}")
+    elites = conn.execute("SELECT COUNT(*), (SELECT MAX(elites) FROM elite_totals) FROM elites").fetchone()
+    if elites[0] != (elites[1] or 0):
+        report.add(f"elite_totals: {elites[1]} elites, the elites table holds {elites[0]}")

@@ -86,6 +86,9 @@ def test_totals_equal_a_scan_after_any_writes(tmp_path_factory, steps, batch):
     db.record([Outcome(o.id, "archived", fitness=2.0, descriptors=[0.0, 0.0], cost=0.5)
                for o in pending if o.status == "mutated"])
     same(kept(db), scanned(db))
+    assert db.check_integrity().ok
+    db.conn.execute("UPDATE agent_totals SET agents = agents + 1 WHERE status = 'archived'")
+    assert any("agent_totals" in p for p in db.check_integrity().problems)
     db.close()
 
 
