@@ -1,7 +1,11 @@
-"""Storage at scale: bytes a campaign stores per child, for a parameter task and for a code task.
+"""Storage and inspection at scale (issue 18): bytes a campaign stores per child; inspection at 10^7 agents.
 
-    python bench/scale.py --out scale.json            # a real 5,000-child maze campaign (twice), 2,000 code children
-    python bench/scale.py --smoke --out scale.json    # CI: 300 maze children (twice), 200 code children (seconds)
+    python bench/scale.py --out scale.json            # a real 5,000-child maze campaign (twice), 2,000 code
+                                                      # children, and a synthetic 10^7-agent database (~5 GB)
+    python bench/scale.py --only bytes --out s.json   # the bytes figures alone (about 3 minutes)
+    python bench/scale.py --only inspection --agents 1000000 --tmp /big/disk --out s.json
+    python bench/scale.py --smoke --out scale.json    # CI: 300 maze children (twice), 200 code children,
+                                                      # 2,000 synthetic agents (under a minute)
 
 Writes:
 
@@ -16,9 +20,12 @@ Writes:
   (zlib 6, the store's) beside zstd 3 and 19 (the ``zstandard`` package, when installed) and zstd 19 with
   the parent's file as a dictionary: whether zstd pays for code genomes.
 - ``children_per_day_100gb_*``: how many children 100 GB holds, per task.
-- ``noop_children_per_s_at_10000000``, ``resume_seconds_at_10000000``, ``max_command_seconds_at_10000000``,
-  ``driver_rss_mb_at_10000000``, ``maze_engine_share_of_simulator``: issue 18's other figures, ``null``
-  until measured (listed in ``not_measured``).
+- ``max_command_seconds_at_N`` (N = ``--agents``, 10^7 by default; a smoke writes the same key): the slowest
+  of status, top, show, lineage and diff (``--json``, in-process through the CLI, median of 3) on a synthetic
+  finished campaign written straight into SQLite, the shape of ``bench/inspect_bench.py``'s (show, lineage
+  and diff on the deepest agent). Target < 2 s.
+- ``noop_children_per_s_at_10000000``, ``resume_seconds_at_10000000``, ``driver_rss_mb_at_10000000``,
+  ``maze_engine_share_of_simulator``: issue 18's other figures, ``null`` until measured (``not_measured``).
 """
 
 from __future__ import annotations
@@ -213,20 +220,143 @@ def blob_sizes(files: dict[int, dict[str, bytes]], parent_of: dict[int, int], co
     return out
 
 
+INSPECT_COMMANDS = ("status", "top", "show", "lineage", "diff")
+
+
+def synthetic_campaign(path: Path, n: int, seed: int = 0) -> dict[str, Any]:
+    """A finished ``n``-agent maze-like campaign written straight into SQLite (no engine, no archive state: for
+    the inspection commands only). The shape of bench/inspect_bench.py's database: parents mostly from the
+    last 64 children (2% from anywhere), 45% archived in a 32 x 32 grid, 50% rejected, 5% failed; every agent
+    references one of 256 stored 142-weight genomes. Indexes are dropped for the bulk insert and rebuilt."""
+    from inspect_bench import BINS, WINDOW
+
+    from openended.config import load_config
+    from openended.mutation.gaussian import dump_params
+
+    rng = np.random.default_rng(seed)
+    edges = np.linspace(0.0, 1.0, BINS + 1)
+    schema = {"kind": "grid", "space": {"names": ["x", "y"], "lower": [0.0, 0.0], "upper": [1.0, 1.0],
+                                        "bins": [BINS, BINS]},
+              "fitness_offset": -300.0, "k": 15, "edges": [edges.tolist(), edges.tolist()]}
+    config = load_config(None, {"task": "maze-medium", "db": str(path), "archive.kind": "grid",
+                                "budget.max_children": n, "seed": seed}).model_dump(mode="json")
+    started = time.monotonic()
+    with ArchiveDB(path) as db:
+        db.create_run(name="bench-scale", task="maze-medium", seed=seed, config=config, descriptor_schema=schema)
+        genomes = [db.put_genome({"weights.npy": dump_params(rng.standard_normal(142))}) for _ in range(256)]
+        db.update_run(status="finished", state={"elapsed_seconds": 0.0})
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=OFF")
+    indexes = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                          "AND tbl_name IN ('agents', 'elites')").fetchall()
+    for name, _ in indexes:
+        con.execute(f"DROP INDEX {name}")
+    depth = np.zeros(n, dtype=np.int64)
+    elites: dict[int, tuple[int, float]] = {}
+    chunk = 100_000
+    for start in range(0, n, chunk):
+        ids = np.arange(start, min(n, start + chunk))
+        recent = np.maximum(ids - 1 - rng.integers(0, WINDOW, size=len(ids)), 0)
+        anywhere = (rng.random(len(ids)) * np.maximum(ids, 1)).astype(np.int64)
+        parents = np.where(rng.random(len(ids)) < 0.98, recent, anywhere)
+        desc, u = rng.random((len(ids), 2)), rng.random(len(ids))
+        fitness = -300.0 + 250.0 * ids / n + rng.normal(0.0, 15.0, size=len(ids))
+        cells = (np.searchsorted(edges[1:-1], desc[:, 0], side="right") * BINS
+                 + np.searchsorted(edges[1:-1], desc[:, 1], side="right"))
+        gh = rng.integers(0, len(genomes), size=len(ids))
+        rows = []
+        for j, i in enumerate(ids.tolist()):
+            parent = None if i == 0 else int(parents[j])
+            depth[i] = 0 if parent is None else depth[parent] + 1
+            f, x, y, t = float(fitness[j]), float(desc[j, 0]), float(desc[j, 1]), 1.7e9 + i * 1e-3
+            if u[j] < 0.05:
+                rows.append((i, parent, int(depth[i]), "failed", "sandbox", "worker died", "gaussian", i,
+                             genomes[gh[j]], None, None, None, None, None, None, None, None, t, t, None, t, i + 1))
+                continue
+            archived = u[j] < 0.5
+            cell = int(cells[j]) if archived else None
+            if archived:
+                elites[int(cells[j])] = (i, f)
+            rows.append((i, parent, int(depth[i]), "archived" if archived else "rejected", None, None, "gaussian",
+                         i, genomes[gh[j]], f, f"[{x!r},{y!r}]", float(u[j]), cell,
+                         "improved" if archived else None, '{"solved":0.0}', f"ended at ({x:.2f}, {y:.2f})", 0.01,
+                         t, t, t, t, i + 1))
+        con.execute("BEGIN")
+        con.executemany(
+            "INSERT INTO agents(id, parent_id, depth, status, fail_stage, fail_reason, operator, seed, genome_hash, "
+            "fitness, descriptors, novelty, cell, archive_event, metrics, feedback, eval_seconds, created_at, "
+            "mutated_at, evaluated_at, finished_at, finish_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?)", rows)
+        con.execute("COMMIT")
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO elites(cell, agent_id, fitness, updated_at) VALUES (?, ?, ?, 0)",
+                    [(c, a, f) for c, (a, f) in elites.items()])
+    con.execute("COMMIT")
+    for _, sql in indexes:
+        con.execute(sql)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    deepest = con.execute("SELECT id, depth FROM agents WHERE status IN ('archived', 'rejected') "
+                          "ORDER BY depth DESC, id LIMIT 1").fetchone()
+    con.close()
+    return {"build_seconds": round(time.monotonic() - started, 1), "deepest_agent": deepest[0],
+            "deepest_depth": deepest[1], "db_bytes": path.stat().st_size}
+
+
+def command_seconds(db: Path, agent: int, repeats: int) -> dict[str, float]:
+    """Median seconds of each inspection command through the CLI in-process (--json form)."""
+    import statistics
+
+    from typer.testing import CliRunner
+
+    from openended.cli import app
+
+    args = {"status": ["status", str(db)], "top": ["top", str(db), "-k", "10"], "show": ["show", str(db), str(agent)],
+            "lineage": ["lineage", str(db), str(agent)], "diff": ["diff", str(db), str(agent)]}
+    runner = CliRunner()
+    out: dict[str, float] = {}
+    for cmd in INSPECT_COMMANDS:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            result = runner.invoke(app, [*args[cmd], "--json"])
+            times.append(time.perf_counter() - t0)
+            if result.exit_code != 0:
+                raise RuntimeError(f"{cmd} failed: {result.output[-500:]}")
+        out[cmd] = round(statistics.median(times), 3)
+    return out
+
+
+def inspection_figures(tmp: Path, n: int, key_n: int, repeats: int) -> dict[str, Any]:
+    facts = synthetic_campaign(tmp / "synthetic.db", n)
+    seconds = command_seconds(tmp / "synthetic.db", facts["deepest_agent"], repeats)
+    return {f"max_command_seconds_at_{key_n}": max(seconds.values()), "inspection_agents": n,
+            "inspection_command_seconds": seconds, "inspection_db": facts}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="bytes per child, params and code (issue 18)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs (CI)")
     parser.add_argument("--maze-children", type=int, default=5000)
     parser.add_argument("--code-children", type=int, default=2000)
+    parser.add_argument("--agents", type=int, default=10_000_000, help="the synthetic database's agents")
+    parser.add_argument("--only", choices=("bytes", "inspection"), help="one half of the figures")
+    parser.add_argument("--tmp", help="folder for the databases (default: a temporary one; 10^7 agents ~ 5 GB)")
     args = parser.parse_args(argv)
-    maze_n, code_n = (300, 200) if args.smoke else (args.maze_children, args.code_children)
+    maze_n, code_n, agents = (300, 200, 2000) if args.smoke else (args.maze_children, args.code_children, args.agents)
     result: dict[str, Any] = {"smoke": args.smoke}
-    with tempfile.TemporaryDirectory(prefix="openended-scale-") as tmp:
-        result.update(params_figures(Path(tmp), maze_n))
-        result.update(code_figures(Path(tmp), code_n))
-    result.update(dict.fromkeys(NOT_MEASURED))
-    result["not_measured"] = list(NOT_MEASURED)
+    missing = list(NOT_MEASURED)
+    with tempfile.TemporaryDirectory(prefix="openended-scale-", dir=args.tmp) as tmp:
+        if args.only in (None, "bytes"):
+            result.update(params_figures(Path(tmp), maze_n))
+            result.update(code_figures(Path(tmp), code_n))
+        if args.only in (None, "inspection"):
+            key = f"max_command_seconds_at_{args.agents}"
+            result.update(inspection_figures(Path(tmp), agents, args.agents, 1 if args.smoke else 3))
+            missing = [m for m in missing if m != key]
+    result.update({k: None for k in missing if k not in result})
+    result["not_measured"] = [m for m in missing if result.get(m) is None]
     text = json.dumps(result, indent=2)
     Path(args.out).write_text(text)
     print(text)
