@@ -114,14 +114,9 @@ class Completion:
     # reached), another server's word, or None when the stream named none.
     finish_reason: str | None = None
     max_tokens: int | None = None  # the limit the call asked for
-
-    @property
-    def truncated(self) -> bool:
-        """Whether the answer was cut off by ``max_tokens``: the server said so (finish reason
-        ``length``), or it named no reason and the answer used the whole limit."""
-        if self.finish_reason is not None:
-            return self.finish_reason == "length"
-        return self.max_tokens is not None and self.tokens_out >= self.max_tokens
+    # Whether max_tokens cut the answer off: the server said so (finish reason ``length``), or it named no
+    # reason and the answer (of the attempt that succeeded) used the whole limit.
+    truncated: bool = False
 
 
 class LLMError(Exception):
@@ -399,6 +394,7 @@ def complete(spec: ModelSpec, prompt: str, *, system: str | None = None, seed: i
     spent = {"in": 0, "out": 0, "estimated": False}
     input_estimate = _estimate_tokens((system or "") + prompt)
     finish: list[str | None] = [None]  # the successful attempt's finish reason
+    cut = [False]  # whether max_tokens cut the successful attempt's answer off
 
     def account(state: _Attempt) -> None:
         if state.usage is not None:
@@ -438,6 +434,8 @@ def complete(spec: ModelSpec, prompt: str, *, system: str | None = None, seed: i
         if not text.strip():
             raise _Failure("empty completion", retryable=False)
         finish[0] = state.finish_reason
+        out = state.usage[1] if state.usage is not None else len(state.pieces)
+        cut[0] = state.finish_reason == "length" if state.finish_reason is not None else out >= spec.max_tokens
         return text
 
     def log_retry(rs: RetryCallState) -> None:
@@ -493,7 +491,8 @@ def complete(spec: ModelSpec, prompt: str, *, system: str | None = None, seed: i
                        tokens_out=spent["out"], cost=cost(), attempts=attempts)
     return Completion(text=text, tokens_in=spent["in"], tokens_out=spent["out"], cost=cost(),
                       model=spec.name, seconds=time.monotonic() - start, attempts=attempts,
-                      estimated=spent["estimated"], finish_reason=finish[0], max_tokens=spec.max_tokens)
+                      estimated=spent["estimated"], finish_reason=finish[0], max_tokens=spec.max_tokens,
+                      truncated=cut[0])
 
 
 class _GaveUp(Exception):

@@ -386,3 +386,11 @@ def test_the_finish_reason_says_whether_max_tokens_cut_the_answer(api):
         under, full = complete(spec, "go"), complete(spec, "go")
     assert under.finish_reason is None and not under.truncated and under.tokens_out == 3
     assert full.finish_reason is None and full.truncated and full.tokens_out >= 5
+
+
+def test_tokens_of_a_failed_attempt_do_not_make_the_next_answer_cut_off():
+    # attempt 1 streams many pieces and times out (billed); attempt 2 answers two words and names no finish reason
+    with FaultServer([trickle("slow " * 100, 0.02), unfinished("a b")]) as server:
+        result = complete(spec_for(server, max_tokens=5, timeout_s=0.6, max_retries=1), "go")
+    assert result.text == "a b" and result.tokens_out > 5 and result.attempts == 2
+    assert result.finish_reason is None and not result.truncated
