@@ -29,3 +29,26 @@ def test_a_bad_name_or_editor_is_refused_naming_it(python, cli_env, tmp_path):
     assert not (tmp_path / "x.db").exists()
     with pytest.raises(Exception, match="self_improve editor must be one of parent, seed, got 'child'"):
         load_config(None, {"mutation.operator": "self_improve", "mutation.params.editor": "child"})
+
+
+def test_the_diagnosis_shows_the_entry_point_first_and_stays_within_its_size():
+    from openended.mutation.self_improve import shown_files
+
+    files = {"a_tools.py": b"x = 1\n" * 5000, "agent.py": b"def solve(workspace, statement):\n    pass\n",
+             "prompt.txt": b"Be careful.\n"}
+    text = shown_files(files, "agent.py", chars=2000)
+    assert text.index("--- agent.py ---") < text.index("--- a_tools.py ---")
+    assert "def solve(workspace, statement)" in text
+    assert "more characters of a_tools.py not shown" in text and len(text) < 2000 + 400
+    assert shown_files(files, "agent.py", chars=10**6).count("x = 1") == 5000
+
+
+def test_a_missing_editor_never_lets_the_parent_edit_itself():
+    from openended.mutation.self_improve import SelfImproveFailed, self_edit
+    from openended.sandbox.spec import SandboxSpec
+    from openended.tasks import load_task
+
+    task = load_task("coding-agent-tiny")
+    with pytest.raises(SelfImproveFailed, match="has no stored genome"):
+        self_edit(task, task.seed_files(), "Improve it.", SandboxSpec(kind="process"), "/tmp/no-socket", {},
+                  editor={})

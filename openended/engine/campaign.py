@@ -39,6 +39,7 @@ from openended.engine.jobs import ChildResult, Evaluate, Job
 from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, deterministic_staleness, free_staleness
 from openended.engine.recorder import Child, Counters, InOrderStart, Recorder, describe_error, param_recipes
 from openended.engine.stages import attach as attach_stages
+from openended.gateway.campaign import forget_unfinished_transcripts
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
 from openended.portfolio import Arm, Portfolio
@@ -171,6 +172,8 @@ class Campaign:
         """Rebuild everything in memory from the database: archive, lineage counts, RNG, counters, pending work."""
         run = self.db.get_run()
         assert run is not None
+        if self.task.gateway:  # the work of children left unfinished is redone: their transcripts with it
+            forget_unfinished_transcripts(self.db)
         self.state = dict(run["state"])
         self.archive = restore_archive(schema=run["descriptor_schema"], state=self.state["archive"],
                                        elites=self.db.elites())

@@ -26,6 +26,14 @@ from openended.tasks import Task
 GENOME_CACHE_SIZE = 4096
 
 
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class GenomeCache:
     """The most recently used genomes (parents are drawn again and again), read from the store on a miss."""
 
@@ -38,7 +46,8 @@ class GenomeCache:
         files = self._files.get(agent_id)
         if files is None:
             files = self.db.agent_files(agent_id)
-            self.put(agent_id, files)
+            if files:  # an agent with no genome yet may get one later: never remember it as empty
+                self.put(agent_id, files)
         else:
             self._files.move_to_end(agent_id)
         return files
@@ -90,6 +99,10 @@ class JobMaker:
                 seconds = self_edit_seconds(params)
                 if editor_of(params) == "seed":  # the DGM's no_selfimprove: a fixed meta-agent makes every change
                     editor = self.genomes.get(0)
+                    if not editor:  # not stored (yet): never let the parent edit itself in its place
+                        unprepared = "the editor (the seed agent, agent 0) has no stored genome"
+                    elif not all(_is_text(data) for data in parent_files.values()):
+                        unprepared = "the parent has a file that is not UTF-8 text (the editor gets it as text)"
         if operator in LLM_OPERATORS and context is not None:
             max_tokens = self._max_tokens(operator, model, context)
         return Mutate(agent_id, seed, operator, params, parent_files, model=model, context=context,

@@ -114,3 +114,21 @@ def store_usage(db: Any) -> Callable[[GatewayUsage], None]:
                           dropped=usage.transcript_dropped)
 
     return save
+
+
+def forget_unfinished_transcripts(db: Any) -> int:
+    """Drop the transcripts a resume will make again, so that nothing is recorded twice; returns how many.
+
+    A gateway transcript is stored when its lease ends, before the child's step is committed; a kill
+    between the two leaves a transcript whose work is redone on resume: every transcript of a child still
+    ``proposed`` (its mutation runs again), and of a child ``mutated`` those after its genome was stored,
+    except its diagnosis (its evaluation runs again).
+    """
+    with db.transaction():
+        cursor = db.conn.execute(
+            "DELETE FROM transcripts WHERE agent_id IN (SELECT id FROM agents WHERE status = 'proposed') "
+            "OR (agent_id IN (SELECT id FROM agents WHERE status = 'mutated') "
+            "AND created_at > (SELECT COALESCE(mutated_at, 0) FROM agents WHERE agents.id = transcripts.agent_id) "
+            "AND NOT EXISTS (SELECT 1 FROM json_each(transcripts.entries) e "
+            "WHERE json_extract(e.value, '$.endpoint') = 'diagnosis'))")
+        return int(cursor.rowcount)

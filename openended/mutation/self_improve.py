@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from openended.names import Files
-from openended.results import InvalidResult, check_acting
+from openended.results import InvalidResult, check_acting, clean_text
 
 if TYPE_CHECKING:
     from openended.mutation.prompts import MutationContext
@@ -40,6 +40,7 @@ DEFAULT_DIAGNOSIS_TOKENS = 300
 TRANSCRIPT_CHARS = 1500
 STATEMENT_CHARS = 2000
 PROMPT_CHARS = 4000
+FILES_CHARS = 8000  # the parent's files in the diagnosis prompt (about 2,000 tokens)
 DIAGNOSIS_ENDPOINT = "diagnosis"  # the transcript entry that holds a child's diagnosis
 
 DIAGNOSIS = """{task_prompt}
@@ -70,8 +71,8 @@ signature, and using only the Python standard library:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Diagnosis:
     """The diagnosis call of one self_improve child: what the model was asked and what it said. The store
-    keeps it as the first transcript of the child (``endpoint = "diagnosis"``), so ``lineage`` shows each
-    self-modification with its reason."""
+    keeps it as a transcript of the child (entry ``endpoint = "diagnosis"``, committed with its genome), so
+    ``lineage`` shows each self-modification with its reason."""
 
     model: str
     prompt: str
@@ -84,7 +85,8 @@ class Diagnosis:
     def transcript(self) -> dict[str, Any]:
         """The keyword arguments of ``ArchiveDB.add_transcript`` for it (one call; prompt kept to its end)."""
         entry = {"at": 0.0, "endpoint": DIAGNOSIS_ENDPOINT, "model": self.model, "status": 200, "upstream": True,
-                 "request": self.prompt[-PROMPT_CHARS:], "response": self.text[:STATEMENT_CHARS],
+                 "request": clean_text(self.prompt[-PROMPT_CHARS:], PROMPT_CHARS),
+                 "response": clean_text(self.text, STATEMENT_CHARS),
                  "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "cost": self.cost,
                  "seconds": self.seconds}
         return dict(calls=1, rejected=0, tokens_in=self.tokens_in, tokens_out=self.tokens_out, cost=self.cost,
@@ -129,9 +131,23 @@ def transcript_tail(transcripts: list[dict[str, Any]], chars: int = TRANSCRIPT_C
     return text[-chars:] if text else "(none recorded)"
 
 
+def shown_files(files: Files, code_file: str, chars: int = FILES_CHARS) -> str:
+    """The agent's files as text for the diagnosis, the entry point first, within ``chars`` characters: an
+    agent that grew does not make every descendant's diagnosis longer (the rest of a file is cut, and said so)."""
+    order = sorted(files, key=lambda name: (name != code_file, name))
+    parts, left = [], chars
+    for name in order:
+        text = files[name].decode("utf-8", "replace").rstrip()
+        if len(text) > left:
+            cut = len(text) - max(left, 0)
+            text = text[: max(left, 0)] + f"\n[... {cut} more characters of {name} not shown]"
+        left -= len(text)
+        parts.append(f"--- {name} ---\n{text}\n--- end of {name} ---")
+    return "\n".join(parts)
+
+
 def diagnosis_prompt(context: MutationContext) -> str:
-    files = "\n".join(f"--- {name} ---\n{data.decode('utf-8', 'replace').rstrip()}\n--- end of {name} ---"
-                      for name, data in sorted(context.parent_files.items()))
+    files = shown_files(context.parent_files, context.code_file)
     fitness = "unknown" if context.parent_fitness is None else f"{context.parent_fitness:.3g}"
     return DIAGNOSIS.format(task_prompt=context.task_prompt.strip(), fitness=fitness, files=files,
                             feedback=(context.parent_feedback or "(none)")[-3000:],
@@ -163,7 +179,10 @@ def self_edit(task: Task, parent: Files, statement: str, spec: SandboxSpec, gate
             args["edit_files"] = {name: data.decode("utf-8") for name, data in parent.items()}
         except UnicodeDecodeError as exc:
             raise SelfImproveFailed(f"the parent has a file that is not UTF-8 text ({exc.reason})") from None
-    outcome = get_sandbox(spec, str(task.root)).evaluate([editor or parent], args, gateway=gateway)
+    if editor is not None and not editor:
+        raise SelfImproveFailed("the editor (the seed agent, agent 0) has no stored genome")
+    outcome = get_sandbox(spec, str(task.root)).evaluate([parent if editor is None else editor], args,
+                                                         gateway=gateway)
     if outcome.failure_kind is not None or not outcome.results:
         raise SelfImproveFailed(f"the self-edit run failed: {outcome.fail_reason}")
     try:
@@ -173,6 +192,9 @@ def self_edit(task: Task, parent: Files, statement: str, spec: SandboxSpec, gate
     spent = usage(gateway) if usage is not None else {}
     if spent.get("limit_hit"):
         raise SelfImproveFailed(f"over budget: the self-edit reached the gateway's limit {spent['limit_hit']}")
+    skipped = acted.metrics.get("skipped") if isinstance(acted.metrics, dict) else None
+    if skipped:  # a file the workspace held but could not hand back: the child would lose it silently
+        raise SelfImproveFailed(f"the self-edit left files that cannot be kept: {str(skipped)[:300]}")
     return checked_child(acted.outputs, parent, task.spec.code_file)
 
 

@@ -60,3 +60,34 @@ def test_a_campaign_whose_agents_call_a_model_through_the_gateway(tmp_path, cli_
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("gw.db"))
     for text in (proc.stdout, proc.stderr, shown.stdout, stored.decode("utf-8", "replace")):
         assert key not in text
+
+
+def test_a_resume_forgets_the_transcripts_of_work_it_redoes(tmp_path):
+    """A kill between a lease's end (its transcript stored) and the child's step leaves a transcript of work
+    a resume redoes: it is dropped; finished children's, a mutated child's self-edit and its diagnosis stay."""
+    import time
+
+    from archive_db import ArchiveDB, Outcome, Proposal
+    from openended.gateway.campaign import forget_unfinished_transcripts
+
+    def transcript(db, agent_id, endpoint="completion"):
+        db.add_transcript(agent_id, calls=1, rejected=0, tokens_in=5, tokens_out=1, cost=0.0, limit_hit=None,
+                          entries=[{"endpoint": endpoint, "request": "r", "response": "a"}])
+
+    with ArchiveDB(tmp_path / "t.db") as db:
+        db.create_run(name="t", task="toy", seed=1, config={}, descriptor_schema={"space": {"names": []}})
+        db.propose([Proposal(0, None, "seed", 1), Proposal(1, 0, "self_improve", 2),
+                    Proposal(2, 0, "self_improve", 3)])
+        db.record([Outcome(0, "mutated", files={"a.py": b"x = 0\n"})])
+        transcript(db, 0)  # its evaluation: finished below, kept
+        db.record([Outcome(0, "archived", fitness=1.0, descriptors=[])])
+        transcript(db, 1)  # agent 1's self-edit, its lease ended before the kill: its mutation is redone
+        transcript(db, 2)  # agent 2's self-edit: its genome was stored after it, kept
+        time.sleep(0.01)
+        db.record([Outcome(2, "mutated", files={"a.py": b"x = 2\n"})])
+        transcript(db, 2, endpoint="diagnosis")  # committed with its genome: kept
+        time.sleep(0.01)
+        transcript(db, 2)  # an evaluation of agent 2 cut short by the kill: redone
+        assert forget_unfinished_transcripts(db) == 2
+        left = [(row["agent_id"], row["entries"][0]["endpoint"]) for i in (0, 1, 2) for row in db.transcripts(i)]
+    assert left == [(0, "completion"), (2, "completion"), (2, "diagnosis")]

@@ -47,7 +47,7 @@ def check_packing(value, n: int) -> tuple[np.ndarray | None, str]:
     """The packing as an (n, 3) float array and "" when it is valid; else None and what is wrong."""
     try:
         circles = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         return None, f"{ENTRY_POINT} must return numbers, got {type(value).__name__}: {exc}"
     if circles.shape != (n, 3):
         return None, (f"{ENTRY_POINT} must return an array of shape ({n}, 3) of [x, y, r] rows, "
