@@ -106,16 +106,18 @@ def _count(db: Path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("kills", [2])
-def test_kill_9_then_resume_gives_the_same_store(tmp_path, ray_address, python, cli_env, kills):
+@pytest.mark.parametrize("kills, selection", [(2, "novelty"), (1, "clade")])
+def test_kill_9_then_resume_gives_the_same_store(tmp_path, ray_address, python, cli_env, kills, selection):
+    # clade: its subtree statistics are rebuilt from the store on resume, and must steer as before
+    extra = ("--selection", selection)
     ref = tmp_path / "ref.db"
-    proc = _cli(python, cli_env, ref, ray_address)
+    proc = _cli(python, cli_env, ref, ray_address, *extra)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
 
     db = tmp_path / "killed.db"
     for k in range(kills):
-        proc = _cli(python, cli_env, db, ray_address)
+        proc = _cli(python, cli_env, db, ray_address, *extra)
         target = 100 * (k + 1)  # finished children, so each session gets somewhere before its kill
         deadline = time.monotonic() + 120
         while _count(db) < target and proc.poll() is None and time.monotonic() < deadline:
