@@ -215,14 +215,14 @@ def vacuum(
     except ArchiveDBError as exc:
         _fail(str(exc))
     # the driver's own lock (`run` and `resume` take it): held here, no driver starts mid-vacuum
-    made_lock = not Path(f"{db}.lock").exists()
+    made_lock = not runtime.lock_path(db).exists()
     try:
         lock = runtime.lock_campaign(db)
     except ConfigError:
-        _fail(f"cannot vacuum {db}: a driver is running this campaign (it holds {db}.lock); "
+        _fail(f"cannot vacuum {db}: a driver is running this campaign (it holds {runtime.lock_path(db)}); "
               "vacuum it after the run stops")
     except OSError as exc:
-        _fail(f"cannot vacuum {db}: cannot take its lock {db}.lock ({exc})")
+        _fail(f"cannot vacuum {db}: cannot take its lock {runtime.lock_path(db)} ({exc})")
     try:
         report = vacuum_db(db)
     except (ArchiveDBError, OSError) as exc:

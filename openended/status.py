@@ -88,10 +88,12 @@ def _success_rates(rows: list[dict], key: str) -> dict[str, dict]:
 
 def _live_status(db_path, recorded: str) -> str:
     """'running' only while a driver holds the campaign's lock; a driver that died says 'interrupted'."""
+    from openended.engine.runtime import lock_path
+
     if recorded != "running":
         return recorded
     try:
-        with open(f"{db_path}.lock") as lock:  # a reader makes no lock file: none means no driver
+        with open(lock_path(db_path)) as lock:  # a reader makes no lock file: none means no driver
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except FileNotFoundError:
         return "interrupted"

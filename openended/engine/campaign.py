@@ -78,7 +78,7 @@ class Campaign:
             path.parent.mkdir(parents=True, exist_ok=True)
         else:  # refused before a lock file is made beside it or anything is written into it
             runtime.check_database(path, resume_only=resume_only)
-        made_lock = not Path(f"{path}.lock").exists()
+        made_lock = not runtime.lock_path(path).exists()
         self._lock = runtime.lock_campaign(path)
         try:
             self._open(config, path, resume_only=resume_only, new_archive=new_archive)

@@ -129,9 +129,16 @@ def check_database(path: Path, *, resume_only: bool) -> None:
         raise ConfigError(f"{path} holds no campaign to resume; {start}")
 
 
+def lock_path(path: Path | str) -> Path:
+    """The lock file of a campaign database: beside the file the path resolves to, so that a database
+    reached through a symbolic link or another spelling of its path is locked once."""
+    real = Path(path).resolve()
+    return real.with_name(real.name + ".lock")
+
+
 def lock_campaign(path: Path) -> IO[str]:
     """Hold an exclusive lock beside the database for this process's lifetime (the OS drops it on any exit)."""
-    lock = open(f"{path}.lock", "a")
+    lock = open(lock_path(path), "a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -91,3 +91,26 @@ def test_status_makes_no_lock_file(tmp_path):
     assert code == 0, err
     assert json.loads(out)["status"] == "interrupted"
     assert not Path(f"{tmp_path / 'c.db'}.lock").exists()
+
+
+def test_a_database_reached_through_a_symbolic_link_is_locked_once(tmp_path, python, cli_env):
+    """The lock follows the file, not the spelling of its path: a second driver through a link is refused."""
+    import subprocess
+
+    from openended.engine import runtime
+
+    real = tmp_path / "real.db"
+    with ArchiveDB(real) as db:
+        db.create_run(name="t", task="maze", seed=0, config={}, descriptor_schema={"space": {"names": []}})
+    link = tmp_path / "elsewhere" / "link.db"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    assert runtime.lock_path(link) == runtime.lock_path(real) == real.with_name("real.db.lock")
+    held = runtime.lock_campaign(real)
+    try:
+        proc = subprocess.run([python, "-m", "openended", "resume", str(link)], env=cli_env, capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        runtime.unlock_campaign(held, remove=True)
+    assert proc.returncode != 0 and "is being run by another process" in proc.stderr, proc.stderr[-2000:]
+    assert not (link.parent / "link.db.lock").exists()
