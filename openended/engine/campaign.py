@@ -247,6 +247,9 @@ class Campaign:
     # ------------------------------------------------------------ the loop
     def run(self) -> Summary:
         """Drive the campaign until a budget is spent, the target is reached, or a signal asks it to stop."""
+        spent = self._stop_reason()
+        if spent is not None and not self._queue:  # nothing to do (e.g. a finished campaign resumed): no Ray
+            return self._finish("finished", spent)
         runtime.sweep_containers(self.sandbox)  # leftovers of an earlier session of this campaign (e.g. a kill -9)
         started_ray = ensure_ray(self.config.ray_address)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
