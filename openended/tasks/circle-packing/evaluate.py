@@ -1,7 +1,6 @@
 """Evaluator of the circle-packing task; runs inside the sandbox (stdlib + numpy only).
 
-Library: ``evaluate_batch(genomes, args) -> list[dict]`` (one result per genome, in order).
-CLI:     ``python evaluate.py --out OUT.json [--arg key=value ...] AGENT_DIR [AGENT_DIR ...]``
+``evaluate_batch(genomes, args) -> list[dict]``: one result per genome, in order.
 
 A genome holds ``packing.py`` defining ``pack(n) -> (n, 3) array`` of rows ``[x, y, r]``. The
 packing is judged strictly, with no tolerance: every radius positive, every circle inside the unit
@@ -15,27 +14,11 @@ hostile data, decoded and checked here.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-try:  # the runner registers sandboxes.agent in the sandbox; on the host it is installed or beside us
-    from sandboxes.agent import AgentError, AgentTimeout, run_agent
-except ModuleNotFoundError:
-    import importlib.util
-
-    _LIBRARY = Path(__file__).resolve().parent.parent.parent.parent / "sandboxes" / "agent.py"  # a checkout
-    _spec = importlib.util.spec_from_file_location("sandboxes.agent", _LIBRARY)
-    if _spec is None or _spec.loader is None or not _LIBRARY.is_file():
-        raise
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules["sandboxes.agent"] = _module
-    _spec.loader.exec_module(_module)
-    from sandboxes.agent import AgentError, AgentTimeout, run_agent
+from sandboxes.agent import AgentError, AgentTimeout, run_agent
 
 CODE_FILE = "packing.py"
 ENTRY_POINT = "pack"
@@ -122,32 +105,3 @@ def evaluate_batch(genomes: list[dict[str, bytes]], args: dict) -> list[dict]:
     if int(merged["n"]) < 2 or float(merged["max_seconds"]) <= 0:
         raise ValueError(f"circle-packing needs n >= 2 and max_seconds > 0, got {merged}")
     return [evaluate_one(files, merged) for files in genomes]
-
-
-def _read_agent(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate circle-packing agents (folders holding packing.py).")
-    parser.add_argument("--out", required=True, help="where to write the JSON list of results")
-    parser.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"evaluation argument (repeatable; known: {', '.join(DEFAULTS)})")
-    parser.add_argument("agents", nargs="+", help="agent folders")
-    ns = parser.parse_args(argv)
-    args = {}
-    for item in ns.arg:
-        key, _, value = item.partition("=")
-        args[key] = json.loads(value)
-    genomes = [_read_agent(Path(a)) if Path(a).is_dir() else {} for a in ns.agents]
-    results = evaluate_batch(genomes, args)
-    for agent, res in zip(ns.agents, results, strict=True):
-        if not Path(agent).is_dir():
-            res.update(_invalid(f"agent folder {agent} does not exist"))
-    Path(ns.out).write_text(json.dumps(results))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
