@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
-from openended.config import CampaignConfig, OutputLimit, OutputLimits
 from openended.names import LLM_OPERATORS, LOCAL_MODEL
+
+# ``config`` below is an openended.config.CampaignConfig and the tables its OutputLimits; they are not
+# imported, because config validates its limits through this module.
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +50,19 @@ def estimate_tokens(code: str) -> int:
     return max(1, math.ceil(len(code) / 4))
 
 
-def model_limits(config: CampaignConfig, model: str | None) -> OutputLimits | None:
+def model_limits(config: Any, model: str | None) -> Any:
     """The model's own table (None for a model the config does not name)."""
     if model == LOCAL_MODEL:
         return config.llm.local_max_output
     return next((m.max_output for m in config.llm.models if m.name == model), None)
 
 
-def resolve(config: CampaignConfig, model: str | None, operator: str) -> Limit:
+def resolve(config: Any, model: str | None, operator: str) -> Limit:
     """The limit ``operator`` answers under when ``model`` is asked (ValueError for a non-LLM operator)."""
     if operator not in DEFAULTS:
         raise ValueError(f"operator {operator!r} has no output limit (LLM operators: {', '.join(DEFAULTS)})")
     own = model_limits(config, model)
-    levels: list[OutputLimit] = [getattr(t, operator) for t in (own, config.llm.max_output) if t is not None]
+    levels: list[Any] = [getattr(t, operator) for t in (own, config.llm.max_output) if t is not None]
     default = DEFAULTS[operator]
 
     def first(field: str):
@@ -69,15 +72,15 @@ def resolve(config: CampaignConfig, model: str | None, operator: str) -> Limit:
     return Limit(factor=float(first("factor")), floor=int(first("floor")), cap=int(first("cap")))
 
 
-def max_output_tokens(config: CampaignConfig, model: str | None, operator: str, *codes: str) -> int:
+def max_output_tokens(config: Any, model: str | None, operator: str, *codes: str) -> int:
     """``max_tokens`` for ``operator`` on ``model`` with parents of source ``codes`` (the largest counts)."""
     parent = max((estimate_tokens(c) for c in codes), default=1)
     return resolve(config, model, operator).tokens(parent)
 
 
-def check_output_limits(config: CampaignConfig) -> None:
+def check_output_limits(config: Any) -> None:
     """ValueError naming the key of any model and operator whose resolved floor is above its cap."""
-    tables = [("llm.max_output", None)]
+    tables: list[tuple[str, str | None]] = [("llm.max_output", None)]
     tables += [(f"llm.models[{i}].max_output", m.name) for i, m in enumerate(config.llm.models)]
     tables.append(("llm.local_max_output", LOCAL_MODEL))
     for key, model in tables:
