@@ -3,7 +3,6 @@ local HTTP server), the embedded model, duplicate rejection, the operator portfo
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import time
@@ -150,18 +149,7 @@ def test_portfolio_restored_from_store_counts_equals_the_live_one(events):
     assert [live.choose(a) for _ in range(20)] == [restored.choose(b) for _ in range(20)]
 
 
-def _local_unavailable() -> str | None:
-    from openended.llm.local import local_model_unavailable
-
-    return local_model_unavailable()
-
-
-def test_embedded_model_binpack_campaign(tmp_path, cli_env, python, docker_engine):
-    problem = _local_unavailable()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the embedded model is unavailable: {problem}")
-        pytest.skip(problem)
+def test_embedded_model_binpack_campaign(tmp_path, cli_env, python, docker_engine, embedded_model):
     db = tmp_path / "local.db"
     # llm_diff alone: about 14 proposals before the token budget, each applying about half the time.
     proc = subprocess.run([python, "-m", "openended", "run", "--task", "binpack", "--llm", "local", "--db", str(db),

@@ -1,6 +1,5 @@
 """The embedded model for real: llama.cpp's server with Gemma 3 270M, through the same client as
-remote models. Skipped when llama-cpp-python[server] or the GGUF package is missing, except on CI
-(CI=true), where a missing model is a failure."""
+remote models (the embedded_model fixture: skipped without it by hand, a failure under CI=true)."""
 
 from __future__ import annotations
 
@@ -10,17 +9,11 @@ import urllib.request
 
 import pytest
 
-from openended.llm import LLMError, LocalModelServer, complete, local_model_unavailable, local_spec
-
-_UNAVAILABLE = local_model_unavailable()
-if _UNAVAILABLE and os.environ.get("CI", "").lower() != "true":
-    pytest.skip(_UNAVAILABLE, allow_module_level=True)
+from openended.llm import LLMError, LocalModelServer, complete, local_spec
 
 
 @pytest.fixture(scope="module")
-def server():
-    if _UNAVAILABLE:  # on CI: fail loudly instead of skipping
-        pytest.fail(f"the embedded model is required on CI: {_UNAVAILABLE}")
+def server(embedded_model):
     # A key in our environment must not reach the server process.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPENENDED_PROBE_API_KEY", "sk-must-not-reach-the-server")
@@ -53,9 +46,7 @@ def test_the_server_is_listed_and_sees_no_secrets(server):
     assert not [name for name in names if "KEY" in name or "SECRET" in name or "TOKEN" in name]
 
 
-def test_stop_closes_the_port_and_reaps_the_process():
-    if _UNAVAILABLE:
-        pytest.fail(f"the embedded model is required on CI: {_UNAVAILABLE}")
+def test_stop_closes_the_port_and_reaps_the_process(embedded_model):
     server = LocalModelServer().start()
     process, port = server.process, server.port
     assert process.poll() is None
