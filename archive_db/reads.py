@@ -80,9 +80,12 @@ class Reads:
             "SELECT id FROM agents WHERE id >= ? AND status NOT IN ('proposed', 'mutated')", (first_id,))}
 
     def agents_by_status(self, status: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Agents in ``status``, by id, at most ``limit``: through the status's partial index (migration 0007),
+        which SQLite uses only for the status written into the query, never for a bound parameter."""
         if status not in STATUSES:
             raise InvalidValueError(f"status must be one of {STATUSES}, not {status!r}")
-        return self.named_query("agents_by_status", status=status, limit=-1 if limit is None else int(limit))
+        sql = f"SELECT * FROM agents WHERE status = '{status}' ORDER BY id LIMIT ?"  # status: one of STATUSES
+        return dict_rows(self.conn.execute(sql, (-1 if limit is None else int(limit),)), AGENT_JSON)
 
     # ---- named queries ------------------------------------------------------------------
 

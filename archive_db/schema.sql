@@ -1,4 +1,4 @@
--- archive_db schema, version 6 (PRAGMA user_version = 6).
+-- archive_db schema, version 7 (PRAGMA user_version = 7).
 -- GENERATED from archive_db/migrations/*.sql: documentation only, never executed by the code.
 -- Regenerate with:  python -m archive_db.schema > archive_db/schema.sql
 
@@ -144,7 +144,9 @@ CREATE TABLE transcripts (
     dropped    INTEGER NOT NULL DEFAULT 0
 );
 
-CREATE INDEX idx_agents_cell       ON agents(cell) WHERE cell IS NOT NULL;
+CREATE INDEX idx_agents_evaluated ON agents(id) WHERE status = 'evaluated';
+
+CREATE INDEX idx_agents_failed    ON agents(id) WHERE status = 'failed';
 
 CREATE UNIQUE INDEX idx_agents_finish_seq ON agents(finish_seq) WHERE finish_seq IS NOT NULL;
 
@@ -152,13 +154,15 @@ CREATE INDEX idx_agents_fitness     ON agents(fitness);
 
 CREATE INDEX idx_agents_genome_prefix ON agents(substr(genome_hash, 1, 8));
 
+CREATE INDEX idx_agents_mutated   ON agents(id) WHERE status = 'mutated';
+
 CREATE INDEX idx_agents_novelty     ON agents(novelty);
 
 CREATE INDEX idx_agents_parent2_id ON agents(parent2_id) WHERE parent2_id IS NOT NULL;
 
 CREATE INDEX idx_agents_parent_id   ON agents(parent_id);
 
-CREATE INDEX idx_agents_status      ON agents(status);
+CREATE INDEX idx_agents_proposed  ON agents(id) WHERE status = 'proposed';
 
 CREATE INDEX idx_elites_agent      ON elites(agent_id);
 
