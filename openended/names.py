@@ -23,10 +23,12 @@ LLM_OPERATORS: tuple[str, ...] = get_args(LLMOperator)
 # The Darwin Gödel Machine's operator: a model diagnoses the parent, then the parent agent edits its own code
 # (in a sandbox, through the model gateway; openended.mutation.self_improve).
 SELF_IMPROVE = "self_improve"
-OperatorName = Literal["gaussian", "noop", "ast", "llm_diff", "llm_rewrite", "llm_crossover", "self_improve"]
+# Tunes a code agent's numeric literals with a small search, each evaluation a child (openended.mutation.tune).
+TUNE = "tune"
+OperatorName = Literal["gaussian", "noop", "ast", "tune", "llm_diff", "llm_rewrite", "llm_crossover", "self_improve"]
 OPERATORS: tuple[str, ...] = get_args(OperatorName)
 MODEL_OPERATORS: tuple[str, ...] = (*LLM_OPERATORS, SELF_IMPROVE)  # operators that call a model (one arm per model)
-CODE_OPERATORS: tuple[str, ...] = ("ast", "noop", *MODEL_OPERATORS)
+CODE_OPERATORS: tuple[str, ...] = ("ast", "noop", TUNE, *MODEL_OPERATORS)
 PARAMS_OPERATORS: tuple[str, ...] = ("gaussian", "noop")
 # Operators that make a root agent from nothing: the task's seed, a random genome. (A user's
 # folder, operator "given", is stored as it is and never mutated.)

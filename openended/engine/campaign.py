@@ -41,7 +41,8 @@ from openended.engine.recorder import Child, Counters, InOrderStart, Recorder, d
 from openended.engine.stages import attach as attach_stages
 from openended.gateway.campaign import forget_unfinished_transcripts
 from openended.llm import ModelSpec
-from openended.names import LOCAL_MODEL
+from openended.mutation.tune import TuneParams, group_of, group_seed
+from openended.names import LOCAL_MODEL, TUNE
 from openended.portfolio import Arm, Portfolio
 from openended.qd import Archive, DescriptorSpace, make_archive, restore_archive
 from openended.qd.archive import FLOAT_NOISE
@@ -133,6 +134,12 @@ class Campaign:
         assert operator is not None, "resolve_operators names the operator"
         operators: list[str] = list(self.config.mutation.portfolio) or [operator]
         self.portfolio = Portfolio.build(operators, self.model_names, explore=llm.explore)
+        tune_params = {**self.task.operator_params(TUNE), **(self.config.mutation.params if operator == TUNE else {})}
+        try:
+            self.tune_evaluations = TuneParams.of(tune_params).evaluations  # the children of one tune group
+        except ValueError as exc:
+            raise ConfigError(f"the tune operator's parameters (task {self.task.name!r}'s [operators.tune] or "
+                              f"mutation.params): {exc}") from None
         self.dispatcher: Dispatcher | None = None  # once run() has joined Ray
         self._restore()
         if run is not None:
@@ -221,10 +228,15 @@ class Campaign:
                 self.recorder.duplicate(row["id"], first)
                 continue
             self._queue.append(Evaluate(row["id"], files))
+        tuned: list[Proposal] = []
         for row in proposed:
             children[row["id"]] = Child(row["parent_id"], Arm(row["operator"], row["model"]))
+            if row["operator"] == TUNE:
+                tuned.append(Proposal(row["id"], row["parent_id"], TUNE, row["seed"]))
+                continue
             self._queue.append(self.jobs.job(row["id"], row["seed"], row["operator"], row["parent_id"],
                                              row["model"], row["parent2_id"]))
+        self._queue.extend(self._tune_jobs(tuned))
         self.stager = attach_stages(self)  # staged tasks ([[stages]]): decides after each stage
         in_order = self.recorder.in_order
         if in_order is not None and self.blocks is not None and self.next_id > self.state["n_roots"]:
@@ -425,15 +437,25 @@ class Campaign:
                                      **selection.params)
             for parent in parents:
                 agent_id = self.next_id + len(proposals)
+                # tune groups count as their children: a block holds n (the last group whole, so up to
+                # evaluations - 1 more), never beyond the budget
+                if len(proposals) >= n or (limit is not None and agent_id >= limit):
+                    break
                 arm = self.portfolio.choose(self.rng)
                 parent2 = None
                 if arm.operator == "llm_crossover":
                     parent2 = int(select_parents(selection.strategy, self.archive, self.lineage, self.rng, n=1,
                                                  **selection.params)[0])
                 seed = int(self.rng.integers(2**63))
-                self.recorder.children[agent_id] = Child(int(parent), arm)
-                proposals.append(Proposal(agent_id, int(parent), arm.operator, seed, model=arm.model,
-                                          parent2_id=parent2))
+                members = 1
+                if arm.operator == TUNE:  # a group of children (openended.mutation.tune): seeds seed + index
+                    seed, members = group_seed(seed), self.tune_evaluations
+                    if limit is not None:
+                        members = min(members, limit - agent_id)
+                for index in range(members):
+                    self.recorder.children[agent_id + index] = Child(int(parent), arm)
+                    proposals.append(Proposal(agent_id + index, int(parent), arm.operator, seed + index,
+                                              model=arm.model, parent2_id=parent2))
         if not proposals:
             return []
         for p in proposals:
@@ -447,8 +469,26 @@ class Campaign:
             self.db.record([Outcome(i, "mutated", files=files) for i, files in given.items()])
             self.db.update_run(state=self._driver_state())
         self.next_id += len(proposals)
-        return [Evaluate(p.id, given[p.id]) if p.id in given
-                else self.jobs.job(p.id, p.seed, p.operator, p.parent_id, p.model, p.parent2_id) for p in proposals]
+        jobs: list[Job] = []
+        for p in proposals:
+            if p.id in given:
+                jobs.append(Evaluate(p.id, given[p.id]))
+            elif p.operator != TUNE:
+                jobs.append(self.jobs.job(p.id, p.seed, p.operator, p.parent_id, p.model, p.parent2_id))
+        return jobs + self._tune_jobs([p for p in proposals if p.operator == TUNE])
+
+    def _tune_jobs(self, members: list[Proposal]) -> list[Job]:
+        """One job per ``tune`` group among these unfinished members (a group may be partly finished)."""
+        groups: dict[tuple[int, int], list[Proposal]] = {}
+        for p in members:
+            assert p.parent_id is not None
+            groups.setdefault(group_of(p.id, p.seed), []).append(p)
+        jobs: list[Job] = []
+        for (seed, first_id), group in groups.items():
+            last = max(p.id for p in group)
+            jobs.append(self.jobs.tune([p.id for p in sorted(group, key=lambda p: p.id)], first_id,
+                                       last - first_id + 1, seed, group[0].parent_id))  # type: ignore[arg-type]
+        return jobs
 
     def _drain(self, dispatcher: Dispatcher, grace: float) -> None:
         """Stop dispatching; give in-flight children up to ``grace`` seconds; the rest stay for resume."""

@@ -17,7 +17,8 @@ from typing import Any, Protocol, cast
 
 import ray
 
-from openended.engine.jobs import NO_RESULT, WORKER_LOST, ChildResult, EvalJob, Evaluate, Job, Mutate
+from openended.engine.jobs import NO_RESULT, WORKER_LOST, ChildResult, EvalJob, Evaluate, Job, Mutate, Tune
+from openended.engine.node_files import ship
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
 from openended.sandbox.spec import SandboxSpec
@@ -83,7 +84,7 @@ class Dispatcher:
 
     @property
     def children_in_flight(self) -> int:
-        return sum(len(f.jobs) for f in self._flights.values())
+        return sum(len(j.report) if isinstance(j, Tune) else 1 for f in self._flights.values() for j in f.jobs)
 
     def queue(self, job: Job, *, front: bool = False) -> None:
         (self.pending.appendleft if front else self.pending.append)(job)
@@ -109,21 +110,21 @@ class Dispatcher:
             if isinstance(head, Mutate) and not waiting(head):
                 self._send_mutation(self.pending.popleft())  # type: ignore[arg-type]
                 continue
-            if head is not None and head.agent_id in self._isolate:
+            if head is not None and (head.agent_id in self._isolate or isinstance(head, Tune)):
                 self.pending.popleft()
                 self._isolate.discard(head.agent_id)
                 self._send([head])  # type: ignore[list-item]
                 continue
             jobs: list[EvalJob] = []
             while (self.pending and len(jobs) < self.batch_size and self.pending[0].agent_id not in self._isolate
-                   and not isinstance(self.pending[0], Mutate)):
+                   and not isinstance(self.pending[0], (Mutate, Tune))):
                 jobs.append(self.pending.popleft())  # type: ignore[arg-type]
             # New children when nothing is queued, or only a few mutations wait for a busy model.
             if not evaluations_only and (not self.pending or (
                     all(map(waiting, self.pending)) and len(self.pending) < self.max_in_flight)):
                 for job in propose(self.batch_size - len(jobs)):
                     # a block larger than the batch: the rest goes out in the next tasks
-                    if isinstance(job, Mutate) or len(jobs) >= self.batch_size:
+                    if isinstance(job, (Mutate, Tune)) or len(jobs) >= self.batch_size:
                         self.pending.append(job)
                     else:
                         jobs.append(job)
@@ -143,7 +144,10 @@ class Dispatcher:
         # The deadline is a backstop measured from dispatch: a task queued behind others on a
         # full cluster gets a timeout for each round of tasks ahead of it.
         rounds_ahead = len(self._flights) // self.cpus
-        self._flights[handle] = Flight(list(jobs), time.monotonic() + self.task_timeout * (1 + rounds_ahead), False)
+        # a tune job evaluates its children in turn: a timeout for each
+        own = sum(job.count if isinstance(job, Tune) else 0 for job in jobs) or 1
+        deadline = time.monotonic() + self.task_timeout * (own + rounds_ahead)
+        self._flights[handle] = Flight(list(jobs), deadline, False)
 
     def _send_mutation(self, job: Mutate) -> None:
         if job.unprepared is not None:
@@ -194,6 +198,9 @@ class Dispatcher:
         if isinstance(job, Mutate):
             self.deliver(True, [_mutation_failed(job, f"{stage}: {reason}")])
             return
+        if isinstance(job, Tune):  # one task, several children: each of them fails
+            self.deliver(False, [ChildResult(i, fail_stage=stage, fail_reason=reason) for i in job.report])
+            return
         files = job.files if isinstance(job, Evaluate) else None
         self.deliver(False, [ChildResult(job.agent_id, files=files, fail_stage=stage, fail_reason=reason)])
 
@@ -215,7 +222,8 @@ class RayExecutor:
     def __init__(self, task: TaskRef, sandbox: SandboxSpec):
         from openended.engine.worker import mutate_job, run_jobs
 
-        self.task = task
+        # the task folder and the runner travel through Ray's object store: workers share no files with us
+        self.task = ship(task)
         self.sandbox = sandbox
         self._evaluate = ray.remote(num_cpus=1, max_retries=0)(run_jobs)
         # A model call waits on the network or the local server, not on this node's CPU.

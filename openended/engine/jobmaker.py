@@ -1,9 +1,9 @@
 """From a proposed child (parent, operator, seed, model) to the job a worker runs.
 
 Parameter genomes become :class:`Breed` jobs (mutated and evaluated in one task). Code genomes
-become :class:`Mutate` jobs; for an LLM operator the prompt's context is built here, on the
-driver, which alone reads the store: the parent, its evaluation, inspirations from the archive,
-the last error of the parent's children.
+become :class:`Mutate` jobs, except a ``tune`` group's, which is one :class:`Tune` job; for an LLM
+operator the prompt's context is built here, on the driver, which alone reads the store: the parent,
+its evaluation, inspirations from the archive, the last error of the parent's children.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 
 from archive_db import ArchiveDB
 from openended.config import CampaignConfig
-from openended.engine.jobs import Breed, Job, Mutate
+from openended.engine.jobs import Breed, Job, Mutate, Tune
 from openended.mutation.output_limits import max_output_tokens
 from openended.mutation.prompts import Inspiration, MutationContext, choose_focus
 from openended.mutation.self_improve import editor_of, self_edit_seconds, transcript_tail
-from openended.names import LLM_OPERATORS, LOCAL_MODEL, MODEL_OPERATORS, ROOT_OPERATORS, SELF_IMPROVE, Files
+from openended.names import LLM_OPERATORS, LOCAL_MODEL, MODEL_OPERATORS, ROOT_OPERATORS, SELF_IMPROVE, TUNE, Files
 from openended.qd import Archive
 from openended.selection import LineageCounts, select_parents
 from openended.tasks import Task
@@ -109,6 +109,15 @@ class JobMaker:
                       templates_dir=self.config.llm.templates_dir, unprepared=unprepared, seconds=seconds,
                       editor_files=editor,
                       max_tokens=max_tokens)
+
+    def tune(self, report: list[int], first_id: int, count: int, seed: int, parent_id: int) -> Tune:
+        """One ``tune`` group's job: members ``first_id`` .. ``first_id + count - 1`` (seeds ``seed + i``), of
+        which ``report`` are still to be recorded."""
+        mutation = self.config.mutation
+        params = {**self.task.operator_params(TUNE), **(mutation.params if mutation.operator == TUNE else {})}
+        tolerance = self.task.spec.fitness.tolerance or 0.0
+        return Tune(tuple(report), first_id, count, seed, params, self.genomes.get(parent_id),
+                    self.db.agent(parent_id)["fitness"], tolerance)
 
     def _max_tokens(self, operator: str, model: str | None, context: MutationContext) -> int:
         """The answer's limit: sized to the parent's code (and parent 2's, for a crossover)."""

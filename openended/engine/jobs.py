@@ -1,12 +1,14 @@
 """Typed records that cross between the driver and its Ray workers: jobs out, results back.
 
-Three kinds of job, one per thing a worker can be asked to do:
+Four kinds of job, one per thing a worker can be asked to do:
 
 - :class:`Breed` makes a child from its parent (or a root from nothing) and evaluates it in the
   same Ray task: parameter genomes, whose mutation is cheap and deterministic.
 - :class:`Mutate` only makes a code child's genome (an LLM call or an LLM-free edit); the driver
   stores and de-duplicates it before any evaluation.
 - :class:`Evaluate` evaluates a genome that is already stored.
+- :class:`Tune` makes and evaluates several code children in turn, each from the results before it
+  (the ``tune`` operator's search over a parent's numeric literals).
 """
 
 from __future__ import annotations
@@ -68,8 +70,29 @@ class Mutate:
     editor_files: Files | None = None
 
 
-EvalJob = Breed | Evaluate
-Job = Breed | Evaluate | Mutate
+@dataclass(frozen=True, slots=True)
+class Tune:
+    """Tune ``parent_files``' numeric literals (openended.mutation.tune): members ``first_id`` to
+    ``first_id + count - 1`` of one group, member i made from seed ``seed + i`` and evaluated; results come
+    back for ``report`` (the members not yet finished) only."""
+
+    report: tuple[int, ...]
+    first_id: int
+    count: int
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)
+    parent_files: Files | None = None
+    parent_fitness: float | None = None
+    tolerance: float = 0.0
+
+    @property
+    def agent_id(self) -> int:
+        """The first member it reports (what a queue of jobs orders and isolates by)."""
+        return self.report[0]
+
+
+EvalJob = Breed | Evaluate | Tune
+Job = Breed | Evaluate | Mutate | Tune
 
 
 @dataclass(slots=True)

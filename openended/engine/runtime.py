@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING
 from archive_db import check_file, holds_run
 from openended.config import CampaignConfig, ConfigError, validate_config
 from openended.genome_folder import GenomeFolderError, read_genome_folder
-from openended.names import CODE_OPERATORS, MODEL_OPERATORS, PARAMS_OPERATORS, SELF_IMPROVE, Files
+from openended.names import CODE_OPERATORS, MODEL_OPERATORS, PARAMS_OPERATORS, SELF_IMPROVE, TUNE, Files
 from openended.sandbox import SandboxSpec, sweep
 from openended.tasks import Task
 
@@ -45,6 +45,10 @@ def resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
         if not has_model and any(n in MODEL_OPERATORS for n in names):
             raise ConfigError(f"key '{key}': LLM operators need a model: set [llm] local = true (--llm local) "
                               "or add [[llm.models]]")
+        if TUNE in names and (task.gateway or task.spec.stages):
+            raise ConfigError(f"key '{key}': operator {TUNE} evaluates its children in its own task, without the "
+                              f"model gateway or stages; task {task.name!r} uses "
+                              f"{'the gateway' if task.gateway else '[[stages]]'}")
         if SELF_IMPROVE in names and not task.gateway:
             raise ConfigError(f"key '{key}': operator {SELF_IMPROVE} runs the parent agent, which calls a model "
                               f"through the gateway; task {task.name!r} does not ask for it (gateway = true in its "

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate
+from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate, Tune
+from openended.engine.node_files import load_ref  # the task the driver shipped, cached on this node
 from openended.mutation import mutate
 from openended.names import LLM_OPERATORS, SELF_IMPROVE, Files
-from openended.results import InvalidResult, check_acting
+from openended.results import Bounds, InvalidResult, check_acting, check_result
 from openended.sandbox import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, get_sandbox
 from openended.sandbox.spec import EvaluationRecord, short_error
-from openended.tasks import Task, TaskRef, load_ref
+from openended.tasks import Task, TaskRef
 
 if TYPE_CHECKING:
     from openended.llm import ModelSpec
@@ -35,6 +36,8 @@ def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None
     except Exception as exc:  # e.g. the task folder is missing on this node
         return [ChildResult(j.agent_id, files=j.files if isinstance(j, Evaluate) else None, fail_stage="evaluation",
                             fail_reason=f"cannot load task: {short_error(exc)}") for j in jobs]
+    if len(jobs) == 1 and isinstance(jobs[0], Tune):
+        return run_tune(task, jobs[0], sandbox or SandboxSpec(kind="inprocess"), evaluate_args)
     results: list[ChildResult] = []
     to_evaluate: list[ChildResult] = []
     for job in jobs:
@@ -42,6 +45,9 @@ def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None
         results.append(out)
         if isinstance(job, Evaluate):
             out.files = job.files
+        elif isinstance(job, Tune):  # the dispatcher sends a Tune alone: never in a batch
+            out.fail_stage, out.fail_reason = "internal", "a tune job was sent in a batch"
+            continue
         else:
             try:
                 rng = np.random.default_rng(job.seed)
@@ -54,11 +60,13 @@ def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None
         return results
 
     args = task.evaluate_args if evaluate_args is None else evaluate_args
-    gateway = jobs[0].gateway if len(jobs) == 1 else None
+    first = jobs[0]
+    assert not isinstance(first, Tune), "a tune job returned above"
+    gateway = first.gateway if len(jobs) == 1 else None
     spec = sandbox or SandboxSpec(kind="inprocess")
     stages = task.spec.stages
     if stages and len(jobs) == 1:  # a staged task (never batchable): this job's stage decides
-        stage = stages[min(jobs[0].stage, len(stages) - 1)]
+        stage = stages[min(first.stage, len(stages) - 1)]
         args = {**args, **stage.evaluate_args}
         limits = {k: v for k, v in stage.limits.model_dump().items() if v is not None}
         if limits:
@@ -75,6 +83,54 @@ def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None
         return results
     _evaluate_sandboxed(spec, str(task.root), to_evaluate, args, gateway)
     return results
+
+
+def run_tune(task: Task, job: Tune, spec: SandboxSpec, evaluate_args: dict | None = None) -> list[ChildResult]:
+    """The ``tune`` operator's search (openended.mutation.tune): rounds of candidates, each round evaluated
+    (as one batch where the task allows) before the next is made; returns the results of ``job.report``."""
+    from openended.mutation.tune import TuneParams, TuneSearch
+
+    children = {i: ChildResult(i) for i in range(job.first_id, job.first_id + job.count)}
+    try:
+        if job.parent_files is None:
+            raise ValueError("tune needs a parent")
+        search = TuneSearch(job.parent_files, task.spec.code_file, job.parent_fitness, TuneParams.of(job.params),
+                            job.tolerance)
+    except (ValueError, SyntaxError, UnicodeDecodeError) as exc:
+        for child in children.values():
+            child.fail_stage, child.fail_reason = "mutation", f"tune: {short_error(exc)}"
+        return [children[i] for i in job.report]
+    args = task.evaluate_args if evaluate_args is None else evaluate_args
+    # What the search reads of a result is checked as the driver checks it: a child cannot steer it with
+    # a malformed or out-of-bounds fitness (the driver checks every result again, whatever the search read).
+    bounds = Bounds(fitness_lower=task.fitness_lower, fitness_upper=task.spec.fitness.upper)
+    n_descriptors = len(task.spec.descriptors)
+    ids = list(children)
+    per_round = search.params.batch
+    for start in range(0, len(ids), per_round):
+        members = [children[i] for i in ids[start:start + per_round]]
+        seeds = [job.seed + i - job.first_id for i in ids[start:start + per_round]]
+        for child, files in zip(members, search.round(seeds), strict=True):
+            child.files = files
+        groups = [members] if task.batchable else [[c] for c in members]
+        for group in groups:
+            _evaluate_sandboxed(spec, str(task.root), group, args)
+            if len(group) > 1 and any(c.batch_failure for c in group):  # find the culprit: each alone
+                for child in group:
+                    child.result = child.fail_stage = child.fail_reason = None
+                    child.batch_failure = False
+                    _evaluate_sandboxed(spec, str(task.root), [child], args)
+        search.tell([_fitness(c, n_descriptors, bounds) for c in members])
+    return [children[i] for i in job.report]
+
+
+def _fitness(child: ChildResult, n_descriptors: int, bounds: Bounds) -> float | None:
+    if child.failed:
+        return None
+    try:
+        return check_result(child.result, n_descriptors, bounds).fitness
+    except InvalidResult:
+        return None
 
 
 def _score(spec: SandboxSpec, scorer_root: str, children: list[ChildResult], args: EvalArgs) -> None:

@@ -13,6 +13,8 @@ import numpy as np
 
 from openended.mutation.ast_edit import ast_mutate
 from openended.mutation.gaussian import gaussian, random_params
+from openended.mutation.tune import PARAMS as TUNE_PARAMS
+from openended.mutation.tune import TuneParams
 from openended.names import ROOT_OPERATORS, Files
 from openended.tasks import Task
 
@@ -57,8 +59,9 @@ OPERATORS: dict[str, Operator] = {
 # The parameters each operator reads (from the task's [operators.NAME] table and the campaign's mutation.params).
 OPERATOR_PARAMS: dict[str, set[str]] = {
     "seed": set(), "random": {"scale"}, "gaussian": {"sigma"}, "ast": {"scale", "edits", "kinds"}, "noop": set(),
-    # run by the worker itself (openended.mutation.self_improve)
+    # run by the worker itself (openended.mutation.self_improve, openended.mutation.tune)
     "self_improve": {"timeout_s", "diagnosis_tokens", "editor"},
+    "tune": set(TUNE_PARAMS),
 }
 
 
@@ -70,6 +73,8 @@ def check_params(operator: str, params: dict) -> None:
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for mutation operator {operator!r} "
                          f"(valid: {sorted(OPERATOR_PARAMS[operator]) or 'none'})")
+    if operator == "tune":
+        TuneParams.of(params)
     if operator == "self_improve":
         from openended.mutation.self_improve import editor_of
 

@@ -1,0 +1,155 @@
+"""The tune operator in a campaign (real Ray): one task per group, every evaluation a child with its own row,
+the same store at any scheduling and after kill -9 and resume; a lost task fails each of its children."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from test_reproducible import _count, _store
+
+from openended.config import ConfigError, load_config
+from openended.engine import Campaign
+from openended.engine.dispatch import Dispatcher, TaskLost
+from openended.engine.jobs import Tune
+from openended.mutation.tune import group_of
+
+EVALUATIONS = 6
+
+
+def _task(tmp_path: Path) -> str:
+    """toycode with float constants: a user task folder that only this test has."""
+    folder = tmp_path / "floats"
+    shutil.copytree(ROOT / "tests" / "tasks" / "toycode", folder)
+    (folder / "seed" / "agent.py").write_text("a = 1.0\nb = 2.0\nif a < b:\n    a = a + 1.0\n")
+    return str(folder)
+
+
+def _overrides(task: str, db: Path, ray_address: str, **extra) -> dict:
+    return {"task": task, "db": str(db), "seed": 3, "budget.max_children": 1 + 5 * EVALUATIONS,
+            "sandbox.kind": "inprocess", "mutation.operator": "tune", "ray_address": ray_address,
+            "mutation.params": {"evaluations": EVALUATIONS, "batch": 2, "sigma": 0.3}, "stats_every_seconds": 60.0,
+            **extra}
+
+
+def test_every_evaluation_is_a_child_of_the_tuned_agent_and_the_search_improves(tmp_path, ray_address):
+    task = _task(tmp_path)
+    summary = Campaign(load_config(None, _overrides(task, tmp_path / "a.db", ray_address, max_in_flight=3))).run()
+    assert summary.status == "finished", summary
+    con = sqlite3.connect(tmp_path / "a.db")
+    rows = con.execute("SELECT id, parent_id, operator, seed, status, fitness FROM agents ORDER BY id").fetchall()
+    assert len(rows) == 1 + 5 * EVALUATIONS
+    seed_fitness = rows[0][5]
+    groups: dict = {}
+    for agent_id, parent, operator, seed, status, _ in rows[1:]:
+        assert operator == "tune" and status in ("archived", "rejected")
+        groups.setdefault(group_of(agent_id, seed), []).append((agent_id, parent))
+    assert len(groups) == 5  # five groups of EVALUATIONS consecutive children, each of one parent
+    for (_, first), members in groups.items():
+        assert [m[0] for m in members] == list(range(first, first + EVALUATIONS))
+        assert len({m[1] for m in members}) == 1
+    assert max(r[5] for r in rows) > seed_fitness + 0.5  # the constants moved towards (3, 3)
+    # a second campaign with other scheduling is the same campaign (the reproducible mode)
+    Campaign(load_config(None, _overrides(task, tmp_path / "b.db", ray_address, max_in_flight=1))).run()
+    assert _store(tmp_path / "a.db") == _store(tmp_path / "b.db")
+
+
+def test_tune_is_refused_where_it_cannot_run(tmp_path):
+    def start(**overrides):
+        Campaign(load_config(None, {"db": str(tmp_path / "x.db"), "mutation.operator": "tune", **overrides}))
+
+    with pytest.raises(ConfigError, match="do not apply"):
+        start(task="maze-medium")
+    with pytest.raises(ConfigError, match="operator tune .* uses the gateway"):
+        start(task="coding-agent-small")
+    with pytest.raises(ValueError, match="evaluations must be an integer"):
+        start(task="circle-packing", **{"mutation.params": {"evaluations": 1000}})
+    assert not (tmp_path / "x.db").exists()  # refused before the database was made
+
+
+def _cli(python, env, task, db, ray_address):
+    # groups of 6 against blocks of 32: the in-order application stops inside groups, so kills land there
+    config = db.parent / "tune.toml"
+    config.write_text('[mutation]\noperator = "tune"\nparams = { evaluations = 6, batch = 4 }\n')
+    cmd = [python, "-m", "openended", "run", str(config), "--task", task, "--db", str(db), "--budget", "241",
+           "--sandbox", "inprocess", "--max-in-flight", "3", "--seed", "8", "--ray-address", ray_address, "--quiet"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _partly_finished_groups(db: Path) -> int:
+    con = sqlite3.connect(db)
+    try:
+        groups: dict = {}
+        for agent_id, seed, finished in con.execute("SELECT id, seed, finished_at IS NOT NULL FROM agents "
+                                                    "WHERE operator = 'tune'"):
+            groups.setdefault(group_of(agent_id, seed), []).append(finished)
+    finally:
+        con.close()
+    return sum(1 for members in groups.values() if 0 < sum(members) < len(members))
+
+
+def test_kill_9_in_the_middle_of_tune_groups_then_resume_gives_the_same_store(tmp_path, ray_address, python,
+                                                                            cli_env):
+    task = _task(tmp_path)
+    ref = tmp_path / "ref.db"
+    proc = _cli(python, cli_env, task, ref, ray_address)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    db = tmp_path / "killed.db"
+    split = 0
+    for target in (30, 110):
+        proc = _cli(python, cli_env, task, db, ray_address)
+        deadline = time.monotonic() + 120
+        while _count(db) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the campaign ended before the kill"
+        proc.kill()
+        proc.wait(timeout=30)
+        split += _partly_finished_groups(db)
+    assert split > 0, "no kill left a group partly recorded: the test would not test the resume of one"
+    resumed = subprocess.run([python, "-m", "openended", "resume", str(db), "--ray-address", ray_address, "--quiet"],
+                             env=cli_env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert _store(db) == _store(ref)
+
+
+class _LosingExecutor:
+    """Every task's worker dies."""
+
+    def __init__(self):
+        self.sent: list = []
+
+    def evaluate(self, jobs):
+        self.sent.append(jobs)
+        return len(self.sent)
+
+    def mutate(self, job, model):
+        raise AssertionError("no mutation here")
+
+    def ready(self, handles, timeout):
+        return list(handles)
+
+    def result(self, handle):
+        raise TaskLost("the node died")
+
+    def cancel(self, handle):
+        pass
+
+
+def test_a_lost_tune_task_fails_each_child_it_was_to_report():
+    got: list = []
+    ex = _LosingExecutor()
+    d = Dispatcher(ex, lambda mutation, results: got.extend(results), max_in_flight=2, batch_size=4, cpus=2,
+                   task_timeout=10.0, models={})
+    d.queue(Tune((12, 13, 14), first_id=10, count=5, seed=256))
+    d.fill(lambda n: [])
+    assert [[type(j).__name__ for j in jobs] for jobs in ex.sent] == [["Tune"]]  # alone in its task
+    assert d.children_in_flight == 3
+    d.collect(0)
+    assert [(r.agent_id, r.fail_stage) for r in got] == [(12, "sandbox"), (13, "sandbox"), (14, "sandbox")]
+    assert all("the node died" in (r.fail_reason or "") for r in got)
