@@ -158,17 +158,17 @@ class Genomes:
 
     def files(self, genome_hash: str, agent_id: int | None = None) -> Files:
         """The file tree with ``genome_hash``: cached, materialised, or regenerated (through ``agent_id``, or
-        any compact agent with that genome)."""
+        any compact agent with that genome, found by a scan of the compact agents)."""
         cached = self.cache.get(genome_hash)
         if cached is not None:
             return dict(cached)
         files = load_materialised(self.conn, genome_hash)
         if files is None:
             if agent_id is None:
+                # a scan of the compact agents: no index holds genome hashes (migration 0008), nothing hot asks
                 row = self.conn.execute(
-                    "SELECT a.id FROM agents a JOIN recipes r ON r.agent_id = a.id "
-                    "WHERE substr(a.genome_hash, 1, 8) = substr(?, 1, 8) AND a.genome_hash = ? LIMIT 1",
-                    (genome_hash, genome_hash)).fetchone()
+                    "SELECT a.id FROM recipes r JOIN agents a ON a.id = r.agent_id WHERE a.genome_hash = ? LIMIT 1",
+                    (genome_hash,)).fetchone()
                 if row is None:
                     raise InvalidValueError(f"unknown genome hash {genome_hash!r}")
                 agent_id = int(row[0])

@@ -1,4 +1,4 @@
--- archive_db schema, version 7 (PRAGMA user_version = 7).
+-- archive_db schema, version 8 (PRAGMA user_version = 8).
 -- GENERATED from archive_db/migrations/*.sql: documentation only, never executed by the code.
 -- Regenerate with:  python -m archive_db.schema > archive_db/schema.sql
 
@@ -151,8 +151,6 @@ CREATE INDEX idx_agents_failed    ON agents(id) WHERE status = 'failed';
 CREATE UNIQUE INDEX idx_agents_finish_seq ON agents(finish_seq) WHERE finish_seq IS NOT NULL;
 
 CREATE INDEX idx_agents_fitness     ON agents(fitness);
-
-CREATE INDEX idx_agents_genome_prefix ON agents(substr(genome_hash, 1, 8));
 
 CREATE INDEX idx_agents_mutated   ON agents(id) WHERE status = 'mutated';
 

@@ -163,7 +163,8 @@ class ArchiveDB(StoreConnection, Reads):
 
     def get_genome(self, genome_hash: str) -> dict[str, bytes]:
         """The file tree with ``genome_hash``, stored in full or regenerated from a recipe (RegenerationError
-        if that does not give its bytes); InvalidValueError for a hash the store does not hold."""
+        if that does not give its bytes); InvalidValueError for a hash the store does not hold. A compact genome
+        asked for by hash alone is found by scanning the compact agents (prefer :meth:`agent_files`)."""
         return self.genomes.files(genome_hash)
 
     def agent_files(self, agent_id: int) -> dict[str, bytes]:

@@ -1,5 +1,6 @@
-"""Migration 0007: the status index becomes one partial index per status that is looked up, the unused
-index on agents.cell goes; a version-6 database with agents upgrades and reads the same."""
+"""Migrations 0007 and 0008: the status index becomes one partial index per status that is looked up, the
+unused indexes on agents.cell and on the genome hash's prefix go; a version-6 database with agents upgrades
+and reads the same."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_a_version_6_database_upgrades_to_partial_status_indexes(tmp_path):
     with ArchiveDB(path) as db:
         assert db.schema_version >= 7
         names = indexes(db)
-        assert "idx_agents_status" not in names and "idx_agents_cell" not in names
+        assert not {"idx_agents_status", "idx_agents_cell", "idx_agents_genome_prefix"} & names
         assert {"idx_agents_proposed", "idx_agents_mutated", "idx_agents_evaluated", "idx_agents_failed"} <= names
         for status in STATUSES:
             assert [r["id"] for r in db.agents_by_status(status)] == [a for a, _, s in AGENTS if s == status]
