@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from openended.gateway.records import GatewayUsage
+from openended.gateway.records import DIAGNOSIS_ENDPOINT, GatewayUsage
 from openended.gateway.server import Gateway, Lease
 from openended.names import SELF_IMPROVE
 
@@ -130,5 +130,5 @@ def forget_unfinished_transcripts(db: Any) -> int:
             "OR (agent_id IN (SELECT id FROM agents WHERE status = 'mutated') "
             "AND created_at > (SELECT COALESCE(mutated_at, 0) FROM agents WHERE agents.id = transcripts.agent_id) "
             "AND NOT EXISTS (SELECT 1 FROM json_each(transcripts.entries) e "
-            "WHERE json_extract(e.value, '$.endpoint') = 'diagnosis'))")
+            "WHERE json_extract(e.value, '$.endpoint') = ?))", (DIAGNOSIS_ENDPOINT,))
         return int(cursor.rowcount)

@@ -37,6 +37,11 @@ class GatewayLimits:
         return cls(**{name: getattr(settings, name) for name in names if hasattr(settings, name)})
 
 
+# The endpoint of the transcript entry that holds a self_improve child's diagnosis (openended.mutation.
+# self_improve): not a request the agent made, but the call that told it what to change.
+DIAGNOSIS_ENDPOINT = "diagnosis"
+
+
 @dataclass(frozen=True)
 class TranscriptEntry:
     """One request of a child and what it got. ``status`` is the HTTP status the agent saw (200, or the

@@ -13,9 +13,9 @@ from typing import TypedDict
 import numpy as np
 
 from archive_db import ArchiveDB
+from openended.gateway.records import DIAGNOSIS_ENDPOINT
 from openended.genome_diff import genome_diff
 from openended.inspection.access import InspectionError, ids_json, snapshot
-from openended.mutation.self_improve import DIAGNOSIS_ENDPOINT
 from openended.names import SELF_IMPROVE, Files, genome_path_problem
 
 __all__ = ["LineageStep", "top", "show", "lineage", "diff", "export", "safe_paths"]

@@ -26,6 +26,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from openended.gateway.records import DIAGNOSIS_ENDPOINT, TranscriptEntry
 from openended.names import Files
 from openended.results import InvalidResult, check_acting, clean_text
 
@@ -41,7 +42,6 @@ TRANSCRIPT_CHARS = 1500
 STATEMENT_CHARS = 2000
 PROMPT_CHARS = 4000
 FILES_CHARS = 8000  # the parent's files in the diagnosis prompt (about 2,000 tokens)
-DIAGNOSIS_ENDPOINT = "diagnosis"  # the transcript entry that holds a child's diagnosis
 
 DIAGNOSIS = """{task_prompt}
 
@@ -84,13 +84,12 @@ class Diagnosis:
 
     def transcript(self) -> dict[str, Any]:
         """The keyword arguments of ``ArchiveDB.add_transcript`` for it (one call; prompt kept to its end)."""
-        entry = {"at": 0.0, "endpoint": DIAGNOSIS_ENDPOINT, "model": self.model, "status": 200, "upstream": True,
-                 "request": clean_text(self.prompt[-PROMPT_CHARS:], PROMPT_CHARS),
-                 "response": clean_text(self.text, STATEMENT_CHARS),
-                 "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "cost": self.cost,
-                 "seconds": self.seconds}
+        entry = TranscriptEntry(at=0.0, endpoint=DIAGNOSIS_ENDPOINT, model=self.model, status=200, upstream=True,
+                                request=clean_text(self.prompt[-PROMPT_CHARS:], PROMPT_CHARS),
+                                response=clean_text(self.text, STATEMENT_CHARS), tokens_in=self.tokens_in,
+                                tokens_out=self.tokens_out, cost=self.cost, seconds=self.seconds)
         return dict(calls=1, rejected=0, tokens_in=self.tokens_in, tokens_out=self.tokens_out, cost=self.cost,
-                    limit_hit=None, entries=[entry])
+                    limit_hit=None, entries=[dataclasses.asdict(entry)])
 
 
 def diagnosis_of(transcripts: list[dict[str, Any]]) -> str | None:
