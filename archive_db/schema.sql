@@ -1,4 +1,4 @@
--- archive_db schema, version 8 (PRAGMA user_version = 8).
+-- archive_db schema, version 9 (PRAGMA user_version = 9).
 -- GENERATED from archive_db/migrations/*.sql: documentation only, never executed by the code.
 -- Regenerate with:  python -m archive_db.schema > archive_db/schema.sql
 
@@ -84,6 +84,14 @@ CREATE TABLE genomes (
     hash        TEXT PRIMARY KEY,              -- sha256 over the sorted (path, blob hash) pairs
     manifest    TEXT NOT NULL CHECK (json_valid(manifest)),   -- {path: blob hash}
     total_bytes INTEGER NOT NULL
+);
+
+CREATE TABLE lineage_snapshot (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    next_id     INTEGER NOT NULL,   -- children: those of every agent with an id below this are counted
+    finish_seq  INTEGER NOT NULL,   -- discoveries: those of every agent with a finish_seq up to this
+    children    BLOB NOT NULL,      -- zlib of little-endian int64, one per agent id: children proposed
+    discoveries BLOB NOT NULL       -- the same: children that entered a new archive cell
 );
 
 CREATE TABLE recipe_methods (

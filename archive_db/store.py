@@ -24,6 +24,7 @@ from .connection import StoreConnection
 from .errors import ArchiveDBError, InvalidValueError, RunExistsError, UnknownAgentError
 from .genomes import GenomeParts, genome_parts, store_genomes
 from .integrity import IntegrityReport, check_integrity
+from .lineage import Counts, lineage_counts
 from .reads import Reads
 from .recipes import MATERIALISE_EVERY, CompactCandidate, Genomes, RecipeRow, regenerator
 from .records import (
@@ -207,6 +208,12 @@ class ArchiveDB(StoreConnection, Reads):
                 continue
             items.append(CompactCandidate(c.id, c.genome, self.genomes.method_id(c.recipe, found[1])))
         return self.genomes.compact(items, genomes, full=full, batch_hash=batch_hash, every=self.materialise_every)
+
+    def lineage_counts(self) -> Counts:
+        """(children, discoveries) per agent id as int64 arrays: what ``children_counts`` and
+        ``discovery_counts`` give, read from the lineage snapshot and the rows after it (archive_db.lineage);
+        a writer outside a transaction refreshes the snapshot when it lags."""
+        return lineage_counts(self.conn, refresh=not self.readonly and not self.conn.in_transaction)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
