@@ -4,7 +4,12 @@ The client, why the engine cannot run the sandbox here (:func:`docker_problem`),
 every sandbox container (:func:`container_options`), the image's version label, and
 :func:`sweep`, which removes a campaign's leftover containers. Containers carry the labels
 ``openended.campaign`` (the campaign), ``openended.host`` and ``openended.pid`` (the worker
-that owns them).
+that owns them; the host is :func:`node_identity`, which tells apart nodes that share one engine).
+
+A node's sandbox folders are made under :func:`work_dir` (``$OPENENDED_WORK_DIR``, else the system's
+temporary folder). A node that runs in a container and talks to its host's engine
+(docker-outside-of-docker, as in tests/cluster) sets it to a folder mounted at the same path in the
+node as on the host: the engine resolves a container's bind mounts on the host, not in the node.
 """
 
 from __future__ import annotations
@@ -37,6 +42,25 @@ HOST_CONFIG_KEYS = ("network_mode", "read_only", "mem_limit", "memswap_limit", "
 SHM_MB = 16
 # Open files per process (the engine's default is about a million: kernel memory a child could pin).
 NOFILE = 4096
+# This node's folder for the sandbox's job folders (and the node's cache of the driver's files).
+WORK_DIR_ENV = "OPENENDED_WORK_DIR"
+
+
+def work_dir() -> str:
+    """The folder under which this node's sandboxes make their folders: ``$OPENENDED_WORK_DIR``, else the
+    system's temporary folder."""
+    return os.environ.get(WORK_DIR_ENV) or tempfile.gettempdir()
+
+
+def node_identity() -> str:
+    """Who owns a container: the host name and the PID namespace. Nodes in containers of one host share its
+    engine and (on the host network) its name; their worker pids mean nothing in each other's namespace."""
+    host = socket.gethostname()
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return host
+    return f"{host}/{namespace.removeprefix('pid:[').removesuffix(']')}"
 
 
 def client(timeout: int = 120) -> docker.DockerClient:
@@ -94,16 +118,16 @@ def container_options(spec: SandboxSpec, task_root: str | Path, agents_dir: Path
         tmpfs={"/work": f"rw,nosuid,nodev,size={max(16, limits.memory_mb // 2)}m,mode=1777",
                "/tmp": "rw,nosuid,nodev,size=16m,mode=1777"},
         volumes={str(task_root): {"bind": "/task", "mode": "ro"}, str(agents_dir): {"bind": "/agents", "mode": "ro"}},
-        labels={LABEL: spec.campaign_label, HOST_LABEL: socket.gethostname(), PID_LABEL: str(os.getpid())},
+        labels={LABEL: spec.campaign_label, HOST_LABEL: node_identity(), PID_LABEL: str(os.getpid())},
         log_config={"type": "none"},
         stop_signal="SIGKILL",
     )
 
 
 def neutral_folders() -> tuple[Path, Path, Path]:
-    """(root, task, agents): a fresh private folder under the system's temporary folder, whose
+    """(root, task, agents): a fresh private folder under this node's :func:`work_dir`, whose
     ``task`` and ``agents`` are what a container mounts; remove ``root`` when done."""
-    root = Path(tempfile.mkdtemp(prefix="openended-"))
+    root = Path(tempfile.mkdtemp(prefix="openended-", dir=work_dir()))
     root.chmod(0o755)
     agents = root / "agents"
     agents.mkdir(mode=0o755)
@@ -130,7 +154,7 @@ def sweep(label: str, *, only_dead_owners: bool = False) -> int:
     owning worker process (on this host) is gone. Returns how many were removed."""
     api = client().api
     removed = 0
-    host = socket.gethostname()
+    host = node_identity()
     # The plain listing, not containers.list(): that inspects each container, and one removed
     # meanwhile (a worker retiring it) would fail the whole sweep with NotFound.
     for container in api.containers(all=True, filters={"label": f"{LABEL}={label}"}):

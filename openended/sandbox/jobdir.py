@@ -48,9 +48,20 @@ def runner_source() -> str:
     return _BOOTSTRAP.format(sources=sources) + RUNNER.read_text()
 
 
+# The runner a campaign's driver sent this node (openended.engine.node_files), run instead of this
+# installation's own: the evaluators the driver sent import its in-sandbox modules.
+_shipped_runner: str | None = None
+
+
+def use_runner(source: str | None) -> None:
+    """Run ``source`` (a :func:`runner_source` made elsewhere, e.g. by the driver) from now on; None: our own."""
+    global _shipped_runner
+    _shipped_runner = source
+
+
 def runner_command(python: str, *args: str) -> list[str]:
     """The command line that runs the runner with ``args`` under ``python``."""
-    return [python, "-I", "-c", runner_source(), *args]
+    return [python, "-I", "-c", _shipped_runner or runner_source(), *args]
 
 
 def write_job(root: Path, agents: Sequence[Files], *, task_dir: str, args: EvalArgs, limits: Limits,
