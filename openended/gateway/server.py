@@ -51,7 +51,8 @@ from aiohttp import web
 from openended.gateway.protocol import Call, Endpoint, Refusal, answer, error_body, parse_call, stream_events
 from openended.gateway.records import GatewayLimits, GatewayUsage
 from openended.gateway.usage import Child
-from openended.llm.client import Completion, LLMError, ModelSpec, complete
+from openended.llm.client import Completion, LLMError, complete
+from openended.llm.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 ENDED_KEPT = 10_000  # ended evaluations remembered, so that their open connections are told so (410)

@@ -19,7 +19,7 @@ from typing import Any
 
 from openended.gateway.protocol import Call, Refusal
 from openended.gateway.records import GatewayLimits, GatewayUsage, TranscriptEntry
-from openended.llm.client import ModelSpec
+from openended.llm.spec import ModelSpec
 
 
 def estimate_tokens(text: str) -> int:

@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-from openended.llm.client import ModelSpec
+from openended.llm.spec import ModelSpec
 from openended.names import LOCAL_MODEL
 
 MODEL_ALIAS = "gemma-3-270m-q4_k_m"
