@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,21 @@ def containers_left(label: str) -> list[str]:
     """The ids of the containers, running or not, that carry the campaign label ``label``."""
     return subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={label}"],
                           capture_output=True, text=True, check=True).stdout.split()
+
+
+def kill_when(proc: subprocess.Popen, finished, target: int, *, seconds: float = 120.0) -> None:
+    """SIGKILL the campaign ``proc`` once ``finished()`` (its finished children) reaches ``target``; the test
+    fails if the campaign ended first (the kill would test nothing)."""
+    deadline = time.monotonic() + seconds
+    while finished() < target and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the campaign ended before the kill: " + (proc.stdout.read() if proc.stdout else "")
+    proc.kill()
+    proc.wait(timeout=30)
+
+
+def resume_cli(python: str, env: dict, db: Path, ray_address: str) -> None:
+    """``openended resume DB`` on the test session's Ray; the test fails unless it finishes."""
+    resumed = subprocess.run([python, "-m", "openended", "resume", str(db), "--ray-address", ray_address, "--quiet"],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr

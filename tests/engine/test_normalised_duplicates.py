@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, kill_when, resume_cli
 
 TOYCODE = ROOT / "tests" / "tasks" / "toycode"
 # agent.py of the seed with b = 3, restyled: the ast operator often writes the same program in its own style
@@ -83,14 +82,6 @@ def test_restyled_duplicates_are_not_evaluated_and_survive_kill_9(tmp_path, ray_
     db = tmp_path / "killed.db"
     config = _config(tmp_path, db, ray_address)
     for target in (100, 200):
-        proc = _cli(python, cli_env, config)
-        deadline = time.monotonic() + 120
-        while _finished(db) < target and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the campaign ended before the kill"
-        proc.kill()
-        proc.wait(timeout=30)
-    resumed = subprocess.run([python, "-m", "openended", "resume", str(db), "--ray-address", ray_address,
-                              "--quiet"], env=cli_env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        kill_when(_cli(python, cli_env, config), lambda: _finished(db), target)
+    resume_cli(python, cli_env, db, ray_address)
     assert _rows(db) == rows

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, toy
+from conftest import ROOT, kill_when, resume_cli, toy
 
 from openended.config import load_config
 from openended.engine import Campaign
@@ -116,18 +115,9 @@ def test_kill_9_then_resume_gives_the_same_store(tmp_path, ray_address, python, 
     assert proc.returncode == 0, out
 
     db = tmp_path / "killed.db"
-    for k in range(kills):
-        proc = _cli(python, cli_env, db, ray_address, *extra)
-        target = 100 * (k + 1)  # finished children, so each session gets somewhere before its kill
-        deadline = time.monotonic() + 120
-        while _count(db) < target and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the campaign ended before the kill: " + (proc.stdout.read() if proc.stdout else "")
-        proc.kill()
-        proc.wait(timeout=30)
-    resumed = subprocess.run([python, "-m", "openended", "resume", str(db), "--ray-address", ray_address,
-                              "--quiet"], env=cli_env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for k in range(kills):  # after 100, then 200 finished children: each session gets somewhere first
+        kill_when(_cli(python, cli_env, db, ray_address, *extra), lambda: _count(db), 100 * (k + 1))
+    resume_cli(python, cli_env, db, ray_address)
     assert _store(db) == _store(ref)
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, kill_when, resume_cli
 from test_reproducible import _count, _store
 
 from openended.config import ConfigError, load_config
@@ -103,18 +102,10 @@ def test_kill_9_in_the_middle_of_tune_groups_then_resume_gives_the_same_store(tm
     db = tmp_path / "killed.db"
     split = 0
     for target in (30, 110):
-        proc = _cli(python, cli_env, task, db, ray_address)
-        deadline = time.monotonic() + 120
-        while _count(db) < target and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert proc.poll() is None, "the campaign ended before the kill"
-        proc.kill()
-        proc.wait(timeout=30)
+        kill_when(_cli(python, cli_env, task, db, ray_address), lambda: _count(db), target)
         split += _partly_finished_groups(db)
     assert split > 0, "no kill left a group partly recorded: the test would not test the resume of one"
-    resumed = subprocess.run([python, "-m", "openended", "resume", str(db), "--ray-address", ray_address, "--quiet"],
-                             env=cli_env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resume_cli(python, cli_env, db, ray_address)
     assert _store(db) == _store(ref)
 
 
