@@ -41,7 +41,7 @@ from openended.engine.recorder import Child, Counters, InOrderStart, Recorder, d
 from openended.engine.stages import attach as attach_stages
 from openended.gateway.campaign import forget_unfinished_transcripts
 from openended.llm import ModelSpec
-from openended.mutation.tune import TuneParams, group_of, group_seed
+from openended.mutation.tune import TuneParams, group_of, group_seed, literals
 from openended.names import LOCAL_MODEL, TUNE
 from openended.portfolio import Arm, Portfolio
 from openended.qd import Archive, DescriptorSpace, make_archive, restore_archive
@@ -136,7 +136,8 @@ class Campaign:
         self.portfolio = Portfolio.build(operators, self.model_names, explore=llm.explore)
         tune_params = {**self.task.operator_params(TUNE), **(self.config.mutation.params if operator == TUNE else {})}
         try:
-            self.tune_evaluations = TuneParams.of(tune_params).evaluations  # the children of one tune group
+            tune = TuneParams.of(tune_params)
+            self.tune_evaluations, self.tune_ints = tune.evaluations, tune.ints  # the children of one tune group
         except ValueError as exc:
             raise ConfigError(f"the tune operator's parameters (task {self.task.name!r}'s [operators.tune] or "
                               f"mutation.params): {exc}") from None
@@ -449,7 +450,7 @@ class Campaign:
                 seed = int(self.rng.integers(2**63))
                 members = 1
                 if arm.operator == TUNE:  # a group of children (openended.mutation.tune): seeds seed + index
-                    seed, members = group_seed(seed), self.tune_evaluations
+                    seed, members = group_seed(seed), self._tune_group_size(int(parent))
                     if limit is not None:
                         members = min(members, limit - agent_id)
                 for index in range(members):
@@ -476,6 +477,16 @@ class Campaign:
             elif p.operator != TUNE:
                 jobs.append(self.jobs.job(p.id, p.seed, p.operator, p.parent_id, p.model, p.parent2_id))
         return jobs + self._tune_jobs([p for p in proposals if p.operator == TUNE])
+
+    def _tune_group_size(self, parent: int) -> int:
+        """A tune group's children: ``evaluations``, or one (which fails, saying why) for a parent with
+        nothing to tune."""
+        code = self.genomes.get(parent).get(self.task.spec.code_file, b"")
+        try:
+            tunable = bool(literals(code.decode("utf-8"), ints=self.tune_ints))
+        except (SyntaxError, ValueError, UnicodeDecodeError):
+            tunable = False
+        return self.tune_evaluations if tunable else 1
 
     def _tune_jobs(self, members: list[Proposal]) -> list[Job]:
         """One job per ``tune`` group among these unfinished members (a group may be partly finished)."""

@@ -58,6 +58,15 @@ def test_every_evaluation_is_a_child_of_the_tuned_agent_and_the_search_improves(
     assert _store(tmp_path / "a.db") == _store(tmp_path / "b.db")
 
 
+def test_a_parent_with_nothing_to_tune_gets_one_child_that_fails_saying_why(tmp_path, ray_address):
+    toycode = str(ROOT / "tests" / "tasks" / "toycode")  # its constants are ints: nothing to tune by default
+    overrides = _overrides(toycode, tmp_path / "ints.db", ray_address, **{"budget.max_children": 4})
+    assert Campaign(load_config(None, overrides)).run().status == "finished"
+    con = sqlite3.connect(tmp_path / "ints.db")
+    rows = con.execute("SELECT seed & 255, status, fail_stage, fail_reason FROM agents WHERE id > 0").fetchall()
+    assert rows == [(0, "failed", "mutation", "tune: agent.py has no float literals to tune")] * 3
+
+
 def test_tune_is_refused_where_it_cannot_run(tmp_path):
     def start(**overrides):
         Campaign(load_config(None, {"db": str(tmp_path / "x.db"), "mutation.operator": "tune", **overrides}))
