@@ -291,6 +291,47 @@ def sandbox_check(
         raise typer.Exit(1)
 
 
+cluster_app = typer.Typer(no_args_is_help=True, cls=Group, help="Check a Ray cluster's nodes for the sandbox.")
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("check", cls=Command)
+def cluster_check(
+    ray_address: Annotated[str, typer.Option(help="the Ray cluster to check (ray start --head's address)")] = "auto",
+    image: Annotated[str, typer.Option(help="image name")] = "openended-sandbox:latest",
+    load: Annotated[bool, typer.Option("--load/--no-load", help="load the image onto nodes that lack it, from "
+                                       "this machine's copy through Ray")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+):
+    """Every alive node: its Docker engine, the sandbox image and its version; loads the image where missing."""
+    from openended.cluster.check import as_dicts, check_cluster
+    from openended.engine.dispatch import ensure_ray, shutdown_ray
+
+    try:
+        started = ensure_ray(ray_address)
+    except Exception as exc:  # noqa: BLE001 - no cluster at that address, most often
+        _fail(f"cannot join the Ray cluster at {ray_address}: {type(exc).__name__}: {str(exc)[:300]}")
+    try:
+        reports = check_cluster(image, load=load)
+    finally:
+        if started:
+            shutdown_ray()
+    if as_json:
+        typer.echo(json.dumps(as_dicts(reports), indent=2))
+    else:
+        table = Table(title=f"cluster {ray_address}: sandbox image {image}")
+        for column in ("node", "cpus", "docker", "image", "status"):
+            table.add_column(column)
+        for r in reports:
+            loaded = " (image loaded)" if r.loaded else ""
+            status = f"[green]ok[/green]{loaded}" if r.ok else f"[red]{r.problem}[/red]"
+            table.add_row(f"{r.node_id[:12]} {r.address}{' (head)' if r.head else ''}", f"{r.cpus:g}",
+                          r.engine or "none", f"v{r.image_version}" if r.image_version else "absent", status)
+        console.print(table)
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
+
+
 inspect_cli.register(app)
 
 
