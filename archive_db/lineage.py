@@ -32,12 +32,15 @@ def _blob(a: np.ndarray) -> bytes:
 
 
 def _add(counts: np.ndarray, parents: list[int]) -> np.ndarray:
+    """``counts`` plus one per occurrence of each parent (in place when it is long enough: only the parents'
+    entries are touched, not all 10^7)."""
     if not parents:
         return counts
-    extra = np.bincount(np.asarray(parents, dtype=np.int64))
-    if len(extra) > len(counts):
-        counts = np.concatenate([counts, np.zeros(len(extra) - len(counts), dtype=np.int64)])
-    counts[: len(extra)] += extra
+    ids = np.asarray(parents, dtype=np.int64)
+    top = int(ids.max()) + 1
+    if top > len(counts):
+        counts = np.concatenate([counts, np.zeros(top - len(counts), dtype=np.int64)])
+    np.add.at(counts, ids, 1)
     return counts
 
 
@@ -55,9 +58,10 @@ def _pending_discoveries(conn: sqlite3.Connection) -> list[int]:
     """Parents of agents that entered a new cell but have no finish_seq yet (not terminal: a few rows)."""
     out: list[int] = []
     for status in ("proposed", "mutated", "evaluated"):  # literal: each through its partial index
+        # no term on parent_id: with one, SQLite (no statistics) walks the parent index over every agent
         out += [r[0] for r in conn.execute(
-            f"SELECT parent_id FROM agents WHERE status = '{status}' AND archive_event = 'new_cell' "
-            "AND parent_id IS NOT NULL")]
+            f"SELECT parent_id FROM agents WHERE status = '{status}' AND archive_event = 'new_cell'")
+                if r[0] is not None]
     return out
 
 

@@ -37,7 +37,15 @@ from openended.engine.dispatch import Dispatcher, RayExecutor, ensure_ray, shutd
 from openended.engine.jobmaker import GenomeCache, JobMaker
 from openended.engine.jobs import ChildResult, Evaluate, Job
 from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, deterministic_staleness, free_staleness
-from openended.engine.recorder import Child, Counters, InOrderStart, Recorder, describe_error, param_recipes
+from openended.engine.recorder import (
+    Child,
+    Counters,
+    InOrderStart,
+    Recorder,
+    describe_error,
+    lineage_from_store,
+    param_recipes,
+)
 from openended.engine.stages import attach as attach_stages
 from openended.gateway.campaign import forget_unfinished_transcripts
 from openended.llm import ModelSpec
@@ -49,7 +57,7 @@ from openended.qd.archive import FLOAT_NOISE
 from openended.sandbox import SandboxUnavailable
 from openended.sandbox import describe as describe_sandbox
 from openended.sandbox import resolve as resolve_sandbox
-from openended.selection import LineageCounts, select_parents
+from openended.selection import select_parents
 from openended.standing import Standing, Summary
 from openended.tasks import load_task
 
@@ -187,7 +195,7 @@ class Campaign:
                                        elites=self.db.elites())
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = self.state["rng"]
-        self.lineage = LineageCounts.from_counts(self.db.children_counts(), self.db.discovery_counts())
+        self.lineage = lineage_from_store(self.db)
         if self.config.selection.strategy == "clade":  # kept only when used: it walks every child's ancestry
             fitness = self.task.spec.fitness
             self.lineage.clades = clades_from_store(self.db, fitness.lower, fitness.upper)
