@@ -24,8 +24,15 @@ Writes:
   of status, top, show, lineage and diff (``--json``, in-process through the CLI, median of 3) on a synthetic
   finished campaign written straight into SQLite, the shape of ``bench/inspect_bench.py``'s (show, lineage
   and diff on the deepest agent). Target < 2 s.
-- ``noop_children_per_s_at_10000000``, ``resume_seconds_at_10000000``, ``driver_rss_mb_at_10000000``,
-  ``maze_engine_share_of_simulator``: issue 18's other figures, ``null`` until measured (``not_measured``).
+- ``resume_seconds_at_N``, ``noop_children_per_s_at_N``, ``driver_rss_mb_at_N`` (N = ``--agents``):
+  ``bench/scale_resume.py`` on a stopped no-op campaign whose store holds N agents (written straight into
+  SQLite): the real ``Campaign`` resumed in a fresh process until its first batch is back, the loop's
+  children per second after that (``--resume-children``), the driver's peak memory;
+  ``archive_bytes_per_member``: resident bytes per member of a restored ``all`` archive (``--members``).
+- ``maze_engine_share_of_simulator``: the maze campaign's children per second (after its first 500, so
+  that imports and the roots are left out) over the raw simulator's evaluations per second on the same Ray
+  (2 CPUs: one task per CPU simulating batches of the campaign's size), measured in the same run
+  (``bench/scale_share.py``).
 """
 
 from __future__ import annotations
@@ -45,8 +52,6 @@ from archive_db import ArchiveDB, Evaluation, Outcome, Proposal
 from openended.mutation.ast_edit import ast_mutate
 from openended.tasks import load_task
 
-NOT_MEASURED = ("noop_children_per_s_at_10000000", "resume_seconds_at_10000000", "max_command_seconds_at_10000000",
-                "driver_rss_mb_at_10000000", "maze_engine_share_of_simulator")
 GB100 = 100 * 10**9
 
 # A binpack agent of the size a model's rewrite reaches (FunSearch's evolved heuristics are 20-40 lines);
@@ -116,13 +121,20 @@ def maze_campaign(db: Path, children: int, ray_address: str, every: int) -> int:
 def params_figures(tmp: Path, children: int) -> dict[str, Any]:
     import ray
 
+    from openended.config import load_config
+
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     address = ray.get_runtime_context().gcs_address
     default_every = ArchiveDB.materialise_every
+    from scale_share import engine_children_per_s, simulator_evals_per_s
+
+    batch, sim_seconds = load_config(None, {}).batch_size, (1.0 if children < 1000 else 5.0)
     try:
+        raw = [simulator_evals_per_s(sim_seconds, batch)]
         started = time.monotonic()
         n = maze_campaign(tmp / "maze.db", children, address, default_every)
         seconds = time.monotonic() - started
+        raw.append(simulator_evals_per_s(sim_seconds, batch))
         full = maze_campaign(tmp / "maze-full.db", children, address, 1)
     finally:
         ArchiveDB.materialise_every = default_every
@@ -131,7 +143,10 @@ def params_figures(tmp: Path, children: int) -> dict[str, Any]:
     with ArchiveDB(tmp / "maze.db", readonly=True) as store:
         recipes = store.conn.execute("SELECT COUNT(*) FROM recipes").fetchone()[0]
     per_child = compact_bytes / n
+    engine = engine_children_per_s(tmp / "maze.db", min(500, n // 4))
     return {
+        "maze_engine_share_of_simulator": round(engine / float(np.mean(raw)), 3),
+        "maze_engine_children_per_s": round(engine, 1), "maze_simulator_evals_per_s": [round(r, 1) for r in raw],
         "params_children": n, "params_campaign_seconds": round(seconds, 1), "params_compact_children": recipes,
         "bytes_per_child_params": round(per_child, 1),
         "bytes_per_child_params_uncompacted": round(full_bytes / full, 1),
@@ -334,6 +349,16 @@ def inspection_figures(tmp: Path, n: int, key_n: int, repeats: int) -> dict[str,
             "inspection_command_seconds": seconds, "inspection_db": facts}
 
 
+def resume_figures(n: int, key_n: int, children: int, members: int, tmp: str, keep: str | None) -> dict[str, Any]:
+    from scale_resume import figures
+
+    r = figures(n, children, members, tmp=tmp, keep=keep)
+    return {f"resume_seconds_at_{key_n}": r["resume_seconds"],
+            f"noop_children_per_s_at_{key_n}": r["noop_children_per_s"],
+            f"driver_rss_mb_at_{key_n}": r["driver_rss_mb"],
+            "archive_bytes_per_member": r["archive_bytes_per_member"], "resume": r}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="bytes per child, params and code (issue 18)")
     parser.add_argument("--out", required=True)
@@ -341,22 +366,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--maze-children", type=int, default=5000)
     parser.add_argument("--code-children", type=int, default=2000)
     parser.add_argument("--agents", type=int, default=10_000_000, help="the synthetic database's agents")
-    parser.add_argument("--only", choices=("bytes", "inspection"), help="one half of the figures")
+    parser.add_argument("--resume-children", type=int, default=5000, help="children the resumed loop runs")
+    parser.add_argument("--members", type=int, default=1_000_000, help="the archive measured per member")
+    parser.add_argument("--keep", help="the resume figures' database: built here once and kept (resumed again)")
+    parser.add_argument("--only", choices=("bytes", "inspection", "resume"), help="one part of the figures")
     parser.add_argument("--tmp", help="folder for the databases (default: a temporary one; 10^7 agents ~ 5 GB)")
     args = parser.parse_args(argv)
     maze_n, code_n, agents = (300, 200, 2000) if args.smoke else (args.maze_children, args.code_children, args.agents)
+    resume_children, members = (300, 10_000) if args.smoke else (args.resume_children, args.members)
     result: dict[str, Any] = {"smoke": args.smoke}
-    missing = list(NOT_MEASURED)
     with tempfile.TemporaryDirectory(prefix="openended-scale-", dir=args.tmp) as tmp:
         if args.only in (None, "bytes"):
             result.update(params_figures(Path(tmp), maze_n))
             result.update(code_figures(Path(tmp), code_n))
         if args.only in (None, "inspection"):
-            key = f"max_command_seconds_at_{args.agents}"
             result.update(inspection_figures(Path(tmp), agents, args.agents, 1 if args.smoke else 3))
-            missing = [m for m in missing if m != key]
-    result.update({k: None for k in missing if k not in result})
-    result["not_measured"] = [m for m in missing if result.get(m) is None]
+        if args.only in (None, "resume"):
+            result.update(resume_figures(agents, args.agents, resume_children, members, tmp, args.keep))
     text = json.dumps(result, indent=2)
     Path(args.out).write_text(text)
     print(text)
