@@ -18,7 +18,7 @@ from typing import Any, Protocol, cast
 import ray
 
 from openended.engine.jobs import NO_RESULT, WORKER_LOST, ChildResult, EvalJob, Evaluate, Job, Mutate, Tune
-from openended.engine.node_files import ship
+from openended.engine.node_files import ShippedPath, ship, ship_paths
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
 from openended.sandbox.spec import SandboxSpec
@@ -224,6 +224,7 @@ class RayExecutor:
 
         # the task folder and the runner travel through Ray's object store: workers share no files with us
         self.task = ship(task)
+        self._shipped: dict[str, ShippedPath] = {}  # the driver's folders a job names (templates_dir)
         self.sandbox = sandbox
         self._evaluate = ray.remote(num_cpus=1, max_retries=0)(run_jobs)
         # A model call waits on the network or the local server, not on this node's CPU.
@@ -233,7 +234,7 @@ class RayExecutor:
         return self._evaluate.remote(self.task, jobs, self.sandbox)
 
     def mutate(self, job: Mutate, model: ModelSpec | None) -> Hashable:
-        return self._mutate.remote(self.task, job, model, self.sandbox)
+        return self._mutate.remote(self.task, ship_paths(job, self._shipped), model, self.sandbox)
 
     def ready(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]:
         refs = list(handles)

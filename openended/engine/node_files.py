@@ -14,9 +14,13 @@ evaluation needs from the driver's disk travels as a :class:`ShippedTask`:
   miss (into a temporary folder renamed into place, so that workers racing on one node agree), loads
   the task from there and runs the driver's runner in its sandboxes.
 
+A campaign's own prompt templates (``llm.templates_dir``) travel the same way: the driver's path in a
+:class:`Mutate` job becomes a :class:`ShippedPath` (:func:`ship_paths`), which the worker turns into its
+node's copy (:func:`local_path`).
+
 Genomes (parents, stored children, the editor of a self-edit) travel inside the jobs themselves; only
-the driver opens the database. Parts still reading a driver path on the worker side: a campaign's
-``llm.templates_dir`` and the gateway's socket (both with the model operators and the gateway).
+the driver opens the database. Still a driver path on the worker side: the gateway's socket (the
+model gateway across nodes is issue 14's item 3).
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openended.tasks import Task, TaskRef
 from openended.tasks import load_ref as load_local_ref
+
+if TYPE_CHECKING:
+    from openended.engine.jobs import Mutate
 
 RUNNER_FILE = "runner.py"  # beside the task's folder in a node's cache entry
 
@@ -148,3 +155,38 @@ def load_ref(ref: TaskRef) -> Task:
         loaded = _LOADED[key] = (load_local_ref(TaskRef(str(folder), ref.variant)), (entry / RUNNER_FILE).read_text())
     use_runner(loaded[1])
     return loaded[0]
+
+
+class ShippedPath(str):
+    """A folder of the driver's, as the path a job names it (a ``str``), carrying its shipped bundle."""
+
+    shipped: ShippedTask
+
+    def __new__(cls, shipped: ShippedTask) -> ShippedPath:
+        path = super().__new__(cls, shipped.path)
+        path.shipped = shipped
+        return path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ShippedPath, (self.shipped,))
+
+
+def ship_paths(job: Mutate, shipped: dict[str, ShippedPath]) -> Mutate:
+    """The driver's side: ``job`` with its driver folders (``templates_dir``) shipped; ``shipped`` keeps
+    each folder's bundle for the session (one put per folder)."""
+    import dataclasses
+
+    folder = job.templates_dir
+    if folder is None or isinstance(folder, ShippedPath) or not Path(folder).is_dir():
+        return job  # none, or not a folder: the worker says so, as before
+    if folder not in shipped:
+        shipped[folder] = ShippedPath(ship(TaskRef(str(Path(folder).resolve()))))
+    return dataclasses.replace(job, templates_dir=shipped[folder])
+
+
+def local_path(path: str | None) -> str | None:
+    """The worker's side: this node's copy of a shipped folder; any other path as it is."""
+    if not isinstance(path, ShippedPath):
+        return path
+    entry = localize(path.shipped)
+    return str(next(p for p in entry.iterdir() if p.is_dir()))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate, Tune
-from openended.engine.node_files import load_ref  # the task the driver shipped, cached on this node
+from openended.engine.node_files import load_ref, local_path  # what the driver shipped, cached on this node
 from openended.mutation import mutate
 from openended.names import LLM_OPERATORS, SELF_IMPROVE, Files
 from openended.results import Bounds, InvalidResult, check_acting, check_result
@@ -206,7 +206,7 @@ def mutate_job(task_ref: TaskRef, job: Mutate, model: ModelSpec | None, sandbox:
                     return completion
                 return dataclasses.replace(completion, text=completion.text + stop)
 
-            child = llm_mutate(job.operator, job.context, call, templates_dir=job.templates_dir)
+            child = llm_mutate(job.operator, job.context, call, templates_dir=local_path(job.templates_dir))
             out.files = child.files
             _usage(out, child.completion)
         else:

@@ -81,3 +81,32 @@ def test_a_bundle_that_arrived_changed_is_refused(tmp_path, monkeypatch, ray_add
     ref = node_files.ShippedTask(str(TOY), "plain", digest=bundle["digest"], bundle=ray.put(tampered))
     with pytest.raises(RuntimeError, match="arrived changed"):
         node_files.localize(ref)
+
+
+def test_a_campaigns_templates_reach_the_worker_through_ray(tmp_path, ray_address):
+    import ray
+
+    from openended.engine.jobs import Mutate
+
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "diff.txt").write_text("my own diff prompt {code}")
+    shipped: dict = {}
+    job = node_files.ship_paths(Mutate(5, 1, "llm_diff", templates_dir=str(templates)), shipped)
+    assert job.templates_dir == str(templates.resolve()) and isinstance(job.templates_dir, node_files.ShippedPath)
+    assert node_files.ship_paths(Mutate(6, 2, "llm_diff", templates_dir=str(templates)), shipped).templates_dir \
+        is job.templates_dir  # one bundle per folder and session
+    shutil.rmtree(templates)  # from now on only Ray has it
+
+    @ray.remote(num_cpus=1, max_retries=0)
+    def on_worker(job: Mutate, work_dir: str) -> str:
+        import os
+
+        os.environ["OPENENDED_WORK_DIR"] = work_dir
+        from openended.engine.node_files import local_path
+        from openended.mutation.prompts import template_path
+
+        return template_path("diff", local_path(job.templates_dir)).read_text()
+
+    assert ray.get(on_worker.remote(job, str(tmp_path / "node"))) == "my own diff prompt {code}"
+    assert node_files.local_path("/a/plain/path") == "/a/plain/path" and node_files.local_path(None) is None
