@@ -1,6 +1,7 @@
 """Resume and the loop on a store that already holds N agents (issue 18; ``bench/scale.py`` calls it).
 
     python bench/scale_resume.py --agents 10000000 --tmp /big/disk --out r.json   # builds, then measures
+    python bench/scale_resume.py --smoke --out r.json                             # CI: 2,000 agents
 
 ``build(path, n)`` writes a stopped no-op campaign (``bench/tasks/noop``, a 10 x 10 grid archive, the free
 mode) whose store holds ``n`` finished agents: the run row, config and driver state come from a real
@@ -216,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--member-bytes", type=int, help="(internal) measure an archive of this size in this process")
     ap.add_argument("--tmp", default=None)
     ap.add_argument("--keep", help="build the database here and keep it (an existing one is resumed again)")
+    ap.add_argument("--smoke", action="store_true", help="2,000 agents, 300 children, 10,000 members (CI)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.agents, args.children, args.members = 2000, 300, 10_000
     import ray
 
     if args.member_bytes:
@@ -226,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.ERROR, log_to_driver=False)
         result = resume_once(Path(args.resume), args.children)
     else:
-        result = figures(args.agents, args.children, args.members, tmp=args.tmp, keep=args.keep)
+        result = {**figures(args.agents, args.children, args.members, tmp=args.tmp, keep=args.keep),
+                  "smoke": args.smoke}
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0

@@ -6,11 +6,17 @@ maze-medium controllers at a time (``maze_sim.simulate``, what the task's evalua
 their evaluations per second together. ``engine_children_per_s(db, skip)``: a finished campaign's children per
 second from its store's finish times, after its first ``skip`` children (imports, Ray workers starting, the
 roots). ``share`` divides the two, the simulator measured before and after the campaign (the mean of the two).
+
+    python bench/scale_share.py --out s.json            # the simulator alone on a local Ray of 2 CPUs (5 s)
+    python bench/scale_share.py --smoke --out s.json    # CI: 1 s
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -66,3 +72,26 @@ def engine_children_per_s(db: Path, skip: int) -> float:
     if len(times) < 2:
         return 0.0
     return (len(times) - 1) / (times[-1] - times[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="the raw maze simulator's evaluations per second on a local Ray")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--smoke", action="store_true", help="1 s instead of 5: checks the script; same keys")
+    ap.add_argument("--batch", type=int, default=64, help="controllers per simulate() call (the campaign's batch)")
+    args = ap.parse_args(argv)
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        rate = simulator_evals_per_s(1.0 if args.smoke else 5.0, args.batch)
+    finally:
+        ray.shutdown()
+    result = {"maze_simulator_evals_per_s": round(rate, 1), "batch": args.batch, "smoke": args.smoke}
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
