@@ -179,6 +179,8 @@ def status(
         table.add_row(key.replace("_", " "), str(value))
     table.add_row("by status", ", ".join(f"{k} {v}" for k, v in info["by_status"].items()))
     table.add_row("duplicates", str(info["duplicates"]))
+    if info["nodes_lost"]:
+        table.add_row("nodes lost", f"{info['nodes_lost']} task(s) lost with their node; their children re-sent")
     if info["tokens"]:
         table.add_row("tokens / cost", f"{info['tokens']} / {info['cost']:.4g}")
     console.print(table)

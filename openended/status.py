@@ -31,6 +31,7 @@ class CampaignStatus:
     models: dict[str, dict]
     updated_at: str
     sandbox: str  # the sandbox of the latest session ("" for a campaign run before it was recorded)
+    nodes_lost: int = 0  # tasks whose Ray node died under them (their children went out again)
 
     def as_dict(self) -> dict:
         """One flat mapping (what ``openended status --json`` prints)."""
@@ -71,7 +72,7 @@ def campaign_status(db_path: str | Path) -> CampaignStatus:
             best_agent=None if best is None else best["id"], duplicates=duplicates, tokens=int(usage["tokens"]),
             cost=usage["cost"], operators=_success_rates(operators, "operator"),
             models=_success_rates(operators, "model"), updated_at=run["updated_at"],
-            sandbox=str(run["state"].get("sandbox", "")))
+            sandbox=str(run["state"].get("sandbox", "")), nodes_lost=int(run["state"].get("nodes_lost", 0)))
 
 
 def _success_rates(rows: list[dict], key: str) -> dict[str, dict]:

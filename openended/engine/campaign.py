@@ -319,6 +319,7 @@ class Campaign:
     def _loop(self, dispatcher: Dispatcher) -> str:
         """Fill, collect, record until a stop reason holds and nothing is left in flight; returns the reason."""
         last_stats = 0.0
+        nodes_lost = 0
         in_order = self.recorder.in_order
         while True:
             reason = self._stop_reason()
@@ -338,6 +339,12 @@ class Campaign:
                     return "every root agent failed"
                 continue
             dispatcher.collect(timeout=0.5)
+            if dispatcher.nodes_lost != nodes_lost:  # children a dead node took down were sent out again
+                self.state["nodes_lost"] = self.state.get("nodes_lost", 0) + dispatcher.nodes_lost - nodes_lost
+                nodes_lost = dispatcher.nodes_lost
+                if self.progress is not None:
+                    self.progress.note(f"a Ray node died under a task ({self.state['nodes_lost']} so far): its "
+                                       "children go out again on the nodes left")
             now = time.monotonic()
             if now - last_stats >= self.config.stats_every_seconds:
                 self._snapshot()

@@ -24,6 +24,8 @@ from openended.names import LOCAL_MODEL
 from openended.sandbox.spec import SandboxSpec
 from openended.tasks import TaskRef
 
+log = logging.getLogger(__name__)
+
 # Models that generate for one request at a time (the embedded llama.cpp server): queued calls
 # would only run down their time limits, so their mutations wait in the queue instead.
 SERIAL_MODELS = frozenset({LOCAL_MODEL})
@@ -34,6 +36,10 @@ MODEL_SLACK_SECONDS = 30.0
 
 class TaskLost(Exception):
     """A task's worker died or the task could not run; the message says why."""
+
+
+class NodeLost(TaskLost):
+    """The node a task ran on died (a preempted machine, a killed raylet): nothing the task's children did."""
 
 
 class Executor(Protocol):
@@ -75,6 +81,7 @@ class Dispatcher:
         self.pending: deque[Job] = deque()
         self._flights: dict[Hashable, Flight] = {}
         self._isolate: set[int] = set()  # children of a crashed batch, re-run one per task
+        self.nodes_lost = 0  # tasks whose node died under them (their children went out again)
 
     # ------------------------------------------------------------- state
     @property
@@ -174,6 +181,12 @@ class Dispatcher:
             flight = self._flights.pop(handle)
             try:
                 results = self.executor.result(handle)
+            except NodeLost as exc:
+                # Not the children's doing: they go out again, first, with their recorded seeds.
+                self.nodes_lost += 1
+                log.warning("a node died under a task of %d children; re-dispatching them: %s", len(flight.jobs), exc)
+                self.pending.extendleft(reversed(flight.jobs))
+                continue
             except TaskLost as exc:
                 self._lost(flight, "sandbox", f"{WORKER_LOST}: {exc}")
                 continue
@@ -246,6 +259,8 @@ class RayExecutor:
     def result(self, handle: Hashable) -> list[ChildResult]:
         try:
             results = ray.get(cast("ray.ObjectRef[Any]", handle))
+        except ray.exceptions.NodeDiedError as exc:
+            raise NodeLost(str(exc).strip().splitlines()[0][:300]) from None
         except Exception as exc:  # the worker process died or the task could not run
             text = str(exc).strip().splitlines()
             raise TaskLost((text[0] if text else type(exc).__name__)[:300]) from None

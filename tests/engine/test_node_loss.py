@@ -1,0 +1,84 @@
+"""A worker node that dies mid-campaign costs no child: its in-flight children go out again on the nodes
+left, with their recorded seeds, none failed for the node's death and none recorded twice; a node that
+joins mid-campaign gets work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import time
+
+from conftest import TOY
+from test_reproducible import _count
+
+from archive_db.integrity import check_integrity
+
+BUDGET = 80
+
+
+def _slow_task(tmp_path) -> str:
+    """The toy task with half-second evaluations: a node is always in the middle of one when it is killed."""
+    folder = tmp_path / "toy"
+    shutil.copytree(TOY, folder)
+    toml = folder / "task.toml"
+    toml.write_text(toml.read_text().replace("evaluate_args = { sleep_s = 0.05 }", "evaluate_args = { sleep_s = 0.5 }"))
+    return f"{folder}:slow"
+
+
+def _rows(db) -> list[tuple]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT id, status, fail_reason FROM agents ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def test_a_node_killed_mid_campaign_costs_no_child_and_a_new_node_gets_work(tmp_path, python, cli_env):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():  # this test's driver joins a cluster of its own
+        ray.shutdown()
+    # The head has no CPU: every evaluation runs on a worker node.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        first = cluster.add_node(num_cpus=1)
+        second = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        db = tmp_path / "nodes.db"
+        proc = subprocess.Popen(
+            [python, "-m", "openended", "run", "--task", _slow_task(tmp_path), "--db", str(db), "--budget", str(BUDGET),
+             "--sandbox", "inprocess", "--max-in-flight", "4", "--batch-size", "1", "--seed", "2",
+             "--ray-address", cluster.address, "--quiet"],
+            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        def after(finished: int) -> None:
+            deadline = time.monotonic() + 180
+            while _count(db) < finished and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert proc.poll() is None, "the campaign ended before the node was killed"
+
+        after(15)
+        cluster.remove_node(first, allow_graceful=False)  # SIGKILL its raylet and its workers
+        cluster.add_node(num_cpus=1)  # joins mid-campaign
+        after(40)
+        # the last of the first nodes: the campaign can only finish on the node that joined
+        cluster.remove_node(second, allow_graceful=False)
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+        rows = _rows(db)
+        assert [r[0] for r in rows] == list(range(BUDGET))  # every child once
+        assert [r for r in rows if r[1] == "failed"] == [], "a child failed for its node's death"
+        assert "a Ray node died under a task" in out
+        status = subprocess.run([python, "-m", "openended", "status", str(db), "--json"], env=cli_env,
+                                capture_output=True, text=True, timeout=60)
+        assert json.loads(status.stdout)["nodes_lost"] >= 1
+        con = sqlite3.connect(db)
+        try:
+            assert check_integrity(con).ok
+        finally:
+            con.close()
+    finally:
+        cluster.shutdown()
