@@ -449,12 +449,10 @@ def test_deep_chain_ancestors_descendants(tmp_path):
     assert [r["id"] for r in desc] == list(range(1, n))
     assert db.descendants(n - 1) == []
     assert db.ancestors(0)[0].id == 0
-    # the CTE itself is fast (the method adds one tuple per row)
     sql = (PKG / "queries" / "ancestors.sql").read_text()
-    t = min(_timed(lambda: db.conn.execute(sql, {"agent_id": n - 1}).fetchall()) for _ in range(5))
-    assert t < 0.1  # generous for slow CI; bench/store_db.py measures it properly
     assert db.best_agent()["id"] == n - 1
     assert len(db.best_lineage()) == n
+    # one primary-key lookup per ancestor, never a scan (its speed is bench/store_db.py's, not a test's)
     plan = " ".join(r[3] for r in db.conn.execute("EXPLAIN QUERY PLAN " + sql, {"agent_id": 1}))
     assert "INTEGER PRIMARY KEY" in plan and "SCAN agents" not in plan
 
@@ -484,12 +482,6 @@ def test_ancestors_are_typed_tuples_of_the_named_query(tmp_path):
     with pytest.raises(ArchiveDBError, match="do not match Ancestor"):
         typed_rows(db.conn.execute("SELECT id, depth, parent_id FROM agents"), archive_db.Ancestor)
     db.close()
-
-
-def _timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def test_wide_tree(tmp_path):
