@@ -392,3 +392,41 @@ def test_task_toml_matches_the_maps():
         assert v["fitness_lower"] <= -maze.diagonal
     seed = np.load(MAZE_DIR / "seed" / "weights.npy")
     assert seed.dtype == np.float64 and seed.shape == (sim.PARAM_COUNT,)
+
+
+def _bench_maze():
+    path = Path(__file__).resolve().parents[2] / "bench" / "maze.py"
+    spec = importlib.util.spec_from_file_location("bench_maze", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("method", ["novelty", "map_elites_curiosity"])
+def test_bench_inprocess_replay_is_the_engines_campaign_child_for_child(tmp_path, ray_address, method):
+    """``bench/maze.py --inprocess`` stands for the engine: the same parents, fitness and descriptors
+    for every child of a reproducible campaign (so its figures are the engine's)."""
+    import sqlite3
+
+    from openended.config import load_config
+    from openended.engine import Campaign
+
+    bench = _bench_maze()
+    kind, strategy, params = bench.METHODS[method]
+    db = tmp_path / "c.db"
+    cfg = load_config(None, {
+        "sandbox.kind": "inprocess", "task": "maze-medium", "db": str(db), "seed": 3, "budget.max_children": 200,
+        "archive.kind": kind, "selection.strategy": strategy, "selection.params": params,
+        "mutation.operator": "gaussian", "mutation.params": {"sigma": 0.3}, "ray_address": ray_address,
+        "stats_every_seconds": 60.0, **bench.schedule(16),
+    })
+    Campaign(cfg).run()
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT id, parent_id, fitness, descriptors FROM agents ORDER BY id").fetchall()
+    con.close()
+    replayed = bench.replay("maze-medium", method, 3, 200, 0.3, 16)
+    assert len(rows) == len(replayed) == 200
+    assert [(r[0], r[1]) for r in rows] == [(c["id"], c["parent_id"]) for c in replayed]
+    assert [r[2] for r in rows] == [c["fitness"] for c in replayed]
+    assert [json.loads(r[3]) for r in rows] == [c["descriptors"] for c in replayed]
+    assert len({c["parent_id"] for c in replayed}) > 5  # selection had a choice to get wrong
