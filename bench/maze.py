@@ -252,6 +252,8 @@ def main() -> None:
                         help="the engine's reproducible mode: children proposed without their predecessors' outcomes")
     parser.add_argument("--mazes", nargs="+", default=["maze-medium", "maze-hard"])
     parser.add_argument("--methods", nargs="+", default=[*METHODS, "pyribs_map_elites"])
+    parser.add_argument("--novelty-params", type=json.loads, default={},
+                        help='selection parameters of the novelty method, e.g. \'{"recent": 500}\' (default: none)')
     parser.add_argument("--inprocess", action="store_true",
                         help="replay the engine's reproducible mode in this process (same figures, ~10x faster)")
     parser.add_argument("--smoke", action="store_true",
@@ -260,12 +262,14 @@ def main() -> None:
     if args.smoke:
         args.seeds, args.budget, args.seed_list = 1, 64, None
     seeds = list(range(args.seeds)) if args.seed_list is None else args.seed_list
+    METHODS["novelty"] = (*METHODS["novelty"][:2], dict(args.novelty_params))
 
     if not args.inprocess:
         import ray
 
         ray.init(include_dashboard=False, logging_level="ERROR")
-    report: dict = {"inprocess": args.inprocess, "budget": args.budget, "seeds": len(seeds), "seed_list": seeds,
+    report: dict = {"inprocess": args.inprocess, "novelty_params": args.novelty_params, "budget": args.budget,
+                    "seeds": len(seeds), "seed_list": seeds,
                     "sigma": args.sigma, "staleness": args.staleness, "schedule": schedule(args.staleness),
                     "smoke": args.smoke}
     with tempfile.TemporaryDirectory() as tmp:
