@@ -36,12 +36,9 @@ def _rows(db) -> list[tuple]:
 
 
 def test_a_node_killed_mid_campaign_costs_no_child_and_a_new_node_gets_work(tmp_path, python, cli_env):
-    import ray
     from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():  # this test's driver joins a cluster of its own
-        ray.shutdown()
-    # The head has no CPU: every evaluation runs on a worker node.
+    # A cluster of this test's own (the session's Ray stays up for the tests after it); the head has no CPU: every evaluation runs on a worker node.
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
         first = cluster.add_node(num_cpus=1)
