@@ -15,15 +15,15 @@ from test_reproducible import _count
 
 from archive_db.integrity import check_integrity
 
-BUDGET = 80
+BUDGET = 100
 
 
 def _slow_task(tmp_path) -> str:
-    """The toy task with half-second evaluations: a node is always in the middle of one when it is killed."""
+    """The toy task with one-second evaluations: a node is always in the middle of one when it is killed."""
     folder = tmp_path / "toy"
     shutil.copytree(TOY, folder)
     toml = folder / "task.toml"
-    toml.write_text(toml.read_text().replace("evaluate_args = { sleep_s = 0.05 }", "evaluate_args = { sleep_s = 0.5 }"))
+    toml.write_text(toml.read_text().replace("evaluate_args = { sleep_s = 0.05 }", "evaluate_args = { sleep_s = 1.0 }"))
     return f"{folder}:slow"
 
 
@@ -38,7 +38,8 @@ def _rows(db) -> list[tuple]:
 def test_a_node_killed_mid_campaign_costs_no_child_and_a_new_node_gets_work(tmp_path, python, cli_env):
     from ray.cluster_utils import Cluster
 
-    # A cluster of this test's own (the session's Ray stays up for the tests after it); the head has no CPU: every evaluation runs on a worker node.
+    # A cluster of this test's own (the session's Ray stays up for the tests after it). Its head has
+    # no CPU: every evaluation runs on a worker node.
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
         first = cluster.add_node(num_cpus=1)
@@ -47,7 +48,7 @@ def test_a_node_killed_mid_campaign_costs_no_child_and_a_new_node_gets_work(tmp_
         db = tmp_path / "nodes.db"
         proc = subprocess.Popen(
             [python, "-m", "openended", "run", "--task", _slow_task(tmp_path), "--db", str(db), "--budget", str(BUDGET),
-             "--sandbox", "inprocess", "--max-in-flight", "4", "--batch-size", "1", "--seed", "2",
+             "--sandbox", "inprocess", "--max-in-flight", "8", "--batch-size", "1", "--seed", "2",
              "--ray-address", cluster.address, "--quiet"],
             env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -57,12 +58,13 @@ def test_a_node_killed_mid_campaign_costs_no_child_and_a_new_node_gets_work(tmp_
                 time.sleep(0.01)
             assert proc.poll() is None, "the campaign ended before the node was killed"
 
-        after(15)
-        cluster.remove_node(first, allow_graceful=False)  # SIGKILL its raylet and its workers
-        cluster.add_node(num_cpus=1)  # joins mid-campaign
-        after(40)
-        # the last of the first nodes: the campaign can only finish on the node that joined
-        cluster.remove_node(second, allow_graceful=False)
+        # Three kills, each of a node with tasks running and queued (8 out, 2 nodes); after each a node
+        # joins, so the last ones standing are nodes that joined mid-campaign.
+        nodes = [first, second]
+        for finished in (10, 30, 50):
+            after(finished)
+            cluster.remove_node(nodes.pop(0), allow_graceful=False)  # SIGKILL its raylet and its workers
+            nodes.append(cluster.add_node(num_cpus=1))
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out
         rows = _rows(db)
