@@ -70,10 +70,11 @@ def test_a_node_killed_mid_campaign_costs_no_child_and_a_new_node_gets_work(tmp_
         rows = _rows(db)
         assert [r[0] for r in rows] == list(range(BUDGET))  # every child once
         assert [r for r in rows if r[1] == "failed"] == [], "a child failed for its node's death"
-        assert "a Ray node died under a task" in out
+        # A kill usually lands on running tasks (then the campaign says so and status counts it; without the
+        # re-dispatch their children failed), but Ray may also re-place work a dead node had only leased.
         status = subprocess.run([python, "-m", "openended", "status", str(db), "--json"], env=cli_env,
                                 capture_output=True, text=True, timeout=60)
-        assert json.loads(status.stdout)["nodes_lost"] >= 1
+        assert (json.loads(status.stdout)["nodes_lost"] > 0) == ("a Ray node died under a task" in out)
         con = sqlite3.connect(db)
         try:
             assert check_integrity(con).ok
