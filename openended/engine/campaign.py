@@ -36,7 +36,7 @@ from openended.engine.dedupe import Dedupe
 from openended.engine.dispatch import Dispatcher, RayExecutor, ensure_ray, shutdown_ray
 from openended.engine.jobmaker import GenomeCache, JobMaker
 from openended.engine.jobs import ChildResult, Evaluate, Job
-from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, deterministic_staleness, free_staleness
+from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, free_staleness
 from openended.engine.recorder import (
     Child,
     Counters,
@@ -47,13 +47,13 @@ from openended.engine.recorder import (
     param_recipes,
 )
 from openended.engine.stages import attach as attach_stages
+from openended.engine.tune_groups import TuneGroups
 from openended.gateway.campaign import forget_unfinished_transcripts
 from openended.llm import ModelSpec
-from openended.mutation.tune import TuneParams, group_of, group_seed, literals
+from openended.mutation.tune import group_seed
 from openended.names import LOCAL_MODEL, TUNE
 from openended.portfolio import Arm, Portfolio
-from openended.qd import Archive, DescriptorSpace, make_archive, restore_archive
-from openended.qd.archive import FLOAT_NOISE
+from openended.qd import Archive, restore_archive
 from openended.sandbox import SandboxUnavailable
 from openended.sandbox import describe as describe_sandbox
 from openended.sandbox import resolve as resolve_sandbox
@@ -80,7 +80,7 @@ class Campaign:
                 raise ConfigError(f"no such campaign database: {path}")
             # A bad task, archive parameter, operator or initial agent fails before any file is created.
             self.task = load_task(config.task)
-            new_archive = self._new_archive(config)
+            new_archive = runtime.new_archive(config, self.task)
             runtime.resolve_operators(config, self.task)
             runtime.check_initial_agents(config)
             runtime.check_api_keys(config)
@@ -108,7 +108,8 @@ class Campaign:
             self.config = runtime.resolve_operators(config, self.task)
             if new_archive is None:  # the file existed (empty): its agents were not checked above
                 runtime.check_initial_agents(self.config)
-            self._create_run(self._new_archive(config) if new_archive is None else new_archive)
+            archive = runtime.new_archive(config, self.task) if new_archive is None else new_archive
+            self.config = runtime.create_run(self.db, self.config, self.task, archive)
         else:
             self.config = runtime.merge_for_resume(run["config"], config, self.db.path)
             self.task = load_task(self.config.task)
@@ -142,13 +143,7 @@ class Campaign:
         assert operator is not None, "resolve_operators names the operator"
         operators: list[str] = list(self.config.mutation.portfolio) or [operator]
         self.portfolio = Portfolio.build(operators, self.model_names, explore=llm.explore)
-        tune_params = {**self.task.operator_params(TUNE), **(self.config.mutation.params if operator == TUNE else {})}
-        try:
-            tune = TuneParams.of(tune_params)
-            self.tune_evaluations, self.tune_ints = tune.evaluations, tune.ints  # the children of one tune group
-        except ValueError as exc:
-            raise ConfigError(f"the tune operator's parameters (task {self.task.name!r}'s [operators.tune] or "
-                              f"mutation.params): {exc}") from None
+        self.tune = TuneGroups.of(self.task, self.config)
         self.dispatcher: Dispatcher | None = None  # once run() has joined Ray
         self._restore()
         if run is not None:
@@ -156,34 +151,6 @@ class Campaign:
                                       pending=self.resumed_pending, db_path=self.db.path)
 
     # ----------------------------------------------------------------- set-up
-    def _new_archive(self, config: CampaignConfig) -> Archive:
-        try:
-            return make_archive(config.archive.kind, space=DescriptorSpace.from_dict(self.task.descriptor_space),
-                                fitness_offset=self.task.fitness_lower, seed=config.seed,
-                                tolerance=self.task.spec.fitness.tolerance, noise=FLOAT_NOISE, **config.archive.params)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"key 'archive.params' for archive kind {config.archive.kind!r}: {exc}") from None
-
-    def _create_run(self, archive: Archive) -> None:
-        if self.config.deterministic and self.config.staleness is None:
-            # fixed for the campaign's life: a resume with another max_in_flight is the same campaign
-            per_task = self.config.batch_size if self.task.batchable else 1
-            self.config = self.config.model_copy(update={"staleness": deterministic_staleness(
-                max_in_flight=self.config.max_in_flight, per_task=per_task)})
-        initial_random = self.config.mutation.initial_random
-        if initial_random is None:
-            initial_random = self.task.spec.initial_random if self.task.genome_kind == "params" else 0
-        state = {
-            "rng": np.random.default_rng(self.config.seed).bit_generator.state,
-            "archive": archive.state(),
-            "n_given": len(self.config.mutation.initial_agents),
-            "n_roots": 1 + len(self.config.mutation.initial_agents) + initial_random,
-            "elapsed_seconds": 0.0,
-        }
-        self.db.create_run(name=f"{self.task.name}-seed{self.config.seed}", task=self.config.task,
-                           seed=self.config.seed, config=self.config.model_dump(),
-                           descriptor_schema=archive.schema(), state=state)
-
     def _restore(self) -> None:
         """Rebuild everything in memory from the database: archive, lineage counts, RNG, counters, pending work."""
         run = self.db.get_run()
@@ -214,7 +181,7 @@ class Campaign:
         self.blocks: Blocks | None = None  # the reproducible mode's proposal blocks
         self.staleness = self.config.staleness  # the free mode's default needs the cluster: see run()
         if self.config.deterministic:
-            self.staleness = self.staleness or DETERMINISTIC_STALENESS  # stored at creation (_create_run)
+            self.staleness = self.staleness or DETERMINISTIC_STALENESS  # stored at creation (runtime.create_run)
             self.blocks = Blocks(n_roots=self.state["n_roots"], staleness=self.staleness)
             frontier = min(unfinished, default=self.next_id)
             ordered = InOrderStart(frontier, self.db.finished_from(frontier))
@@ -245,7 +212,7 @@ class Campaign:
                 continue
             self._queue.append(self.jobs.job(row["id"], row["seed"], row["operator"], row["parent_id"],
                                              row["model"], row["parent2_id"]))
-        self._queue.extend(self._tune_jobs(tuned))
+        self._queue.extend(TuneGroups.jobs(tuned, self.jobs))
         self.stager = attach_stages(self)  # staged tasks ([[stages]]): decides after each stage
         in_order = self.recorder.in_order
         if in_order is not None and self.blocks is not None and self.next_id > self.state["n_roots"]:
@@ -465,7 +432,7 @@ class Campaign:
                 seed = int(self.rng.integers(2**63))
                 members = 1
                 if arm.operator == TUNE:  # a group of children (openended.mutation.tune): seeds seed + index
-                    seed, members = group_seed(seed), self._tune_group_size(int(parent))
+                    seed, members = group_seed(seed), self.tune.size(self.genomes.get(int(parent)))
                     if limit is not None:
                         members = min(members, limit - agent_id)
                 for index in range(members):
@@ -491,30 +458,7 @@ class Campaign:
                 jobs.append(Evaluate(p.id, given[p.id]))
             elif p.operator != TUNE:
                 jobs.append(self.jobs.job(p.id, p.seed, p.operator, p.parent_id, p.model, p.parent2_id))
-        return jobs + self._tune_jobs([p for p in proposals if p.operator == TUNE])
-
-    def _tune_group_size(self, parent: int) -> int:
-        """A tune group's children: ``evaluations``, or one (which fails, saying why) for a parent with
-        nothing to tune."""
-        code = self.genomes.get(parent).get(self.task.spec.code_file, b"")
-        try:
-            tunable = bool(literals(code.decode("utf-8"), ints=self.tune_ints))
-        except (SyntaxError, ValueError, UnicodeDecodeError):
-            tunable = False
-        return self.tune_evaluations if tunable else 1
-
-    def _tune_jobs(self, members: list[Proposal]) -> list[Job]:
-        """One job per ``tune`` group among these unfinished members (a group may be partly finished)."""
-        groups: dict[tuple[int, int], list[Proposal]] = {}
-        for p in members:
-            assert p.parent_id is not None
-            groups.setdefault(group_of(p.id, p.seed), []).append(p)
-        jobs: list[Job] = []
-        for (seed, first_id), group in groups.items():
-            last = max(p.id for p in group)
-            jobs.append(self.jobs.tune([p.id for p in sorted(group, key=lambda p: p.id)], first_id,
-                                       last - first_id + 1, seed, group[0].parent_id))  # type: ignore[arg-type]
-        return jobs
+        return jobs + TuneGroups.jobs([p for p in proposals if p.operator == TUNE], self.jobs)
 
     def _drain(self, dispatcher: Dispatcher, grace: float) -> None:
         """Stop dispatching; give in-flight children up to ``grace`` seconds; the rest stay for resume."""

@@ -8,10 +8,15 @@ import os
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from archive_db import check_file, holds_run
+import numpy as np
+
+from archive_db import ArchiveDB, check_file, holds_run
 from openended.config import CampaignConfig, ConfigError, validate_config
+from openended.engine.ordering import deterministic_staleness
 from openended.genome_folder import GenomeFolderError, read_genome_folder
 from openended.names import CODE_OPERATORS, MODEL_OPERATORS, PARAMS_OPERATORS, SELF_IMPROVE, TUNE, Files
+from openended.qd import Archive, DescriptorSpace, make_archive
+from openended.qd.archive import FLOAT_NOISE
 from openended.sandbox import SandboxSpec, sweep
 from openended.tasks import Task
 
@@ -188,3 +193,35 @@ def check_budget_left(given: CampaignConfig, counters: Counters, elapsed: float,
         if key == "max_children" and pending:
             hint += f", or leave it out to finish the {pending} children left in flight"
         raise ConfigError(f"{db_path}: {name} is not above {words}; {hint}")
+
+
+def new_archive(config: CampaignConfig, task: Task) -> Archive:
+    """The campaign's empty archive, or a config error naming ``archive.params``."""
+    try:
+        return make_archive(config.archive.kind, space=DescriptorSpace.from_dict(task.descriptor_space),
+                            fitness_offset=task.fitness_lower, seed=config.seed,
+                            tolerance=task.spec.fitness.tolerance, noise=FLOAT_NOISE, **config.archive.params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"key 'archive.params' for archive kind {config.archive.kind!r}: {exc}") from None
+
+
+def create_run(db: ArchiveDB, config: CampaignConfig, task: Task, archive: Archive) -> CampaignConfig:
+    """Write a new campaign's run row (config, seed RNG, archive, roots); the config as stored."""
+    if config.deterministic and config.staleness is None:
+        # fixed for the campaign's life: a resume with another max_in_flight is the same campaign
+        per_task = config.batch_size if task.batchable else 1
+        config = config.model_copy(update={"staleness": deterministic_staleness(
+            max_in_flight=config.max_in_flight, per_task=per_task)})
+    initial_random = config.mutation.initial_random
+    if initial_random is None:
+        initial_random = task.spec.initial_random if task.genome_kind == "params" else 0
+    state = {
+        "rng": np.random.default_rng(config.seed).bit_generator.state,
+        "archive": archive.state(),
+        "n_given": len(config.mutation.initial_agents),
+        "n_roots": 1 + len(config.mutation.initial_agents) + initial_random,
+        "elapsed_seconds": 0.0,
+    }
+    db.create_run(name=f"{task.name}-seed{config.seed}", task=config.task, seed=config.seed,
+                  config=config.model_dump(), descriptor_schema=archive.schema(), state=state)
+    return config

@@ -1,0 +1,63 @@
+"""The campaign's side of the ``tune`` operator (:mod:`openended.mutation.tune`): how many children a
+group proposes, and the Ray jobs that make a group's unfinished children, fresh or on resume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from archive_db import Proposal
+from openended.config import CampaignConfig, ConfigError
+from openended.mutation.tune import TuneParams, group_of, literals
+from openended.names import TUNE, Files
+from openended.tasks import Task
+
+if TYPE_CHECKING:
+    from openended.engine.jobmaker import JobMaker
+    from openended.engine.jobs import Job
+
+
+@dataclass(frozen=True)
+class TuneGroups:
+    """A campaign's tune settings: ``evaluations`` children per group, whether ints are tuned too."""
+
+    code_file: str
+    evaluations: int
+    ints: bool
+
+    @classmethod
+    def of(cls, task: Task, config: CampaignConfig) -> TuneGroups:
+        """The task's ``[operators.tune]`` under the campaign's ``mutation.params`` (when tune is its operator)."""
+        given = config.mutation.params if config.mutation.operator == TUNE else {}
+        try:
+            params = TuneParams.of({**task.operator_params(TUNE), **given})
+        except ValueError as exc:
+            raise ConfigError(f"the tune operator's parameters (task {task.name!r}'s [operators.tune] or "
+                              f"mutation.params): {exc}") from None
+        return cls(task.spec.code_file, params.evaluations, params.ints)
+
+    def size(self, parent: Files) -> int:
+        """A group's children: ``evaluations``, or one (which fails, saying why) for a parent with nothing
+        to tune."""
+        code = parent.get(self.code_file, b"")
+        try:
+            tunable = bool(literals(code.decode("utf-8"), ints=self.ints))
+        except (SyntaxError, ValueError, UnicodeDecodeError):
+            tunable = False
+        return self.evaluations if tunable else 1
+
+    @staticmethod
+    def jobs(members: list[Proposal], maker: JobMaker) -> list[Job]:
+        """One job per group among these unfinished members (a group may be partly finished): the group is
+        recognised by its members' seeds and ids, so a resume regroups what a stop cut short."""
+        groups: dict[tuple[int, int], list[Proposal]] = {}
+        for p in members:
+            assert p.parent_id is not None
+            groups.setdefault(group_of(p.id, p.seed), []).append(p)
+        jobs: list[Job] = []
+        for (seed, first_id), group in groups.items():
+            last = max(p.id for p in group)
+            parent = group[0].parent_id
+            assert parent is not None
+            jobs.append(maker.tune(sorted(p.id for p in group), first_id, last - first_id + 1, seed, parent))
+        return jobs
