@@ -347,7 +347,10 @@ class Campaign:
             raise ConfigError(f"task {self.task.name!r} asks for the model gateway, but no model is configured "
                              "([[llm.models]] or llm.local = true)")
         self._gateway = Gateway(list(self.models.values()), GatewayLimits.of(self.config.gateway)).start()
-        return GatewayExecutor(executor, self._gateway, store_usage(self.db))
+        from openended.gateway.relay import start_door
+
+        door, node_id = start_door(self._gateway.socket_dir)  # jobs on other nodes reach its sockets through it
+        return GatewayExecutor(executor, self._gateway, store_usage(self.db), door=door, node_id=node_id)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only a flag: printing from a signal handler can re-enter a print in progress.

@@ -20,6 +20,7 @@ from openended.names import Files
 from openended.sandbox.spec import FailureKind
 
 if TYPE_CHECKING:
+    from openended.gateway.relay import GatewayRoute
     from openended.mutation.prompts import MutationContext
     from openended.mutation.self_improve import Diagnosis
     from openended.sandbox.spec import EvaluationRecord
@@ -34,7 +35,7 @@ class Breed:
     operator: str
     params: dict[str, Any] = field(default_factory=dict)
     parent_files: Files | None = None
-    gateway: str | None = None  # the model gateway's socket for this evaluation (openended.gateway)
+    gateway: GatewayRoute | None = None  # the way to this evaluation's model gateway (openended.gateway)
     stage: int = 0  # staged tasks: which of the task's [[stages]] this evaluation is (openended.engine.stages)
 
 
@@ -44,7 +45,7 @@ class Evaluate:
 
     agent_id: int
     files: Files
-    gateway: str | None = None  # the model gateway's socket for this evaluation (openended.gateway)
+    gateway: GatewayRoute | None = None  # the way to this evaluation's model gateway (openended.gateway)
     stage: int = 0  # staged tasks: which of the task's [[stages]] this evaluation is (openended.engine.stages)
 
 
@@ -62,7 +63,7 @@ class Mutate:
     templates_dir: str | None = None
     # Why the driver could not prepare this mutation (e.g. an unreadable parent): it fails without a call.
     unprepared: str | None = None
-    gateway: str | None = None  # self_improve: the gateway socket its self-edit run is given (openended.gateway)
+    gateway: GatewayRoute | None = None  # self_improve: the gateway its self-edit run is given (openended.gateway)
     seconds: float = 0.0  # time it may take beyond its model call's own limits (self_improve: the self-edit)
     # LLM operators: the answer's max_tokens, sized to the parent (openended.mutation.output_limits)
     max_tokens: int | None = None

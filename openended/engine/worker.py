@@ -17,6 +17,7 @@ import numpy as np
 
 from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate, Tune
 from openended.engine.node_files import load_ref, local_path  # what the driver shipped, cached on this node
+from openended.gateway.relay import local_socket  # the driver's gateway socket, relayed on other nodes
 from openended.mutation import mutate
 from openended.names import LLM_OPERATORS, SELF_IMPROVE, Files
 from openended.results import Bounds, InvalidResult, check_acting, check_result
@@ -74,14 +75,16 @@ def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None
         if not (task.spec.gateway if stage.gateway is None else stage.gateway):
             gateway = None
         spec = dataclasses.replace(spec, hidden=task.hidden_folders)  # no agent sees a scorer's files
-        _evaluate_sandboxed(spec, str(task.root), to_evaluate, args, gateway)
+        with local_socket(gateway) as socket_path:
+            _evaluate_sandboxed(spec, str(task.root), to_evaluate, args, socket_path)
         if stage.scorer is not None:
             _score(spec, str(task.root / stage.scorer), to_evaluate, args)
         for child in to_evaluate:  # each stage is its own row in the store (in-process ones included)
             record = child.evaluation or EvaluationRecord(seconds=child.eval_seconds)
             child.evaluation = dataclasses.replace(record, stage=stage.name)
         return results
-    _evaluate_sandboxed(spec, str(task.root), to_evaluate, args, gateway)
+    with local_socket(gateway) as socket_path:
+        _evaluate_sandboxed(spec, str(task.root), to_evaluate, args, socket_path)
     return results
 
 
@@ -245,8 +248,9 @@ def _self_improve(task: Task, job: Mutate, model: ModelSpec, sandbox: SandboxSpe
     out.diagnosis = Diagnosis(model.name, prompt, diagnosis.text, out.tokens_in, out.tokens_out, out.cost,
                               round(time.monotonic() - began, 3))
     statement = statement_for(diagnosis.text, task.spec.code_file)
-    return self_edit(task, job.parent_files, statement, sandbox, job.gateway, job.params,
-                     usage=lambda path: usage(socket_path=path), editor=job.editor_files)
+    with local_socket(job.gateway) as socket_path:
+        return self_edit(task, job.parent_files, statement, sandbox, socket_path, job.params,
+                         usage=lambda path: usage(socket_path=path), editor=job.editor_files)
 
 
 def _usage(out: ChildResult, completion) -> None:

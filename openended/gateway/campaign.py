@@ -5,8 +5,8 @@ task.toml) gets a socket of its own, and its usage comes back with its result.
 lease per evaluation job before the job goes out (the job carries the socket's path to the worker, whose
 sandbox mounts it), and ends it when the result (or the loss) of that job comes in: the usage's tokens and
 cost are added to the child's result (so to its row and the campaign's budgets), ``limit_hit`` goes into
-the result's feedback, and ``on_usage`` stores the transcript. The worker must run on the driver's node
-(the socket is a file of this machine).
+the result's feedback, and ``on_usage`` stores the transcript. The socket is a file of this machine: a job
+on another node reaches it through ``door`` (:mod:`openended.gateway.relay`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from openended.gateway.records import DIAGNOSIS_ENDPOINT, GatewayUsage
+from openended.gateway.relay import GatewayRoute
 from openended.gateway.server import Gateway, Lease
 from openended.names import SELF_IMPROVE
 
@@ -27,15 +28,22 @@ class GatewayExecutor:
     """An executor that gives each evaluation job the gateway, and each ``self_improve`` mutation (whose
     self-edit runs the parent agent); other mutations pass through unchanged."""
 
-    def __init__(self, inner: Any, gateway: Gateway, on_usage: Callable[[GatewayUsage], None] | None = None):
+    def __init__(self, inner: Any, gateway: Gateway, on_usage: Callable[[GatewayUsage], None] | None = None, *,
+                 door: Any = None, node_id: str | None = None):
         self.inner = inner
         self.gateway = gateway
         self.on_usage = on_usage
+        self.door, self.node_id = door, node_id  # openended.gateway.relay: the way in from other nodes
         self._leases: dict[Hashable, list[Lease]] = {}
+
+    def _route(self, lease: Lease) -> GatewayRoute:
+        limits = self.gateway.limits
+        return GatewayRoute(lease.socket_path, self.node_id, self.door,
+                            max_connections=limits.max_connections_per_child, max_body_bytes=limits.max_body_bytes)
 
     def evaluate(self, jobs: list[Any]) -> Hashable:
         leases = [self.gateway.open(job.agent_id) for job in jobs]
-        sent = [dataclasses.replace(job, gateway=lease.socket_path) for job, lease in zip(jobs, leases, strict=True)]
+        sent = [dataclasses.replace(job, gateway=self._route(lease)) for job, lease in zip(jobs, leases, strict=True)]
         try:
             handle = self.inner.evaluate(sent)
         except BaseException:
@@ -49,7 +57,7 @@ class GatewayExecutor:
             return self.inner.mutate(job, model)
         lease = self.gateway.open(job.agent_id)  # the parent agent's self-edit run calls the model as the child
         try:
-            handle = self.inner.mutate(dataclasses.replace(job, gateway=lease.socket_path), model)
+            handle = self.inner.mutate(dataclasses.replace(job, gateway=self._route(lease)), model)
         except BaseException:
             self._end([lease])
             raise
