@@ -181,6 +181,8 @@ def status(
     table.add_row("duplicates", str(info["duplicates"]))
     if info["nodes_lost"]:
         table.add_row("nodes lost", f"{info['nodes_lost']} task(s) lost with their node; their children re-sent")
+    if info["children_per_node"]:  # the Ray nodes that evaluated its children, most first
+        table.add_row("children per node", "\n".join(f"{n} {node}" for node, n in info["children_per_node"].items()))
     if info["tokens"]:
         table.add_row("tokens / cost", f"{info['tokens']} / {info['cost']:.4g}")
     console.print(table)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fcntl
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from archive_db import ArchiveDB
@@ -32,6 +32,8 @@ class CampaignStatus:
     updated_at: str
     sandbox: str  # the sandbox of the latest session ("" for a campaign run before it was recorded)
     nodes_lost: int = 0  # tasks whose Ray node died under them (their children went out again)
+    # children evaluated per Ray node (openended.engine.nodes), most first; empty for a campaign run before it
+    children_per_node: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """One flat mapping (what ``openended status --json`` prints)."""
@@ -72,7 +74,16 @@ def campaign_status(db_path: str | Path) -> CampaignStatus:
             best_agent=None if best is None else best["id"], duplicates=duplicates, tokens=int(usage["tokens"]),
             cost=usage["cost"], operators=_success_rates(operators, "operator"),
             models=_success_rates(operators, "model"), updated_at=run["updated_at"],
-            sandbox=str(run["state"].get("sandbox", "")), nodes_lost=int(run["state"].get("nodes_lost", 0)))
+            sandbox=str(run["state"].get("sandbox", "")), nodes_lost=int(run["state"].get("nodes_lost", 0)),
+            children_per_node=_per_node(run["state"].get("children_per_node")))
+
+
+def _per_node(stored: object) -> dict[str, int]:
+    """The driver state's children per node, most first (nothing when it is missing or not a mapping)."""
+    if not isinstance(stored, dict):
+        return {}
+    counts = {str(node): int(n) for node, n in stored.items() if isinstance(n, int)}
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _success_rates(rows: list[dict], key: str) -> dict[str, dict]:
@@ -80,8 +91,8 @@ def _success_rates(rows: list[dict], key: str) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for row in rows:
         agg = out.setdefault(row[key], {"children": 0, "finished": 0, "archived": 0, "failed": 0})
-        for field in agg:
-            agg[field] += row[field] or 0
+        for name in agg:
+            agg[name] += row[name] or 0
     for agg in out.values():
         agg["success_rate"] = agg["archived"] / agg["finished"] if agg["finished"] else None
     return out

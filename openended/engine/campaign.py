@@ -190,7 +190,7 @@ class Campaign:
             n_descriptors=len(run["descriptor_schema"]["space"]["names"]),
             dedupe=Dedupe.from_store(self.db) if code else None, driver_state=self._driver_state,
             requeue=self._requeue, remember=self.genomes.put, fitness_upper=self.task.spec.fitness.upper,
-            ordered=ordered)
+            ordered=ordered, per_node=self.state.setdefault("children_per_node", {}))
         self.jobs = JobMaker(self.task, self.config, self.db, self.archive, self.lineage, self.genomes,
                              self.recorder.last_errors)
         if not code:  # parameter children: the store keeps those it can regenerate as recipes (archive_db.recipes)

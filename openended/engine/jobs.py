@@ -115,6 +115,7 @@ class ChildResult:
     batch_failure: bool = False  # the whole batch failed in the sandbox: re-run its children alone
     partial: bool = False  # a cascade stopped it before its last stage: stored, kept out of the archive
     diagnosis: Diagnosis | None = None  # self_improve: the diagnosis call, stored with the child's genome
+    node: str | None = None  # the Ray node that evaluated it (openended.engine.nodes); not stored in its row
 
     @property
     def failed(self) -> bool:

@@ -26,6 +26,7 @@ from archive_db import ArchiveDB, Evaluation, Outcome, Recipe
 from openended.config import MutationConfig
 from openended.engine.dedupe import Dedupe, Verdict, decide
 from openended.engine.jobs import ChildResult, Evaluate, Job
+from openended.engine.nodes import count_nodes
 from openended.engine.ordering import InOrder
 from openended.mutation.gaussian import VERSION as GAUSSIAN_VERSION
 from openended.mutation.gaussian import recipe_params
@@ -88,7 +89,7 @@ class Recorder:
                  counters: Counters, n_descriptors: int, dedupe: Dedupe | None,
                  driver_state: Callable[[], dict], requeue: Callable[[Job], None],
                  remember: Callable[[int, dict[str, bytes]], None], fitness_upper: float | None = None,
-                 ordered: InOrderStart | None = None):
+                 ordered: InOrderStart | None = None, per_node: dict[str, int] | None = None):
         self.db = db
         self.archive = archive
         self.lineage = lineage
@@ -105,6 +106,8 @@ class Recorder:
         self._driver_state = driver_state
         self._requeue = requeue
         self._remember = remember
+        # children evaluated per Ray node: part of the driver state, so counted in the transaction that stores them
+        self.per_node = {} if per_node is None else per_node
         self.children: dict[int, Child] = {}  # children not yet finished
         self._since_snapshot = 0  # outcomes committed since the lineage snapshot was last brought up to date
         # operator -> how its children can be regenerated from their parent (parameter tasks: the store may
@@ -295,6 +298,7 @@ class Recorder:
                 self._evaluations([item])
             else:
                 self.counters.spend(item)
+                count_nodes(self.per_node, [item])  # evaluated, though its outcome is the earlier one's
                 self._finish([outcome])
         if batch:
             self._evaluations(batch)
@@ -334,6 +338,7 @@ class Recorder:
         fitness = {o.id: o.fitness for o in outcomes}
         evaluations = [evaluation_row(r.agent_id, r.evaluation, fitness.get(r.agent_id))
                        for r in results if r.evaluation is not None]
+        count_nodes(self.per_node, results)
         self._recorded(self._commit_safely(outcomes, evaluations=evaluations, elites=elites))
 
     def _outcome(self, r: ChildResult) -> Outcome:

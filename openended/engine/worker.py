@@ -17,6 +17,7 @@ import numpy as np
 
 from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate, Tune
 from openended.engine.node_files import load_ref, local_path  # what the driver shipped, cached on this node
+from openended.engine.nodes import tag_node
 from openended.gateway.relay import local_socket  # the driver's gateway socket, relayed on other nodes
 from openended.mutation import mutate
 from openended.names import LLM_OPERATORS, SELF_IMPROVE, Files
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from openended.llm import ModelSpec
 
 
+@tag_node  # each result names the node that ran it (the campaign counts children per node)
 def run_jobs(task_ref: TaskRef, jobs: list[EvalJob], sandbox: SandboxSpec | None = None,
              evaluate_args: dict | None = None) -> list[ChildResult]:
     """Mutate (where needed) and evaluate every job; returns one ChildResult per job, in order."""
