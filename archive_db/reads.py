@@ -7,10 +7,11 @@ which may be 10,000 rows long, comes as :class:`Ancestor` tuples instead.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from typing import Any, NamedTuple
 
-from .errors import InvalidValueError, UnknownAgentError
+from .errors import ArchiveDBError, InvalidValueError, UnknownAgentError
 from .records import STATUSES, as_int
 from .sql import AGENT_JSON, dict_rows, query_names, query_text, typed_rows
 
@@ -30,6 +31,18 @@ class Ancestor(NamedTuple):
     novelty: float | None
     cell: int | None
     archive_event: str | None
+
+
+@functools.cache
+def _ancestors_leaf_first() -> str:
+    """``queries/ancestors.sql`` without its ORDER BY: the chain as the recursion walks it, the agent
+    first. Sorting 10,000 rows by id took a fifth of the query's SQLite time; reversing the list in
+    Python costs microseconds. (The named query keeps its ORDER BY for the CLI and sqlite3 users.)"""
+    text = query_text("ancestors").rstrip().removesuffix(";").rstrip()
+    body, sep, order = text.rpartition("\nORDER BY ")
+    if not sep or order.strip() != "a.id":
+        raise ArchiveDBError("queries/ancestors.sql no longer ends with 'ORDER BY a.id'")
+    return body
 
 
 class Reads:
@@ -105,11 +118,16 @@ class Reads:
     def ancestors(self, agent_id: int) -> list[Ancestor]:
         """Root first, the agent itself last; ``step.id``, ``step.fitness``, ... (see :class:`Ancestor`)."""
         try:
-            rows = typed_rows(self.conn.execute(query_text("ancestors"), {"agent_id": agent_id}), Ancestor)
+            rows = typed_rows(self.conn.execute(_ancestors_leaf_first(), {"agent_id": agent_id}), Ancestor)
         except sqlite3.ProgrammingError as exc:
             raise InvalidValueError(f"ancestors({agent_id!r}): {exc}") from None
         if not rows:
             raise UnknownAgentError(f"unknown agent id {agent_id}")
+        # The walk yields the agent first and each parent after its child; a root ends it. Anything
+        # else would mean SQLite yielded the chain out of order: an error, never a shuffled lineage.
+        if rows[-1].parent_id is not None or (isinstance(agent_id, int) and rows[0].id != agent_id):
+            raise ArchiveDBError(f"ancestors({agent_id!r}): the chain came back out of order")
+        rows.reverse()
         return rows
 
     def descendants(self, agent_id: int) -> list[dict[str, Any]]:

@@ -455,6 +455,11 @@ def test_deep_chain_ancestors_descendants(tmp_path):
     # one primary-key lookup per ancestor, never a scan (its speed is bench/store_db.py's, not a test's)
     plan = " ".join(r[3] for r in db.conn.execute("EXPLAIN QUERY PLAN " + sql, {"agent_id": 1}))
     assert "INTEGER PRIMARY KEY" in plan and "SCAN agents" not in plan
+    # ArchiveDB.ancestors runs it unsorted (the walk's own order, reversed in Python): no sort of the chain
+    from archive_db.reads import _ancestors_leaf_first
+
+    plan = " ".join(r[3] for r in db.conn.execute("EXPLAIN QUERY PLAN " + _ancestors_leaf_first(), {"agent_id": 1}))
+    assert "SCAN agents" not in plan and "TEMP B-TREE FOR ORDER BY" not in plan
 
 
 def test_ancestors_are_typed_tuples_of_the_named_query(tmp_path):
