@@ -73,6 +73,7 @@ class Node:
     name: str
     work_dir: Path
     identity: str = ""
+    docker: bool = True  # the host's Docker socket is mounted: the docker sandbox can run there
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Cluster:
     port: int
     head: subprocess.Popen | None = None
     nodes: list[Node] = field(default_factory=list)
+    started: int = 0  # nodes started so far (names stay unique when nodes are removed)
 
     @property
     def address(self) -> str:
@@ -113,12 +115,13 @@ class Cluster:
             raise RuntimeError(f"the Ray head did not start: {(self.root / 'head.log').read_text()[-2000:]}")
 
     # ----------------------------------------------------------------- nodes
-    def add_node(self, cpus: int = 1, tries: int = 3) -> Node:
+    def add_node(self, cpus: int = 1, tries: int = 3, *, docker: bool = True) -> Node:
         """Start one more worker node; returns once it has joined (a node whose raylet missed Ray's 30 s
-        to register, on a busy machine, is started again)."""
+        to register, on a busy machine, is started again). ``docker=False``: without the host's Docker
+        socket, a node on which the docker sandbox cannot run."""
         for attempt in range(tries):
             try:
-                return self._add_node(cpus)
+                return self._add_node(cpus, docker)
             except RuntimeError:
                 node = self.nodes.pop()
                 subprocess.run(["docker", "rm", "-f", node.name], capture_output=True)
@@ -127,14 +130,15 @@ class Cluster:
                     raise
         raise AssertionError("unreachable")
 
-    def _add_node(self, cpus: int) -> Node:
-        index = len(self.nodes) + 1
-        node = Node(f"openended-test-{self.id}-node{index}", self.root / f"node{index}")
+    def _add_node(self, cpus: int, docker: bool) -> Node:
+        self.started += 1
+        index = self.started
+        node = Node(f"openended-test-{self.id}-node{index}", self.root / f"node{index}", docker=docker)
         node.work_dir.mkdir(parents=True)
         resources = json.dumps({f"test-node{index}": 1})
+        socket_mount = ["-v", "/var/run/docker.sock:/var/run/docker.sock"] if docker else []
         cmd = ["docker", "run", "-d", "--name", node.name, "--label", f"{LABEL}={self.id}", "--network", "host",
-               "--memory", NODE_MEMORY, "--shm-size", "256m",
-               "-v", "/var/run/docker.sock:/var/run/docker.sock",
+               "--memory", NODE_MEMORY, "--shm-size", "256m", *socket_mount,
                "-v", f"{node.work_dir}:{node.work_dir}", "-e", f"OPENENDED_WORK_DIR={node.work_dir}",
                *[f"--env={k}={v}" for k, v in RAY_ENV.items()],
                self.image, "ray", "start", "--block", f"--address=127.0.0.1:{self.port}",
@@ -149,6 +153,20 @@ class Cluster:
         node.identity = f"{socket.gethostname()}/{namespace.removeprefix('pid:[').removesuffix(']')}"
         self.wait_for_nodes(len(self.nodes))
         return node
+
+    def kill_node(self, node: Node, *, raylet: bool = False) -> None:
+        """Kill a worker node without warning: ``docker kill`` its container (SIGKILL to everything in it), or,
+        with ``raylet``, SIGKILL its raylet alone (its workers and ``ray start`` then go down on their own).
+        It leaves :attr:`nodes`; its container stays until :meth:`stop`."""
+        if raylet:
+            top = subprocess.run(["docker", "top", node.name, "-eo", "pid,args"], capture_output=True, text=True,
+                                 check=True).stdout.splitlines()[1:]
+            pids = [int(line.split()[0]) for line in top if "/raylet" in line.split(None, 2)[1]]
+            assert len(pids) == 1, top
+            os.kill(pids[0], signal.SIGKILL)  # a host pid: `docker top` shows the host's view
+        else:
+            subprocess.run(["docker", "kill", node.name], check=True, capture_output=True)
+        self.nodes.remove(node)
 
     def wait_for_nodes(self, n: int, seconds: float = 120) -> None:
         """Until the first ``n`` worker nodes say they have joined (``ray start`` prints so once its raylet runs)."""

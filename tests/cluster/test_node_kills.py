@@ -1,0 +1,95 @@
+"""Worker nodes of a real container cluster (tests/cluster/cluster_nodes.py) killed mid-campaign: a maze
+campaign with the Docker sandbox loses three nodes at random moments (``docker kill`` of a node's
+container, or SIGKILL of its raylet alone) and a node joins after each. Every child is recorded exactly
+once, none fails for a node's death, the store's integrity holds, the nodes that joined mid-campaign
+evaluate children (their sandbox containers' ``openended.host`` labels) and finish the campaign."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+
+from cluster_nodes import docker_unavailable, start_cluster
+from conftest import _required, containers_left
+from test_cluster import containers_created
+
+from archive_db.integrity import check_integrity
+from openended.sandbox import campaign_label
+
+BUDGET = 120
+KILLS = 3
+
+
+def _finished(db) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+    except sqlite3.OperationalError:
+        return 0
+    try:
+        return con.execute("SELECT count(*) FROM agents WHERE status NOT IN ('proposed', 'mutated')").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    finally:
+        con.close()
+
+
+def test_three_nodes_killed_at_random_moments_cost_no_child(tmp_path):
+    _required("a multi-node cluster", docker_unavailable())
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    print(f"kill moments from seed {seed}")
+    cluster = start_cluster(2)
+    try:
+        db = tmp_path / "kills.db"
+        # One child per task: a task lost for anything but its node's death fails its child (a lost batch
+        # would be re-run one child at a time, which hides how it was lost).
+        since = time.time()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "openended", "run", "--task", "maze-medium", "--db", str(db),
+             "--budget", str(BUDGET), "--ray-address", cluster.address, "--sandbox", "docker",
+             "--max-in-flight", "4", "--batch-size", "1", "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster.driver_env(), cwd=tmp_path)
+        kills, joined = [], []
+        # Each kill at a random count of finished children in its own window (the windows leave room for the
+        # node joining after it), a random fraction of a second later: mid-batch, mid-container, anywhere.
+        windows = [(int(BUDGET * a), int(BUDGET * b)) for a, b in ((0.06, 0.16), (0.28, 0.38), (0.48, 0.58))]
+        for k, (low, high) in enumerate(windows[:KILLS]):
+            target = rng.randint(low, high)
+            deadline = time.monotonic() + 300
+            while _finished(db) < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.random())
+            assert proc.poll() is None, f"the campaign ended before kill {k + 1}: {proc.stdout.read()}"
+            victim = cluster.nodes[0]  # the oldest: the last nodes standing are ones that joined mid-campaign
+            how = "raylet" if k == 1 else "docker kill"
+            at = _finished(db)
+            cluster.kill_node(victim, raylet=how == "raylet")
+            kills.append((how, victim.name, at))
+            joined.append(cluster.add_node())
+        out, _ = proc.communicate(timeout=600)
+        print("kills (how, node, children finished):", kills, f"campaign {time.time() - since:.0f}s")
+        assert proc.returncode == 0, out[-4000:]
+        con = sqlite3.connect(db)
+        try:
+            rows = con.execute("SELECT id, status, fail_reason FROM agents ORDER BY id").fetchall()
+            evaluations = Counter(a for (a,) in con.execute("SELECT agent_id FROM evaluations"))
+            assert check_integrity(con).ok
+        finally:
+            con.close()
+        assert [r[0] for r in rows] == list(range(BUDGET)), "a child lost or recorded twice"
+        assert [r for r in rows if r[1] == "failed"] == [], "a child failed (for its node's death?)"
+        assert all(n == 1 for n in evaluations.values()), "a child's evaluation recorded twice"
+        assert set(evaluations) == set(range(BUDGET)), "a child without its evaluation"
+        label = campaign_label(db)
+        created = containers_created(label, since)
+        for node in joined:  # every node that joined mid-campaign evaluated children
+            assert created[node.identity] >= 1, (node.name, created, out[-2000:])
+        assert not containers_left(label)
+        notes = [line for line in out.splitlines() if "node" in line and "(raylet)" not in line]
+        print("sandbox containers per node:", dict(created), "\n", "\n".join(notes))
+    finally:
+        cluster.stop()
