@@ -263,11 +263,13 @@ class Archive:
 
     @classmethod
     def restore(cls, *, schema: Mapping[str, Any], state: Mapping[str, Any],
-                elites: list[dict[str, Any]]) -> Archive:
+                elites: list[dict[str, Any]] | Mapping[str, npt.ArrayLike]) -> Archive:
         """Rebuild an archive from :meth:`schema`, :meth:`state` and its elites.
 
-        ``elites``: dicts with cell, agent_id, fitness, descriptors, novelty (any order). The result
-        equals the original in members, stats and future ``add`` behaviour.
+        ``elites``: dicts with cell, agent_id, fitness, descriptors, novelty (any order), or the same as
+        aligned columns (a mapping of those names to arrays, descriptors of shape (n, d), as
+        :meth:`members` and ``ArchiveDB.elite_arrays`` give them): no Python object per member, for
+        archives of millions. The result equals the original in members, stats and future ``add`` behaviour.
         """
         if not isinstance(schema, dict) or "kind" not in schema:
             raise ValueError("archive schema must be a dict with a 'kind'")
@@ -282,21 +284,20 @@ class Archive:
         arch._set_kind_state(state)
         return arch
 
-    def _load_elites(self, elites: list[dict[str, Any]]) -> None:
-        n = len(elites)
-        if n == 0:
-            return
+    def _load_elites(self, elites: list[dict[str, Any]] | Mapping[str, npt.ArrayLike]) -> None:
         try:
-            cells = np.array([int(e["cell"]) for e in elites], dtype=np.int64)
-            id_list = [check_agent_id(e["agent_id"]) for e in elites]
-            fit = np.array([check_fitness(e["fitness"]) for e in elites], dtype=np.float64)
-            nov = np.array([float(e["novelty"]) for e in elites], dtype=np.float64)
-            X = self.space.check_many([e["descriptors"] for e in elites])
+            columns = _elite_columns(elites) if isinstance(elites, Mapping) else _elite_dicts(elites)
         except KeyError as exc:
             raise ValueError(f"elite is missing {exc.args[0]!r}") from None
+        cells, ids, fit, nov, descriptors = columns
+        n = len(cells)
+        if n == 0:
+            return
+        X = self.space.check_many(descriptors)
+        if len(X) != n:
+            raise ValueError(f"{len(X)} descriptors for {n} elites")
         order = np.argsort(cells, kind="stable")
-        cells, fit, nov, X = cells[order], fit[order], nov[order], X[order]
-        ids = np.asarray(id_list, dtype=np.int64)[order]
+        cells, ids, fit, nov, X = cells[order], ids[order], fit[order], nov[order], X[order]
         if len(np.unique(cells)) != n:
             raise ValueError("elites occupy the same cell more than once")
         self._check_restored_cells(cells)
@@ -308,3 +309,44 @@ class Archive:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} kind={self.kind!r} size={self.size} d={self.space.dim}>"
+
+
+_Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]
+
+
+def _elite_dicts(elites: list[dict[str, Any]]) -> _Columns:
+    """Elites given as dicts, as columns (each value checked as it is read)."""
+    cells = np.array([int(e["cell"]) for e in elites], dtype=np.int64)
+    ids = np.array([check_agent_id(e["agent_id"]) for e in elites], dtype=np.int64)
+    fit = np.array([check_fitness(e["fitness"]) for e in elites], dtype=np.float64)
+    nov = np.array([float(e["novelty"]) for e in elites], dtype=np.float64)
+    return cells, ids, fit, nov, [e["descriptors"] for e in elites]
+
+
+def _elite_columns(elites: Mapping[str, npt.ArrayLike]) -> _Columns:
+    """Elites given as aligned columns, checked as the dicts are: integer cells and agent ids >= 0,
+    finite fitness, numeric novelty, one row of descriptors per elite (checked by the space)."""
+    columns = []
+    for name in ("cell", "agent_id"):
+        column = np.asarray(elites[name])
+        if column.size and column.dtype.kind not in "iu":
+            raise ValueError(f"{name} must be integers, got an array of {column.dtype}")
+        columns.append(column.astype(np.int64, copy=False).reshape(-1))
+    cells, ids = columns
+    if ids.size and ids.min() < 0:
+        raise ValueError(f"agent_id must be >= 0, got {int(ids.min())}")
+    try:
+        fit = np.asarray(elites["fitness"], dtype=np.float64).reshape(-1)
+        nov = np.asarray(elites["novelty"], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"fitness and novelty must be numbers: {exc}") from None
+    if not np.isfinite(fit).all():
+        raise ValueError(f"fitness is not finite ({fit[~np.isfinite(fit)][0]})")
+    if not len(cells) == len(ids) == len(fit) == len(nov):
+        raise ValueError(f"elite columns of different lengths: cell {len(cells)}, agent_id {len(ids)}, "
+                         f"fitness {len(fit)}, novelty {len(nov)}")
+    descriptors = np.asarray(elites["descriptors"], dtype=np.float64)
+    if descriptors.ndim == 1 and len(cells) == 0:
+        descriptors = descriptors.reshape(0, -1)
+    return cells, ids, fit, nov, descriptors
+
