@@ -75,7 +75,8 @@ def save_image(image: str) -> bytes:
     return b"".join(client(timeout=int(LOAD_SECONDS)).images.get(image).save(named=True))
 
 
-def _on_node(fn: Callable[..., Any], node_id: str, *args: Any) -> Any:
+def on_node(fn: Callable[..., Any], node_id: str, *args: Any) -> Any:
+    """``fn(*args)`` as a zero-CPU Ray task on the node ``node_id`` and nowhere else; returns its ref."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -106,7 +107,7 @@ def check_cluster(image: str, *, load: bool = False, image_data: Callable[[], by
     import ray
 
     reports = alive_nodes()
-    pending = {_on_node(probe, r.node_id, image): r for r in reports}
+    pending = {on_node(probe, r.node_id, image): r for r in reports}
     _collect(pending, timeout, "probe")
     if load:
         lacking: dict[str, list[NodeReport]] = {}
@@ -115,7 +116,7 @@ def check_cluster(image: str, *, load: bool = False, image_data: Callable[[], by
                 lacking.setdefault(r.engine_id or r.node_id, []).append(r)
         if lacking:
             data_ref = ray.put((image_data or (lambda: save_image(image)))())
-            loads = {_on_node(load_image, group[0].node_id, data_ref, image): group[0] for group in lacking.values()}
+            loads = {on_node(load_image, group[0].node_id, data_ref, image): group[0] for group in lacking.values()}
             _collect(loads, LOAD_SECONDS, "image load")
             for group in lacking.values():
                 for r in group:

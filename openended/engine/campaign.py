@@ -246,7 +246,7 @@ class Campaign:
         self.db.update_run(status="running", config=self.config.model_dump(), state=self._driver_state())
         try:
             self._start_models()
-            executor: Any = RayExecutor(self.task.ref, self.sandbox)
+            executor: Any = RayExecutor(self.task.ref, self.sandbox, note=self._node_unusable)
             if self.stager is not None:
                 executor = self.stager.executor(executor)
             if self.task.gateway:
@@ -316,6 +316,13 @@ class Campaign:
             if now - last_stats >= self.config.stats_every_seconds:
                 self._snapshot()
                 last_stats = now
+
+    def _node_unusable(self, node: str, why: str) -> None:
+        """A node the sandbox cannot run on (the executor keeps evaluations off it): the campaign says which and
+        why, and its state keeps them."""
+        self.state.setdefault("nodes_unusable", {})[node] = why
+        if self.progress is not None:
+            self.progress.note(f"Ray node {node} gets no evaluations: {why}")
 
     def _take(self, mutation: bool, results: list[ChildResult]) -> None:
         """Record results the moment the dispatcher has them (what this queues goes out next)."""

@@ -17,6 +17,8 @@ from typing import Any, Protocol, cast
 
 import ray
 
+from openended.cluster.check import PROBE_SECONDS
+from openended.cluster.usable import Note, UsableNodes
 from openended.engine.jobs import NO_RESULT, WORKER_LOST, ChildResult, EvalJob, Evaluate, Job, Mutate, Tune
 from openended.engine.node_files import ShippedPath, ship, ship_paths
 from openended.llm import ModelSpec
@@ -230,9 +232,11 @@ def _mutation_failed(job: Mutate, reason: str) -> ChildResult:
 
 
 class RayExecutor:
-    """Runs jobs as Ray tasks on the cluster this process has joined."""
+    """Runs jobs as Ray tasks on the cluster this process has joined. With the docker sandbox, only on the
+    nodes whose Docker engine and sandbox image a probe found usable (:class:`UsableNodes`); ``note``
+    hears of each node kept out, with why."""
 
-    def __init__(self, task: TaskRef, sandbox: SandboxSpec):
+    def __init__(self, task: TaskRef, sandbox: SandboxSpec, note: Note | None = None):
         from openended.engine.worker import mutate_job, run_jobs
 
         # the task folder and the runner travel through Ray's object store: workers share no files with us
@@ -242,21 +246,52 @@ class RayExecutor:
         self._evaluate = ray.remote(num_cpus=1, max_retries=0)(run_jobs)
         # A model call waits on the network or the local server, not on this node's CPU.
         self._mutate = ray.remote(num_cpus=0, max_retries=0)(mutate_job)
+        # The process and in-process sandboxes need nothing of a node but Ray: every node is usable.
+        self.nodes = UsableNodes(sandbox.image, note) if sandbox.kind == "docker" else None
+        self._allowed: dict[Hashable, frozenset[str]] = {}  # a task out -> the nodes it may run on
+        self._stranded: set[Hashable] = set()
 
     def evaluate(self, jobs: list[EvalJob]) -> Hashable:
-        return self._evaluate.remote(self.task, jobs, self.sandbox)
+        return self._placed(self._evaluate, self.task, jobs, self.sandbox)
 
     def mutate(self, job: Mutate, model: ModelSpec | None) -> Hashable:
-        return self._mutate.remote(self.task, ship_paths(job, self._shipped), model, self.sandbox)
+        return self._placed(self._mutate, self.task, ship_paths(job, self._shipped), model, self.sandbox)
+
+    def _placed(self, fn: Any, *args: Any) -> Hashable:
+        """``fn.remote(*args)``, kept to the usable nodes (the first call probes them all, and waits)."""
+        if self.nodes is None:
+            return fn.remote(*args)
+        if not self.nodes.started:
+            self.nodes.start()
+        if not self.nodes.usable:  # every usable node died: a joining one may be usable
+            self.nodes.wait_usable(PROBE_SECONDS)
+        handle = fn.options(label_selector=self.nodes.selector()).remote(*args)
+        self._allowed[handle] = frozenset(self.nodes.usable)
+        return handle
 
     def ready(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]:
         refs = list(handles)
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:  # take every other one already done too, without waiting
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if self.nodes is not None:
+            self.nodes.refresh()
+            # A task waiting for nodes that all left since it went out would wait forever: it comes back
+            # as lost (no child of it ran), and its jobs go out again to the nodes there are now.
+            done = set(ready)
+            for ref in refs:
+                allowed = self._allowed.get(ref)
+                if ref not in done and allowed is not None and not allowed & self.nodes.alive:
+                    self._stranded.add(ref)
+                    ready.append(ref)
         return list(ready)
 
     def result(self, handle: Hashable) -> list[ChildResult]:
+        self._allowed.pop(handle, None)
+        if handle in self._stranded:
+            self._stranded.discard(handle)
+            ray.cancel(handle, force=True)
+            raise NodeLost("every node it could run on left the cluster before it started")
         try:
             results = ray.get(cast("ray.ObjectRef[Any]", handle))
         except ray.exceptions.NodeDiedError as exc:
@@ -267,6 +302,8 @@ class RayExecutor:
         return results if isinstance(results, list) else [results]
 
     def cancel(self, handle: Hashable) -> None:
+        self._allowed.pop(handle, None)
+        self._stranded.discard(handle)
         ray.cancel(handle, force=True)
 
     @staticmethod

@@ -1,0 +1,130 @@
+"""Which nodes of a Ray cluster the docker sandbox can run on, kept up to date as nodes join and die.
+
+A campaign with the docker sandbox sends evaluations only to nodes whose probe
+(:func:`openended.cluster.check.probe`: the Docker engine answers, the sandbox image is there at this
+openended's version) found nothing wrong. :class:`UsableNodes` probes every alive node when the campaign
+starts (waiting for the answers) and every node that joins later (without waiting: a joining node gets
+work once its probe has answered), and forgets nodes that died. Ray places the tasks itself among the
+nodes it is allowed (:meth:`UsableNodes.selector`: a label selector on Ray's node id), so it still
+balances them. A node found unusable is named once, with why, through ``note``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from openended.cluster.check import PROBE_SECONDS, NodeReport, alive_nodes, on_node, probe
+
+# How often the cluster's node list is read (a call to Ray's GCS) to find joined and dead nodes.
+POLL_SECONDS = 2.0
+NODE_ID_CHARS = 8  # as openended.engine.nodes names a node: enough to tell apart the nodes of one cluster
+
+Note = Callable[[str, str], None]
+"""Receives (the node's name, why no evaluation goes there)."""
+
+
+def node_name(report: NodeReport) -> str:
+    """A node as a person finds it: its address, the start of its Ray node id and its sandbox identity."""
+    who = f"{report.address} {report.node_id[:NODE_ID_CHARS]}"
+    return f"{who} ({report.identity})" if report.identity else who
+
+
+class UsableNodes:
+    """The alive nodes on which the docker sandbox can run (``image``), by Ray node id."""
+
+    def __init__(self, image: str, note: Note | None = None, *, probe_seconds: float = PROBE_SECONDS,
+                 poll_seconds: float = POLL_SECONDS):
+        self.image = image
+        self.note = note
+        self.probe_seconds = probe_seconds
+        self.poll_seconds = poll_seconds
+        self.usable: set[str] = set()
+        self.unusable: dict[str, str] = {}  # node id -> why (the nodes' names are in the notes)
+        self.alive: frozenset[str] = frozenset()
+        self._probing: dict[Any, tuple[NodeReport, float]] = {}  # probe ref -> (its node, when it started)
+        self._polled = -float("inf")
+        self.started = False
+
+    # ------------------------------------------------------------------ the campaign's side
+    def start(self) -> None:
+        """Probe every alive node and wait for the answers (up to ``probe_seconds``). Raises
+        :class:`~openended.config.ConfigError` when no node can run the sandbox, saying why for each."""
+        self.started = True
+        self.refresh(force=True)
+        deadline = time.monotonic() + self.probe_seconds
+        while self._probing and time.monotonic() < deadline:
+            self._collect(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        self._collect(timeout=0)
+        if not self.usable:
+            self.wait_usable(0)
+
+    def wait_usable(self, seconds: float) -> None:
+        """Until some alive node can run the sandbox (probing nodes that join meanwhile); after ``seconds``
+        without one, :class:`~openended.config.ConfigError` naming every node and its problem."""
+        from openended.config import ConfigError
+
+        deadline = time.monotonic() + seconds
+        while not self.usable and time.monotonic() < deadline:
+            self.refresh(force=True)
+            self._collect(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        if not self.usable:
+            why = "; ".join(f"{node[:NODE_ID_CHARS]}: {problem}" for node, problem in self.unusable.items())
+            raise ConfigError(f"key 'sandbox.kind': no alive node of the cluster can run the docker sandbox"
+                              f" ({why or 'no node answered'})")
+
+    def selector(self) -> dict[str, str]:
+        """Ray's label selector that keeps a task on the usable nodes (Ray balances among them)."""
+        return {"ray.io/node-id": f"in({','.join(sorted(self.usable))})"}
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Read the node list (at most every ``poll_seconds`` unless ``force``), probe nodes that joined, take
+        the probes that answered, forget dead nodes. Returns whether the usable set changed."""
+        before = frozenset(self.usable)
+        now = time.monotonic()
+        if force or now - self._polled >= self.poll_seconds:
+            self._polled = now
+            reports = alive_nodes()
+            self.alive = frozenset(r.node_id for r in reports)
+            self.usable &= self.alive
+            known = self.usable | set(self.unusable) | {r.node_id for r, _ in self._probing.values()}
+            for report in reports:
+                if report.node_id not in known:
+                    self._probing[on_node(probe, report.node_id, self.image)] = (report, now)
+        self._collect(timeout=0)
+        return frozenset(self.usable) != before
+
+    # ------------------------------------------------------------------ probes
+    def _collect(self, timeout: float) -> None:
+        import ray
+
+        if not self._probing:
+            return
+        done, _ = ray.wait(list(self._probing), num_returns=len(self._probing), timeout=timeout)
+        for ref in done:
+            report, _ = self._probing.pop(ref)
+            try:
+                found = ray.get(ref)
+            except Exception as exc:  # the node died under its probe, or the probe could not run there
+                if report.node_id in self.alive:
+                    text = str(exc).strip().splitlines()
+                    self._judge(report, f"its probe failed: {(text[0] if text else type(exc).__name__)[:300]}")
+                continue
+            for key, value in found.items():
+                setattr(report, key, value)
+            self._judge(report, report.problem)
+        now = time.monotonic()
+        for ref, (report, began) in list(self._probing.items()):
+            if now - began > self.probe_seconds:
+                ray.cancel(ref, force=True)
+                del self._probing[ref]
+                self._judge(report, f"its probe had no answer within {self.probe_seconds:g}s")
+
+    def _judge(self, report: NodeReport, problem: str | None) -> None:
+        if problem is None:
+            self.usable.add(report.node_id)
+            return
+        self.unusable[report.node_id] = problem
+        if self.note is not None:
+            self.note(node_name(report), problem)
