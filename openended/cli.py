@@ -49,7 +49,10 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
     if campaign.resumed_pending:
         progress.note(f"resuming: {campaign.resumed_pending} children left in flight will be re-dispatched")
     with progress:
-        summary = campaign.run()
+        try:
+            summary = campaign.run()
+        except ConfigError as exc:  # found once it joined Ray: e.g. no node of the cluster can run the sandbox
+            _fail(str(exc))
     typer.echo(summary.line())
     if summary.status == "failed":
         raise typer.Exit(1)

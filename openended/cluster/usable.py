@@ -41,6 +41,7 @@ class UsableNodes:
         self.probe_seconds = probe_seconds
         self.poll_seconds = poll_seconds
         self.usable: set[str] = set()
+        self.cpus: dict[str, float] = {}  # node id -> its CPUs (a usable node of none takes no evaluation)
         self.unusable: dict[str, str] = {}  # node id -> why (the nodes' names are in the notes)
         self.alive: frozenset[str] = frozenset()
         self._probing: dict[Any, tuple[NodeReport, float]] = {}  # probe ref -> (its node, when it started)
@@ -57,22 +58,32 @@ class UsableNodes:
         while self._probing and time.monotonic() < deadline:
             self._collect(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
         self._collect(timeout=0)
-        if not self.usable:
+        if not self.can_evaluate:
             self.wait_usable(0)
 
+    @property
+    def can_evaluate(self) -> bool:
+        """Whether a usable node has a CPU (an evaluation takes one; a head of no CPU only runs mutations)."""
+        return any(self.cpus.get(node, 0) > 0 for node in self.usable)
+
     def wait_usable(self, seconds: float) -> None:
-        """Until some alive node can run the sandbox (probing nodes that join meanwhile); after ``seconds``
-        without one, :class:`~openended.config.ConfigError` naming every node and its problem."""
+        """Until some alive node with a CPU can run the sandbox (probing nodes that join meanwhile); after
+        ``seconds`` without one, :class:`~openended.config.ConfigError` naming every node and its problem."""
         from openended.config import ConfigError
 
         deadline = time.monotonic() + seconds
-        while not self.usable and time.monotonic() < deadline:
+        while not self.can_evaluate and time.monotonic() < deadline:
             self.refresh(force=True)
-            self._collect(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
-        if not self.usable:
-            why = "; ".join(f"{node[:NODE_ID_CHARS]}: {problem}" for node, problem in self.unusable.items())
-            raise ConfigError(f"key 'sandbox.kind': no alive node of the cluster can run the docker sandbox"
-                              f" ({why or 'no node answered'})")
+            wait = min(1.0, max(0.0, deadline - time.monotonic()))
+            if self._probing:
+                self._collect(timeout=wait)
+            else:  # nothing to hear from: the next look at the node list in a second
+                time.sleep(wait)
+        if not self.can_evaluate:
+            why = [f"{node[:NODE_ID_CHARS]}: {problem}" for node, problem in self.unusable.items()]
+            why += [f"{node[:NODE_ID_CHARS]}: usable, but has no CPU" for node in self.usable]
+            raise ConfigError(f"key 'sandbox.kind': no alive node of the cluster with a CPU can run the docker "
+                              f"sandbox ({'; '.join(why) or 'no node answered'})")
 
     def selector(self) -> dict[str, str]:
         """Ray's label selector that keeps a task on the usable nodes (Ray balances among them)."""
@@ -88,8 +99,10 @@ class UsableNodes:
             reports = alive_nodes()
             self.alive = frozenset(r.node_id for r in reports)
             self.usable &= self.alive
+            self.unusable = {node: why for node, why in self.unusable.items() if node in self.alive}
             known = self.usable | set(self.unusable) | {r.node_id for r, _ in self._probing.values()}
             for report in reports:
+                self.cpus[report.node_id] = report.cpus
                 if report.node_id not in known:
                     self._probing[on_node(probe, report.node_id, self.image)] = (report, now)
         self._collect(timeout=0)

@@ -263,7 +263,7 @@ class RayExecutor:
             return fn.remote(*args)
         if not self.nodes.started:
             self.nodes.start()
-        if not self.nodes.usable:  # every usable node died: a joining one may be usable
+        if not self.nodes.can_evaluate:  # every usable node died: a joining one may be usable
             self.nodes.wait_usable(PROBE_SECONDS)
         handle = fn.options(label_selector=self.nodes.selector()).remote(*args)
         self._allowed[handle] = frozenset(self.nodes.usable)

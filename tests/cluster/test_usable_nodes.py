@@ -29,7 +29,7 @@ def test_no_usable_node_is_an_error_naming_each_node_and_why(ray_address, docker
 
     notes: list[tuple[str, str]] = []
     nodes = UsableNodes("openended-no-such-image:0", lambda node, why: notes.append((node, why)))
-    with pytest.raises(ConfigError, match="no alive node of the cluster can run the docker sandbox") as err:
+    with pytest.raises(ConfigError, match="no alive node of the cluster with a CPU can run the docker sandbox") as err:
         nodes.start()
     here = ray.get_runtime_context().get_node_id()
     assert here[:8] in str(err.value) and "not present" in str(err.value)
