@@ -11,6 +11,10 @@ request through complete() straight to the upstream, minus the direct request), 
 of a campaign pays with or without the gateway, and gateway_own_overhead_ms_p50: the median of
 (through the gateway - through complete() alone), request by request.
 
+relay_overhead_ms_p50: what a request from a sandbox on another node of a cluster adds (its node's
+relay, Ray to the door actor on the driver's node, the answer back through a Ray streaming generator;
+openended.gateway.relay), measured here on one machine's local Ray against the driver's own socket.
+
 stages_saved_fraction: the share of full-stage evaluations a cascade saves, measured on a campaign of
 the three-stage test task (tests/tasks/staged, quick -> medium -> full, where most children are bad
 and stop at the quick stage): 1 - (full-stage evaluations run) / (children evaluated), against one full
@@ -107,6 +111,37 @@ def measure(n: int) -> dict:
     }
 
 
+def measure_relay(n: int) -> dict:
+    """A request from another node's relay (openended.gateway.relay: through Ray to the door on the driver's
+    node, then the gateway) against the same request on the driver's socket, interleaved; local Ray."""
+    import ray
+
+    from openended.gateway.relay import GatewayRoute, Relay, start_door
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    socket_s: list[float] = []
+    relay_s: list[float] = []
+    with FaultServer(default=ok(ANSWER, usage=(12, 8))) as upstream:
+        spec = ModelSpec(name="scripted", base_url=upstream.base_url, model="fault-model", max_tokens=32,
+                         max_retries=0, timeout_s=30, max_total_s=30)
+        with Gateway([spec], GatewayLimits(requests_per_second=1e6, burst=10**6)) as gateway:
+            door, _ = start_door(gateway.socket_dir)
+            lease = gateway.open("bench")
+            relay = Relay(GatewayRoute(lease.socket_path, "another node", door))
+            try:
+                for _ in range(3):
+                    _through_gateway(lease.socket_path), _through_gateway(relay.path)
+                for _ in range(n):
+                    socket_s.append(_through_gateway(lease.socket_path))
+                    relay_s.append(_through_gateway(relay.path))
+            finally:
+                relay.close()
+            usage = gateway.end(lease)
+    assert usage.calls == 2 * (n + 3)
+    return {"relay_ms_p50": _ms(relay_s, 0.5), "relay_ms_p95": _ms(relay_s, 0.95),
+            "relay_overhead_ms_p50": round(_ms(relay_s, 0.5) - _ms(socket_s, 0.5), 3)}
+
+
 def stages_saved(children: int, db: Path) -> dict:
     """Run a staged campaign of ``children`` and count the evaluations each stage ran."""
     import sqlite3
@@ -138,6 +173,7 @@ def main() -> None:
     import tempfile
 
     result: dict = {"n": n, "smoke": args.smoke, **measure(n)}  # first: no Ray beside the timed requests
+    result.update(measure_relay(n))
     with tempfile.TemporaryDirectory() as tmp:
         result.update(stages_saved(40 if args.smoke else 400, Path(tmp) / "staged.db"))
     Path(args.out).write_text(json.dumps(result, indent=2))
