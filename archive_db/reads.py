@@ -242,12 +242,13 @@ def _descriptor_rows(texts: tuple[str, ...]) -> np.ndarray:
     """JSON arrays of numbers, all of one length, as a float array (n, d); json.loads where they are not
     plain flat arrays of numbers (np.fromstring would stop at the first thing it cannot read)."""
     commas = set(map(operator.methodcaller("count", ","), texts))  # one length for all (no row split across two)
-    if len(commas) == 1 and all(t[:1] == "[" and t[-1:] == "]" and t != "[]" for t in texts):
+    joined = ",".join(texts)
+    if len(commas) == 1 and joined.count("[") == joined.count("]") == len(texts) and "[]" not in joined:
         d = commas.pop() + 1
         try:
             with warnings.catch_warnings():  # text it cannot read: older numpy warns and stops, newer raises
                 warnings.simplefilter("ignore", DeprecationWarning)
-                flat = np.fromstring(",".join([t[1:-1] for t in texts]), sep=",")
+                flat = np.fromstring(joined.replace("[", "").replace("]", ""), sep=",")
         except ValueError:
             flat = np.zeros(0)
         if flat.size == d * len(texts):
