@@ -214,7 +214,7 @@ class Dispatcher:
             self.deliver(True, [_mutation_failed(job, f"{stage}: {reason}")])
             return
         if isinstance(job, Tune):  # one task, several children: each of them fails
-            self.deliver(False, [ChildResult(i, fail_stage=stage, fail_reason=reason) for i in job.report])
+            self.deliver(False, job.failed(stage, reason))
             return
         files = job.files if isinstance(job, Evaluate) else None
         self.deliver(False, [ChildResult(job.agent_id, files=files, fail_stage=stage, fail_reason=reason)])

@@ -91,6 +91,10 @@ class Tune:
         """The first member it reports (what a queue of jobs orders and isolates by)."""
         return self.report[0]
 
+    def failed(self, stage: str, reason: str) -> list[ChildResult]:
+        """The results of a group that could not run: each member it reports fails with ``reason``."""
+        return [ChildResult(i, fail_stage=stage, fail_reason=reason) for i in self.report]
+
 
 EvalJob = Breed | Evaluate | Tune
 Job = Breed | Evaluate | Mutate | Tune

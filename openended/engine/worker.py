@@ -102,10 +102,7 @@ def run_tune(task: Task, job: Tune, spec: SandboxSpec, evaluate_args: dict | Non
         search = TuneSearch(job.parent_files, task.spec.code_file, job.parent_fitness, TuneParams.of(job.params),
                             job.tolerance)
     except (ValueError, SyntaxError) as exc:  # nothing to tune, or code that does not parse
-        reason = f"tune: {exc}" if isinstance(exc, ValueError) else f"tune: {short_error(exc)}"
-        for child in children.values():
-            child.fail_stage, child.fail_reason = "mutation", reason
-        return [children[i] for i in job.report]
+        return job.failed("mutation", f"tune: {exc}" if isinstance(exc, ValueError) else f"tune: {short_error(exc)}")
     args = task.evaluate_args if evaluate_args is None else evaluate_args
     # What the search reads of a result is checked as the driver checks it: a child cannot steer it with
     # a malformed or out-of-bounds fitness (the driver checks every result again, whatever the search read).
