@@ -28,7 +28,8 @@ Writes:
   ``bench/scale_resume.py`` on a stopped no-op campaign whose store holds N agents (written straight into
   SQLite): the real ``Campaign`` resumed in a fresh process until its first batch is back, the loop's
   children per second after that (``--resume-children``), the driver's peak memory;
-  ``archive_bytes_per_member``: resident bytes per member of a restored ``all`` archive (``--members``).
+  ``archive_bytes_per_member``: resident bytes per member of a restored ``all`` archive (``--members``);
+  ``archive_restore_seconds`` its restore from dicts, ``archive_restore_seconds_columns`` from columns.
 - ``maze_engine_share_of_simulator``: the maze campaign's children per second (after its first 500, so
   that imports and the roots are left out) over the raw simulator's evaluations per second on the same Ray
   (2 CPUs: one task per CPU simulating batches of the campaign's size), measured in the same run
