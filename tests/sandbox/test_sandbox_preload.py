@@ -17,13 +17,14 @@ from openended.sandbox.process import ProcessSandbox
 HOSTILE = ROOT / "tests" / "tasks" / "hostile"
 
 # What an evaluation sees before it imports anything itself: numpy loaded already or not, its process's
-# threads, its environment's names, and a draw from numpy's global generator (never seeded by the child).
+# threads, its container, its environment's names, and a draw from numpy's global generator (never seeded
+# by the child).
 PROBE = {"child.py": textwrap.dedent("""
     def run():
-        import json, os, sys
+        import json, os, socket, sys
         preloaded = 'numpy' in sys.modules
         import numpy
-        seen = {'preloaded': preloaded, 'threads': len(os.listdir('/proc/self/task')),
+        seen = {'preloaded': preloaded, 'threads': len(os.listdir('/proc/self/task')), 'host': socket.gethostname(),
                 'env': sorted(os.environ), 'draw': float(numpy.random.random())}
         return {'fitness': 0.0, 'descriptors': [0, 0], 'feedback': json.dumps(seen)}
     """).encode()}
@@ -50,6 +51,7 @@ def test_pool_evaluations_inherit_numpy_but_not_its_random_state(docker_engine):
     # the thread caps set for the import are gone again; the evaluation's environment is what it was
     assert all(s["env"] == ["HOME", "PATH", "PYTHONDONTWRITEBYTECODE", "TMPDIR"] for s in seen)
     assert all(s["threads"] == 1 for s in seen)
+    assert len({s["host"] for s in seen}) == 1, "the runner's larger idle memory does not retire its container"
 
 
 def test_a_runner_of_one_job_preloads_nothing(tmp_path):
