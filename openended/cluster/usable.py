@@ -44,6 +44,7 @@ class UsableNodes:
         self.cpus: dict[str, float] = {}  # node id -> its CPUs (a usable node of none takes no evaluation)
         self.unusable: dict[str, str] = {}  # node id -> why (the nodes' names are in the notes)
         self.alive: frozenset[str] = frozenset()
+        self.gone: set[str] = set()  # nodes Ray said died (its node list says so only 15-30 s later)
         self._probing: dict[Any, tuple[NodeReport, float]] = {}  # probe ref -> (its node, when it started)
         self._polled = -float("inf")
         self.started = False
@@ -62,9 +63,13 @@ class UsableNodes:
             self.wait_usable(0)
 
     @property
+    def evaluators(self) -> frozenset[str]:
+        """The usable nodes with a CPU (an evaluation takes one; a head of no CPU only runs mutations)."""
+        return frozenset(node for node in self.usable if self.cpus.get(node, 0) > 0)
+
+    @property
     def can_evaluate(self) -> bool:
-        """Whether a usable node has a CPU (an evaluation takes one; a head of no CPU only runs mutations)."""
-        return any(self.cpus.get(node, 0) > 0 for node in self.usable)
+        return bool(self.evaluators)
 
     def wait_usable(self, seconds: float) -> None:
         """Until some alive node with a CPU can run the sandbox (probing nodes that join meanwhile); after
@@ -85,6 +90,12 @@ class UsableNodes:
             raise ConfigError(f"key 'sandbox.kind': no alive node of the cluster with a CPU can run the docker "
                               f"sandbox ({'; '.join(why) or 'no node answered'})")
 
+    def died(self, node_id: str) -> None:
+        """Ray reported ``node_id`` dead (a task's NodeDiedError): no more tasks go there."""
+        self.gone.add(node_id)
+        self.usable.discard(node_id)
+        self.alive = self.alive - {node_id}
+
     def selector(self) -> dict[str, str]:
         """Ray's label selector that keeps a task on the usable nodes (Ray balances among them)."""
         return {"ray.io/node-id": f"in({','.join(sorted(self.usable))})"}
@@ -97,13 +108,13 @@ class UsableNodes:
         if force or now - self._polled >= self.poll_seconds:
             self._polled = now
             reports = alive_nodes()
-            self.alive = frozenset(r.node_id for r in reports)
+            self.alive = frozenset(r.node_id for r in reports) - self.gone
             self.usable &= self.alive
             self.unusable = {node: why for node, why in self.unusable.items() if node in self.alive}
             known = self.usable | set(self.unusable) | {r.node_id for r, _ in self._probing.values()}
             for report in reports:
                 self.cpus[report.node_id] = report.cpus
-                if report.node_id not in known:
+                if report.node_id not in known | self.gone:
                     self._probing[on_node(probe, report.node_id, self.image)] = (report, now)
         self._collect(timeout=0)
         return frozenset(self.usable) != before

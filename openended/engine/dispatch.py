@@ -9,6 +9,7 @@ real one (this is the only module that imports Ray), a test can hand it a fake.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -34,6 +35,9 @@ SERIAL_MODELS = frozenset({LOCAL_MODEL})
 # Time allowed for an LLM-free mutation task, and the slack over a model's own time budget.
 MUTATION_SECONDS = 60.0
 MODEL_SLACK_SECONDS = 30.0
+# How long Ray's node list may go on listing a dead node as alive (its health checks: 5 misses, 3 s apart).
+NODE_DEATH_SECONDS = 40.0
+NODE_ID = re.compile(r"node ID: ([0-9a-f]{56})")
 
 
 class TaskLost(Exception):
@@ -252,13 +256,14 @@ class RayExecutor:
         self._stranded: set[Hashable] = set()
 
     def evaluate(self, jobs: list[EvalJob]) -> Hashable:
-        return self._placed(self._evaluate, self.task, jobs, self.sandbox)
+        return self._placed(self._evaluate, self.task, jobs, self.sandbox, cpu=True)
 
     def mutate(self, job: Mutate, model: ModelSpec | None) -> Hashable:
-        return self._placed(self._mutate, self.task, ship_paths(job, self._shipped), model, self.sandbox)
+        return self._placed(self._mutate, self.task, ship_paths(job, self._shipped), model, self.sandbox, cpu=False)
 
-    def _placed(self, fn: Any, *args: Any) -> Hashable:
-        """``fn.remote(*args)``, kept to the usable nodes (the first call probes them all, and waits)."""
+    def _placed(self, fn: Any, *args: Any, cpu: bool) -> Hashable:
+        """``fn.remote(*args)``, kept to the usable nodes (the first call probes them all, and waits); ``cpu``:
+        the task takes a CPU, so only the usable nodes with one can run it."""
         if self.nodes is None:
             return fn.remote(*args)
         if not self.nodes.started:
@@ -266,7 +271,9 @@ class RayExecutor:
         if not self.nodes.can_evaluate:  # every usable node died: a joining one may be usable
             self.nodes.wait_usable(PROBE_SECONDS)
         handle = fn.options(label_selector=self.nodes.selector()).remote(*args)
-        self._allowed[handle] = frozenset(self.nodes.usable)
+        # what it can run on: with a CPU to take, not a usable head of none (a task left with nothing but
+        # that would wait until its deadline)
+        self._allowed[handle] = self.nodes.evaluators if cpu else frozenset(self.nodes.usable)
         return handle
 
     def ready(self, handles: Sequence[Hashable], timeout: float) -> list[Hashable]:
@@ -287,19 +294,37 @@ class RayExecutor:
         return list(ready)
 
     def result(self, handle: Hashable) -> list[ChildResult]:
-        self._allowed.pop(handle, None)
         if handle in self._stranded:
+            self._allowed.pop(handle, None)
             self._stranded.discard(handle)
             ray.cancel(handle, force=True)
             raise NodeLost("every node it could run on left the cluster before it started")
+        allowed = self._allowed.pop(handle, None)
         try:
             results = ray.get(cast("ray.ObjectRef[Any]", handle))
         except ray.exceptions.NodeDiedError as exc:
+            dead = NODE_ID.search(str(exc))
+            if dead and self.nodes is not None:  # Ray knows it at once; its node list only 15-30 s later
+                self.nodes.died(dead.group(1))
             raise NodeLost(str(exc).strip().splitlines()[0][:300]) from None
+        except ray.exceptions.TaskUnschedulableError as exc:
+            # Ray gives up on a queued task whose selector names only nodes that are gone: it never ran.
+            if self.nodes is not None and allowed is not None and self._left(allowed):
+                raise NodeLost("every node it could run on left the cluster before it started") from None
+            raise TaskLost(str(exc).strip().splitlines()[0][:300]) from None
         except Exception as exc:  # the worker process died or the task could not run
             text = str(exc).strip().splitlines()
             raise TaskLost((text[0] if text else type(exc).__name__)[:300]) from None
         return results if isinstance(results, list) else [results]
+
+    def _left(self, allowed: frozenset[str]) -> bool:
+        """Whether a node of ``allowed`` left the cluster (Ray's node list may take NODE_DEATH_SECONDS to say so)."""
+        assert self.nodes is not None
+        deadline = time.monotonic() + NODE_DEATH_SECONDS
+        while allowed <= self.nodes.alive and time.monotonic() < deadline:
+            time.sleep(0.5)
+            self.nodes.refresh(force=True)
+        return not allowed <= self.nodes.alive
 
     def cancel(self, handle: Hashable) -> None:
         self._allowed.pop(handle, None)

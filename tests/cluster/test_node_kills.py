@@ -93,3 +93,39 @@ def test_three_nodes_killed_at_random_moments_cost_no_child(tmp_path):
         print("sandbox containers per node:", dict(created), "\n", "\n".join(notes))
     finally:
         cluster.stop()
+
+
+def test_the_last_worker_node_killed_its_queued_tasks_go_to_a_node_that_joins(tmp_path):
+    """One worker node and a head of no CPU whose engine is usable. The node dies mid-campaign with tasks queued
+    for it (4 out, 1 CPU); a node joins. Those tasks could run nowhere else but the head, which has no CPU: once
+    Ray reports the death they come back as lost and go out again to the new node, none waiting for its
+    deadline and failing."""
+    _required("a multi-node cluster", docker_unavailable())
+    cluster = start_cluster(1)
+    try:
+        db = tmp_path / "last.db"
+        since = time.time()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "openended", "run", "--task", "maze-medium", "--db", str(db),
+             "--budget", "40", "--ray-address", cluster.address, "--sandbox", "docker",
+             "--max-in-flight", "4", "--batch-size", "1", "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cluster.driver_env(), cwd=tmp_path)
+        deadline = time.monotonic() + 300
+        while _finished(db) < 10 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the campaign ended before the kill: " + proc.stdout.read()
+        cluster.kill_node(cluster.nodes[0])
+        joined = cluster.add_node()
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-4000:]
+        con = sqlite3.connect(db)
+        try:
+            rows = con.execute("SELECT id, status, fail_reason FROM agents ORDER BY id").fetchall()
+            assert check_integrity(con).ok
+        finally:
+            con.close()
+        assert [r[0] for r in rows] == list(range(40)) and [r for r in rows if r[1] == "failed"] == [], rows
+        assert "every node it could run on left the cluster" in out, out[-4000:]
+        assert containers_created(campaign_label(db), since)[joined.identity] >= 1
+    finally:
+        cluster.stop()
