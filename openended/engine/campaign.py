@@ -159,7 +159,7 @@ class Campaign:
             forget_unfinished_transcripts(self.db)
         self.state = dict(run["state"])
         self.archive = restore_archive(schema=run["descriptor_schema"], state=self.state["archive"],
-                                       elites=self.db.elites())
+                                       elites=self.db.elite_arrays())  # columns: no dict per member
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = self.state["rng"]
         self.lineage = lineage_from_store(self.db)

@@ -46,6 +46,7 @@ def make_archive(kind: str, *, space: SpaceLike, fitness_offset: float, seed: in
     return archive
 
 
-def restore_archive(*, schema: Mapping[str, Any], state: Mapping[str, Any], elites: list[dict[str, Any]]) -> Archive:
+def restore_archive(*, schema: Mapping[str, Any], state: Mapping[str, Any],
+                    elites: list[dict[str, Any]] | Mapping[str, Any]) -> Archive:
     """Rebuild an archive from its schema, state and elites; dispatches on ``schema['kind']``."""
     return Archive.restore(schema=schema, state=state, elites=elites)
