@@ -9,11 +9,14 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from openended.names import LOCAL_MODEL, ArchiveKind, OperatorName, SandboxKind, SandboxMode, SelectionStrategy
+
+if TYPE_CHECKING:
+    from openended.tasks import Task
 
 
 class ConfigError(ValueError):
@@ -51,6 +54,11 @@ class MutationConfig(_Strict):
     initial_agents: list[str] = Field(
         default_factory=list, description="folders of agents added as roots after the task's seed (operator 'given')"
     )
+
+    def params_for(self, operator: str, task: Task) -> dict[str, Any]:
+        """``operator``'s parameters in this campaign: the task's ``[operators.NAME]`` table, under ``params``
+        when ``operator`` is the campaign's operator."""
+        return {**task.operator_params(operator), **(self.params if operator == self.operator else {})}
 
 
 class OutputLimit(_Strict):

@@ -77,9 +77,7 @@ class JobMaker:
         parent_files = None if parent_id is None else self.genomes.get(parent_id)
         if operator in ROOT_OPERATORS:
             return Breed(agent_id, seed, operator, {}, parent_files)
-        mutation = self.config.mutation
-        params = {**self.task.operator_params(operator),
-                  **(mutation.params if operator == mutation.operator else {})}
+        params = self.config.mutation.params_for(operator, self.task)
         if not self.code:
             return Breed(agent_id, seed, operator, params, parent_files)
         context = unprepared = max_tokens = None
@@ -113,8 +111,7 @@ class JobMaker:
     def tune(self, report: list[int], first_id: int, count: int, seed: int, parent_id: int) -> Tune:
         """One ``tune`` group's job: members ``first_id`` .. ``first_id + count - 1`` (seeds ``seed + i``), of
         which ``report`` are still to be recorded."""
-        mutation = self.config.mutation
-        params = {**self.task.operator_params(TUNE), **(mutation.params if mutation.operator == TUNE else {})}
+        params = self.config.mutation.params_for(TUNE, self.task)
         tolerance = self.task.spec.fitness.tolerance or 0.0
         return Tune(tuple(report), first_id, count, seed, params, self.genomes.get(parent_id),
                     self.db.agent(parent_id)["fitness"], tolerance)

@@ -414,7 +414,7 @@ def param_recipes(task: Task, mutation: MutationConfig) -> Callable[[str], Recip
     def recipe_of(operator: str) -> Recipe | None:
         if operator != "gaussian":
             return None
-        params = {**task.operator_params(operator), **(mutation.params if operator == mutation.operator else {})}
+        params = mutation.params_for(operator, task)
         return Recipe("gaussian", GAUSSIAN_VERSION, recipe_params(params, task.spec.params_file))
 
     return recipe_of

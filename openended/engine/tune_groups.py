@@ -28,9 +28,8 @@ class TuneGroups:
     @classmethod
     def of(cls, task: Task, config: CampaignConfig) -> TuneGroups:
         """The task's ``[operators.tune]`` under the campaign's ``mutation.params`` (when tune is its operator)."""
-        given = config.mutation.params if config.mutation.operator == TUNE else {}
         try:
-            params = TuneParams.of({**task.operator_params(TUNE), **given})
+            params = TuneParams.of(config.mutation.params_for(TUNE, task))
         except ValueError as exc:
             raise ConfigError(f"the tune operator's parameters (task {task.name!r}'s [operators.tune] or "
                               f"mutation.params): {exc}") from None
