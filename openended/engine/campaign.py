@@ -12,7 +12,7 @@ outcomes. A kill at any moment loses nothing: resume rebuilds the archive from t
 re-dispatches ``proposed`` children with their recorded seeds and sends ``mutated`` ones
 straight to evaluation.
 
-A child's path: :meth:`Campaign._propose` (here) -> :mod:`.jobmaker` (its job) ->
+A child's path: :meth:`Campaign._propose` (here) -> :mod:`.proposal_jobs` and :mod:`.jobmaker` (its job) ->
 :mod:`.dispatch` (out to a worker and back) -> :mod:`.worker` (mutate, evaluate in the sandbox)
 -> :mod:`.recorder` (checked, archived, committed).
 """
@@ -35,8 +35,9 @@ from openended.engine import runtime
 from openended.engine.dedupe import Dedupe
 from openended.engine.dispatch import Dispatcher, RayExecutor, ensure_ray, shutdown_ray
 from openended.engine.jobmaker import GenomeCache, JobMaker
-from openended.engine.jobs import ChildResult, Evaluate, Job
+from openended.engine.jobs import ChildResult, Job
 from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, free_staleness
+from openended.engine.proposal_jobs import proposal_jobs, requeue_unfinished
 from openended.engine.recorder import (
     Child,
     Counters,
@@ -52,7 +53,7 @@ from openended.gateway.campaign import forget_unfinished_transcripts
 from openended.llm import ModelSpec
 from openended.mutation.tune import group_seed
 from openended.names import LOCAL_MODEL, TUNE
-from openended.portfolio import Arm, Portfolio
+from openended.portfolio import Portfolio
 from openended.qd import Archive, restore_archive
 from openended.sandbox import SandboxUnavailable
 from openended.sandbox import describe as describe_sandbox
@@ -195,24 +196,7 @@ class Campaign:
                              self.recorder.last_errors)
         if not code:  # parameter children: the store keeps those it can regenerate as recipes (archive_db.recipes)
             self.recorder.recipe_of = param_recipes(self.task, self.config.mutation)
-        children = self.recorder.children
-        for row in mutated:
-            children[row["id"]] = Child(row["parent_id"], Arm(row["operator"], row["model"]))
-            files = self.db.agent_files(row["id"])
-            first = self.recorder.dedupe.first(row["id"], files) if self.recorder.dedupe else row["id"]
-            if first != row["id"]:
-                self.recorder.duplicate(row["id"], first)
-                continue
-            self._queue.append(Evaluate(row["id"], files))
-        tuned: list[Proposal] = []
-        for row in proposed:
-            children[row["id"]] = Child(row["parent_id"], Arm(row["operator"], row["model"]))
-            if row["operator"] == TUNE:
-                tuned.append(Proposal(row["id"], row["parent_id"], TUNE, row["seed"]))
-                continue
-            self._queue.append(self.jobs.job(row["id"], row["seed"], row["operator"], row["parent_id"],
-                                             row["model"], row["parent2_id"]))
-        self._queue.extend(TuneGroups.jobs(tuned, self.jobs))
+        requeue_unfinished(self._queue, self.db, self.recorder, self.jobs, mutated, proposed)
         self.stager = attach_stages(self)  # staged tasks ([[stages]]): decides after each stage
         in_order = self.recorder.in_order
         if in_order is not None and self.blocks is not None and self.next_id > self.state["n_roots"]:
@@ -462,13 +446,7 @@ class Campaign:
             self.db.record([Outcome(i, "mutated", files=files) for i, files in given.items()])
             self.db.update_run(state=self._driver_state())
         self.next_id += len(proposals)
-        jobs: list[Job] = []
-        for p in proposals:
-            if p.id in given:
-                jobs.append(Evaluate(p.id, given[p.id]))
-            elif p.operator != TUNE:
-                jobs.append(self.jobs.job(p.id, p.seed, p.operator, p.parent_id, p.model, p.parent2_id))
-        return jobs + TuneGroups.jobs([p for p in proposals if p.operator == TUNE], self.jobs)
+        return proposal_jobs(proposals, self.jobs, given)
 
     def _drain(self, dispatcher: Dispatcher, grace: float) -> None:
         """Stop dispatching; give in-flight children up to ``grace`` seconds; the rest stay for resume."""
