@@ -455,10 +455,11 @@ def test_deep_chain_ancestors_descendants(tmp_path):
     # one primary-key lookup per ancestor, never a scan (its speed is bench/store_db.py's, not a test's)
     plan = " ".join(r[3] for r in db.conn.execute("EXPLAIN QUERY PLAN " + sql, {"agent_id": 1}))
     assert "INTEGER PRIMARY KEY" in plan and "SCAN agents" not in plan
-    # ArchiveDB.ancestors runs it unsorted (the walk's own order, reversed in Python): no sort of the chain
-    from archive_db.reads import _ancestors_leaf_first
+    # ArchiveDB.ancestors walks it 16 generations a row, unsorted (the walk's own order, reversed in
+    # Python): primary-key lookups only, no sort of the chain
+    from archive_db.reads import _ancestors_wide
 
-    plan = " ".join(r[3] for r in db.conn.execute("EXPLAIN QUERY PLAN " + _ancestors_leaf_first(), {"agent_id": 1}))
+    plan = " ".join(r[3] for r in db.conn.execute("EXPLAIN QUERY PLAN " + _ancestors_wide(), {"agent_id": 1}))
     assert "SCAN agents" not in plan and "TEMP B-TREE FOR ORDER BY" not in plan
 
 
@@ -486,6 +487,56 @@ def test_ancestors_are_typed_tuples_of_the_named_query(tmp_path):
 
     with pytest.raises(ArchiveDBError, match="do not match Ancestor"):
         typed_rows(db.conn.execute("SELECT id, depth, parent_id FROM agents"), archive_db.Ancestor)
+    db.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parents=st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=80),
+       archived_every=st.integers(min_value=1, max_value=5), second=st.integers(min_value=0, max_value=7))
+def test_ancestors_equal_the_named_query_for_any_tree(tmp_path_factory, parents, archived_every, second):
+    """For any tree (agent i > 0 has a random earlier parent, some a crossover's second parent, some
+    archived with a fitness and an archive event, some failed, some left proposed), ancestors(x) is the
+    named query's rows for every x, as Ancestor tuples: lineages of every length, across the 16
+    generations of each of the walk's rows; unset, the fittest agent's lineage."""
+    db = new_db(tmp_path_factory.mktemp("anc"))
+    n = len(parents)
+    # a long spine too, so lineages cross several of the walk's 16-generation rows
+    par = [None] + [i - 1 if p % 3 else p % i for i, p in enumerate(parents[1:], start=1)]
+    db.propose(prop(i, par[i], operator=("op", "x", "seed")[i % 3],
+                    parent2_id=(i - 1 - (p % i)) if i and second and p % second == 0 else None)
+               for i, p in enumerate(parents))
+    outs = []
+    for i, p in enumerate(parents):
+        if i % archived_every == 0:
+            outs.append(archived(i, fitness=p / 7.0, novelty=None if p % 2 else p / 3.0, cell=p % 50,
+                                 archive_event=(None, "new_cell", "improved")[p % 3]))
+        elif p % 5 == 1:
+            outs.append(Outcome(id=i, status="failed", fail_stage="evaluation", fail_reason="boom"))
+    db.record(outs)
+    for x in range(n):
+        steps = db.ancestors(x)
+        assert all(type(s) is archive_db.Ancestor for s in steps)
+        assert [s._asdict() for s in steps] == db.named_query("ancestors", agent_id=x)
+        assert steps[-1].id == x and steps[0].parent_id is None and len(steps) == steps[-1].depth + 1
+        assert all(b.parent_id == a.id for a, b in zip(steps, steps[1:], strict=False))
+    assert [s._asdict() for s in db.ancestors(None)] == db.named_query("ancestors", agent_id="")  # type: ignore[arg-type]
+    db.close()
+
+
+def test_ancestors_broken_chain_is_an_error(tmp_path):
+    """A parent missing from the store (written with foreign keys off) ends the walk early: an error,
+    never a lineage that stops at a non-root."""
+    db = new_db(tmp_path)
+    db.propose([prop(0, None, "seed")] + [prop(i, i - 1) for i in range(1, 40)])
+    assert [s.id for s in db.ancestors(39)] == list(range(40))
+    raw = sqlite3.connect(db.path)
+    raw.execute("PRAGMA foreign_keys=OFF")
+    raw.execute("UPDATE agents SET parent_id = 1000 WHERE id = 20")
+    raw.commit()
+    raw.close()
+    with pytest.raises(ArchiveDBError, match="out of order"):
+        db.ancestors(39)
+    assert [s.id for s in db.ancestors(19)] == list(range(20))
     db.close()
 
 
