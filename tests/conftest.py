@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -65,6 +66,25 @@ def docker_engine():
     return SANDBOX_IMAGE
 
 
+@pytest.fixture
+def upstream():
+    """A scripted OpenAI-compatible server (tests/llm/llm_fault_server.py) answering every request alike."""
+    from llm_fault_server import FaultServer, ok
+
+    with FaultServer(default=ok("scripted answer", usage=(10, 5))) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A head on the host and two worker nodes in containers that share nothing with the driver but Ray
+    (tests/cluster/cluster_nodes.py), one for the whole session."""
+    from cluster_nodes import own_cluster
+
+    with own_cluster(2) as c:
+        yield c
+
+
 @pytest.fixture(scope="session")
 def embedded_model():
     """The embedded model's packages (llama-cpp-python and the Gemma weights); skip without them by hand,
@@ -78,6 +98,18 @@ def containers_left(label: str) -> list[str]:
     """The ids of the containers, running or not, that carry the campaign label ``label``."""
     return subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={label}"],
                           capture_output=True, text=True, check=True).stdout.split()
+
+
+def count_in(db: Path | str, sql: str, *, timeout: float = 5.0) -> int:
+    """One count from a campaign's store, read-only while its driver writes; 0 before the store has the table."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=timeout)
+        try:
+            return con.execute(sql).fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
 
 
 def kill_when(proc: subprocess.Popen, finished, target: int, *, seconds: float = 120.0) -> None:

@@ -18,8 +18,8 @@ Ray's version check compares Python patch versions unless ``RAY_DEFAULT_PYTHON_V
 
 Node containers carry the label ``openended.test-node=<cluster id>``; :meth:`Cluster.stop` removes them
 and ends the head's processes (those it started, by process group and session folder).
-Use the ``cluster`` fixture (session scoped) by importing it into a test module:
-``from cluster_nodes import cluster  # noqa: F401``.
+Tests share the session's ``cluster`` fixture (tests/conftest.py); one that kills or leaves nodes takes
+:func:`own_cluster`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from node_image import LABEL, build_node_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,15 +254,15 @@ def start_cluster(n_nodes: int = 2) -> Cluster:
     return cluster
 
 
-@pytest.fixture(scope="session")
-def cluster():
-    """A head on the host and two worker nodes in containers (see the module docstring). Skips by hand
+@contextmanager
+def own_cluster(n_nodes: int = 2) -> Iterator[Cluster]:
+    """A cluster of the test's own (one that kills or leaves nodes), stopped when the test ends. Skips by hand
     without Docker, fails under CI=true."""
     from conftest import _required
 
     _required("a multi-node cluster", docker_unavailable())
     started = time.monotonic()
-    c = start_cluster(2)
+    c = start_cluster(n_nodes)
     c.start_seconds = time.monotonic() - started  # type: ignore[attr-defined]
     try:
         yield c

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from cluster_nodes import Cluster, cluster  # noqa: F401  (the session fixture)
+from cluster_nodes import Cluster
 from conftest import TOY, containers_left
 
 from openended.sandbox import campaign_label
@@ -52,7 +52,7 @@ def can_see(c: Cluster, path: Path | str) -> list[str]:
             if subprocess.run(["docker", "exec", n.name, "test", "-e", str(path)]).returncode == 0]
 
 
-def test_maze_and_a_driver_only_task_on_two_nodes_that_share_nothing(cluster, tmp_path):  # noqa: F811
+def test_maze_and_a_driver_only_task_on_two_nodes_that_share_nothing(cluster, tmp_path):
     # A user's task folder that exists only here, on the driver.
     user_task = tmp_path / "my-task"
     shutil.copytree(TOY, user_task)
@@ -83,7 +83,7 @@ def test_maze_and_a_driver_only_task_on_two_nodes_that_share_nothing(cluster, tm
     print(f"cluster start {cluster.start_seconds:.1f}s, campaigns {timings}")
 
 
-def test_cluster_check_probes_every_node_through_ray(cluster):  # noqa: F811
+def test_cluster_check_probes_every_node_through_ray(cluster):
     done = subprocess.run([sys.executable, "-m", "openended", "cluster", "check", "--ray-address", cluster.address,
                            "--json"], capture_output=True, text=True, env=cluster.driver_env(), timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -13,7 +13,6 @@ import time
 import uuid
 from pathlib import Path
 
-from cluster_nodes import cluster  # noqa: F401  (the session fixture)
 from conftest import containers_left
 from llm_fault_server import FaultServer, ok
 from test_cluster import can_see, containers_created
@@ -24,7 +23,7 @@ GWTASK = Path(__file__).resolve().parents[1] / "gateway" / "gwtask"
 BUDGET = 12
 
 
-def test_agents_on_worker_nodes_call_the_model_through_the_drivers_gateway(cluster, tmp_path):  # noqa: F811
+def test_agents_on_worker_nodes_call_the_model_through_the_drivers_gateway(cluster, tmp_path):
     key = "sk-fake-cluster-" + uuid.uuid4().hex
     user_task = tmp_path / "gwtask"  # a copy only the driver has
     subprocess.run(["cp", "-r", str(GWTASK), str(user_task)], check=True)

@@ -13,8 +13,8 @@ import sys
 import time
 from collections import Counter
 
-from cluster_nodes import docker_unavailable, start_cluster
-from conftest import _required, containers_left
+from cluster_nodes import own_cluster
+from conftest import containers_left, count_in
 from test_cluster import containers_created
 
 from archive_db.integrity import check_integrity
@@ -25,25 +25,13 @@ KILLS = 3
 
 
 def _finished(db) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-    except sqlite3.OperationalError:
-        return 0
-    try:
-        return con.execute("SELECT count(*) FROM agents WHERE status NOT IN ('proposed', 'mutated')").fetchone()[0]
-    except sqlite3.OperationalError:  # not created yet
-        return 0
-    finally:
-        con.close()
-
+    return count_in(db, "SELECT count(*) FROM agents WHERE status NOT IN ('proposed', 'mutated')", timeout=1)
 
 def test_three_nodes_killed_at_random_moments_cost_no_child(tmp_path):
-    _required("a multi-node cluster", docker_unavailable())
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     print(f"kill moments from seed {seed}")
-    cluster = start_cluster(2)
-    try:
+    with own_cluster(2) as cluster:
         db = tmp_path / "kills.db"
         # One child per task: a task lost for anything but its node's death fails its child (a lost batch
         # would be re-run one child at a time, which hides how it was lost).
@@ -91,8 +79,6 @@ def test_three_nodes_killed_at_random_moments_cost_no_child(tmp_path):
         assert not containers_left(label)
         notes = [line for line in out.splitlines() if "node" in line and "(raylet)" not in line]
         print("sandbox containers per node:", dict(created), "\n", "\n".join(notes))
-    finally:
-        cluster.stop()
 
 
 def test_the_last_worker_node_killed_its_queued_tasks_go_to_a_node_that_joins(tmp_path):
@@ -100,9 +86,7 @@ def test_the_last_worker_node_killed_its_queued_tasks_go_to_a_node_that_joins(tm
     for it (4 out, 1 CPU); a node joins. Those tasks could run nowhere else but the head, which has no CPU: once
     Ray reports the death they come back as lost and go out again to the new node, none waiting for its
     deadline and failing."""
-    _required("a multi-node cluster", docker_unavailable())
-    cluster = start_cluster(1)
-    try:
+    with own_cluster(1) as cluster:
         db = tmp_path / "last.db"
         since = time.time()
         proc = subprocess.Popen(
@@ -127,5 +111,3 @@ def test_the_last_worker_node_killed_its_queued_tasks_go_to_a_node_that_joins(tm
         assert [r[0] for r in rows] == list(range(40)) and [r for r in rows if r[1] == "failed"] == [], rows
         assert "every node it could run on left the cluster" in out, out[-4000:]
         assert containers_created(campaign_label(db), since)[joined.identity] >= 1
-    finally:
-        cluster.stop()

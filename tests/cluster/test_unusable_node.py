@@ -11,8 +11,7 @@ import sys
 import threading
 import time
 
-from cluster_nodes import cluster, docker_unavailable, start_cluster  # noqa: F401  (the session fixture)
-from conftest import _required
+from cluster_nodes import own_cluster
 from test_cluster import containers_created, outcomes
 from test_node_kills import _finished
 
@@ -37,7 +36,7 @@ def _until(what, seconds: float = 300) -> None:
         time.sleep(0.1)
 
 
-def test_nodes_without_a_docker_engine_get_no_evaluations(cluster, tmp_path):  # noqa: F811
+def test_nodes_without_a_docker_engine_get_no_evaluations(cluster, tmp_path):
     good = list(cluster.nodes)
     bad = [cluster.add_node(docker=False)]  # there when the campaign starts
     proc = None
@@ -85,9 +84,7 @@ def test_nodes_without_a_docker_engine_get_no_evaluations(cluster, tmp_path):  #
 
 def test_a_cluster_with_no_usable_node_stops_before_any_evaluation(tmp_path):
     """A head of no CPU (its engine usable) and one node without the Docker socket: nothing could evaluate."""
-    _required("a multi-node cluster", docker_unavailable())
-    own = start_cluster(0)
-    try:
+    with own_cluster(0) as own:
         bad = own.add_node(docker=False)
         db = tmp_path / "none.db"
         done = subprocess.run(
@@ -102,5 +99,3 @@ def test_a_cluster_with_no_usable_node_stops_before_any_evaluation(tmp_path):
         with sqlite3.connect(db) as con:
             assert con.execute("SELECT status FROM runs").fetchall() == [("failed",)]
             assert con.execute("SELECT count(*) FROM evaluations").fetchone() == (0,)
-    finally:
-        own.stop()

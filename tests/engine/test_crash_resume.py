@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import containers_left, toy
+from conftest import containers_left, count_in, toy
 
 BUDGET = 240
 
@@ -23,15 +23,7 @@ def _start(python, env, db, ray_address, *extra, variant="slow", budget=BUDGET):
 
 
 def _count(db) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM agents").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return 0
-
+    return count_in(db, "SELECT COUNT(*) FROM agents")
 
 def _wait_for_rows(db, n, proc, timeout=60.0):
     deadline = time.monotonic() + timeout

@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from conftest import ROOT, kill_when, resume_cli
+from conftest import ROOT, count_in, kill_when, resume_cli
 
 TOYCODE = ROOT / "tests" / "tasks" / "toycode"
 # agent.py of the seed with b = 3, restyled: the ast operator often writes the same program in its own style
@@ -54,15 +54,7 @@ def _rows(db: Path) -> list[tuple]:
 
 
 def _finished(db: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM agents WHERE finished_at IS NOT NULL").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return 0
-
+    return count_in(db, "SELECT COUNT(*) FROM agents WHERE finished_at IS NOT NULL")
 
 def test_restyled_duplicates_are_not_evaluated_and_survive_kill_9(tmp_path, ray_address, python, cli_env):
     ref = tmp_path / "ref.db"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, kill_when, resume_cli, toy
+from conftest import ROOT, count_in, kill_when, resume_cli, toy
 
 from openended.config import load_config
 from openended.engine import Campaign
@@ -95,15 +95,7 @@ def _cli(python, env, db, ray_address, *extra):
 
 
 def _count(db: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM agents WHERE finished_at IS NOT NULL").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return 0
-
+    return count_in(db, "SELECT COUNT(*) FROM agents WHERE finished_at IS NOT NULL")
 
 @pytest.mark.parametrize("kills, selection", [(2, "novelty"), (1, "clade")])
 def test_kill_9_then_resume_gives_the_same_store(tmp_path, ray_address, python, cli_env, kills, selection):

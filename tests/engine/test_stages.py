@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, count_in
 
 from openended.config import load_config
 from openended.engine import Campaign
@@ -119,16 +119,8 @@ def _cli(python, env, db: Path, ray_address: str, *extra: str) -> subprocess.Pop
 
 def _between_stages(db: Path) -> int:
     """Children stored with a finished stage but no outcome yet (a kill now lands between stages)."""
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(DISTINCT a.id) FROM agents a JOIN evaluations e ON e.agent_id = a.id "
-                               "WHERE a.status = 'mutated'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return 0
-
+    return count_in(db, "SELECT COUNT(DISTINCT a.id) FROM agents a JOIN evaluations e ON e.agent_id = a.id "
+                        "WHERE a.status = 'mutated'")
 
 def _store(db: Path) -> list:
     con = sqlite3.connect(db)

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from llm_fault_server import FaultServer, error, hang, ok, rate_limit
+from llm_fault_server import FaultServer, error, hang, rate_limit
 
 from openended.config import load_config
 from openended.gateway import Gateway, GatewayLimits, GatewayUsage
@@ -21,12 +21,6 @@ from sandboxes.model import ModelError
 
 KEY = "sk-fake-gateway-test-0123456789abcdef"
 HI = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def upstream():
-    with FaultServer(default=ok("scripted answer", usage=(10, 5))) as server:
-        yield server
 
 
 def _spec(server: FaultServer, **overrides) -> ModelSpec:

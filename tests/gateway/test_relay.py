@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from llm_fault_server import FaultServer, ok
+from llm_fault_server import FaultServer
 
 from openended.gateway import Gateway, GatewayLimits
 from openended.gateway.relay import GatewayRoute, Relay, local_socket, start_door
@@ -25,12 +25,6 @@ from sandboxes import model
 ray = pytest.importorskip("ray")
 HI = [{"role": "user", "content": "hi"}]
 ELSEWHERE = "0" * 56  # a node id that is not this one: jobs with this route take the relay
-
-
-@pytest.fixture
-def upstream():
-    with FaultServer(default=ok("scripted answer", usage=(10, 5))) as server:
-        yield server
 
 
 def _gateway(server: FaultServer, **limits) -> Gateway:
