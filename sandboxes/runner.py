@@ -34,9 +34,11 @@ Both sandboxes start it as ``python3 -I -c SOURCE``, where SOURCE first register
 modules of the ``sandboxes`` package (``cleanup``, and ``agent`` with its parts) from their text
 (see ``openended.sandbox.jobdir.IN_SANDBOX_MODULES``): the image holds nothing of openended.
 
-JOB_DIR holds ``job.json`` (``{"task_dir", "agents": [relative dirs], "args", "timeout_s",
-"output_bytes", "work_root"}``, and ``"model_socket"`` when the evaluation may call a model through
-the gateway: it becomes ``$OPENENDED_MODEL_SOCKET``) and one folder per agent.
+JOB_DIR holds ``job.json`` (``{"task_dir", "agents": [names], "agent_files": [{relative path: base64}],
+"args", "timeout_s", "output_bytes", "work_root"}``, and ``"model_socket"`` when the evaluation may call a
+model through the gateway: it becomes ``$OPENENDED_MODEL_SOCKET``). Each agent's files are in
+``agent_files``, one mapping per agent, in the order of ``agents``; a job without ``agent_files`` has a
+folder per agent instead, named as in ``agents``.
 """
 
 import ctypes
@@ -78,6 +80,16 @@ def _read_agent(folder):
             with open(path, "rb") as fh:
                 files[os.path.relpath(path, folder).replace(os.sep, "/")] = fh.read()
     return files
+
+
+def _agents(job, job_dir):
+    """Every agent's files: from job.json itself (``agent_files``, base64), else from its folder in the job."""
+    inline = job.get("agent_files")
+    if inline is None:
+        return [_read_agent(os.path.join(job_dir, a)) for a in job["agents"]]
+    import binascii
+
+    return [{rel: binascii.a2b_base64(data) for rel, data in files.items()} for files in inline]
 
 
 def _close_fds_from(first):
@@ -144,7 +156,7 @@ def _child(job, job_dir, work, token):
         spec = importlib.util.spec_from_file_location("task_evaluate", os.path.join(task_dir, "evaluate.py"))
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        genomes = [_read_agent(os.path.join(job_dir, a)) for a in job["agents"]]
+        genomes = _agents(job, job_dir)
         results = module.evaluate_batch(genomes, job.get("args") or {})
     except BaseException as exc:
         if not _is_forgery(exc):
