@@ -4,9 +4,12 @@ A campaign with the docker sandbox sends evaluations only to nodes whose probe
 (:func:`openended.cluster.check.probe`: the Docker engine answers, the sandbox image is there at this
 openended's version) found nothing wrong. :class:`UsableNodes` probes every alive node when the campaign
 starts (waiting for the answers) and every node that joins later (without waiting: a joining node gets
-work once its probe has answered), and forgets nodes that died. Ray places the tasks itself among the
+work once its probe has answered), and forgets nodes that died. A node found unusable, at the start or
+later (a worker there found its engine gone: :meth:`UsableNodes.engine_lost`), is probed again every
+``reprobe_seconds``: an engine started or restarted there brings it back. Ray places the tasks itself among the
 nodes it is allowed (:meth:`UsableNodes.selector`: a label selector on Ray's node id), so it still
-balances them. A node found unusable is named once, with why, through ``note``.
+balances them. A node found unusable is named, with why, through ``note`` (again only when why changes),
+and named with None when it is usable again.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from openended.cluster.check import PROBE_SECONDS, NodeReport, alive_nodes, on_n
 
 # How often the cluster's node list is read (a call to Ray's GCS) to find joined and dead nodes.
 POLL_SECONDS = 2.0
+# How often a node found unusable is probed again (a probe is a Docker ping and an image lookup on that node).
+REPROBE_SECONDS = 15.0
 NODE_ID_CHARS = 8  # as openended.engine.nodes names a node: enough to tell apart the nodes of one cluster
 
-Note = Callable[[str, str], None]
-"""Receives (the node's name, why no evaluation goes there)."""
+Note = Callable[[str, str | None], None]
+"""Receives (the node's name, why no evaluation goes there), or (the node's name, None) once it is usable again."""
 
 
 def node_name(report: NodeReport) -> str:
@@ -35,14 +40,17 @@ class UsableNodes:
     """The alive nodes on which the docker sandbox can run (``image``), by Ray node id."""
 
     def __init__(self, image: str, note: Note | None = None, *, probe_seconds: float = PROBE_SECONDS,
-                 poll_seconds: float = POLL_SECONDS):
+                 poll_seconds: float = POLL_SECONDS, reprobe_seconds: float = REPROBE_SECONDS):
         self.image = image
         self.note = note
         self.probe_seconds = probe_seconds
         self.poll_seconds = poll_seconds
+        self.reprobe_seconds = reprobe_seconds
         self.usable: set[str] = set()
         self.cpus: dict[str, float] = {}  # node id -> its CPUs (a usable node of none takes no evaluation)
         self.unusable: dict[str, str] = {}  # node id -> why (the nodes' names are in the notes)
+        self._reprobe_at: dict[str, float] = {}  # an unusable node -> when it is probed again
+        self._names: dict[str, str] = {}  # node id -> its name as the notes give it
         self.alive: frozenset[str] = frozenset()
         self.gone: set[str] = set()  # nodes Ray said died (its node list says so only 15-30 s later)
         self._probing: dict[Any, tuple[NodeReport, float]] = {}  # probe ref -> (its node, when it started)
@@ -96,6 +104,12 @@ class UsableNodes:
         self.usable.discard(node_id)
         self.alive = self.alive - {node_id}
 
+    def engine_lost(self, node_id: str, problem: str) -> None:
+        """A worker on ``node_id`` found its Docker engine gone (``problem``): no more evaluations go there
+        until a probe finds it usable again."""
+        self.usable.discard(node_id)
+        self._unusable(node_id, self._names.get(node_id, node_id[:NODE_ID_CHARS]), problem)
+
     def selector(self) -> dict[str, str]:
         """Ray's label selector that keeps a task on the usable nodes (Ray balances among them)."""
         return {"ray.io/node-id": f"in({','.join(sorted(self.usable))})"}
@@ -111,11 +125,14 @@ class UsableNodes:
             self.alive = frozenset(r.node_id for r in reports) - self.gone
             self.usable &= self.alive
             self.unusable = {node: why for node, why in self.unusable.items() if node in self.alive}
-            known = self.usable | set(self.unusable) | {r.node_id for r, _ in self._probing.values()}
+            probing = {r.node_id for r, _ in self._probing.values()}
+            known = self.usable | set(self.unusable) | probing
             for report in reports:
                 self.cpus[report.node_id] = report.cpus
-                if report.node_id not in known | self.gone:
-                    self._probing[on_node(probe, report.node_id, self.image)] = (report, now)
+                node = report.node_id
+                again = node in self.unusable and node not in probing and now >= self._reprobe_at.get(node, 0.0)
+                if again or node not in known | self.gone:
+                    self._probing[on_node(probe, node, self.image)] = (report, now)
         self._collect(timeout=0)
         return frozenset(self.usable) != before
 
@@ -146,9 +163,20 @@ class UsableNodes:
                 self._judge(report, f"its probe had no answer within {self.probe_seconds:g}s")
 
     def _judge(self, report: NodeReport, problem: str | None) -> None:
-        if problem is None:
-            self.usable.add(report.node_id)
+        node = report.node_id
+        if report.identity or node not in self._names:
+            self._names[node] = node_name(report)
+        if problem is not None:
+            self._unusable(node, self._names[node], problem)
             return
-        self.unusable[report.node_id] = problem
+        self.usable.add(node)
+        if self.unusable.pop(node, None) is not None and self.note is not None:
+            self.note(self._names[node], None)
+
+    def _unusable(self, node: str, name: str, problem: str) -> None:
+        self._reprobe_at[node] = time.monotonic() + self.reprobe_seconds
+        if self.unusable.get(node) == problem:
+            return
+        self.unusable[node] = problem
         if self.note is not None:
-            self.note(node_name(report), problem)
+            self.note(name, problem)

@@ -301,12 +301,16 @@ class Campaign:
                 self._snapshot()
                 last_stats = now
 
-    def _node_unusable(self, node: str, why: str) -> None:
-        """A node the sandbox cannot run on (the executor keeps evaluations off it): the campaign says which and
-        why, and its state keeps them."""
-        self.state.setdefault("nodes_unusable", {})[node] = why
+    def _node_unusable(self, node: str, why: str | None) -> None:
+        """A node the sandbox cannot run on (no evaluation goes there) or, ``why`` None, can again: said, and kept."""
+        unusable = self.state.setdefault("nodes_unusable", {})
+        if why is None:
+            unusable.pop(node, None)
+        else:
+            unusable[node] = why
         if self.progress is not None:
-            self.progress.note(f"Ray node {node} gets no evaluations: {why}")
+            self.progress.note(f"Ray node {node} gets no evaluations: {why}" if why is not None else
+                               f"Ray node {node} is usable again: evaluations go there")
 
     def _take(self, mutation: bool, results: list[ChildResult]) -> None:
         """Record results the moment the dispatcher has them (what this queues goes out next)."""

@@ -20,7 +20,17 @@ import ray
 
 from openended.cluster.check import PROBE_SECONDS
 from openended.cluster.usable import Note, UsableNodes
-from openended.engine.jobs import NO_RESULT, WORKER_LOST, ChildResult, EvalJob, Evaluate, Job, Mutate, Tune
+from openended.engine.jobs import (
+    NO_RESULT,
+    WORKER_LOST,
+    ChildResult,
+    EngineLost,
+    EvalJob,
+    Evaluate,
+    Job,
+    Mutate,
+    Tune,
+)
 from openended.engine.node_files import ShippedPath, ship, ship_paths
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
@@ -46,6 +56,11 @@ class TaskLost(Exception):
 
 class NodeLost(TaskLost):
     """The node a task ran on died (a preempted machine, a killed raylet): nothing the task's children did."""
+
+
+class NodeUnusable(NodeLost):
+    """The Docker engine of the node a task ran on stopped answering: the node gets no more evaluations until a
+    probe finds it usable again."""
 
 
 class Executor(Protocol):
@@ -189,8 +204,13 @@ class Dispatcher:
                 results = self.executor.result(handle)
             except NodeLost as exc:
                 # Not the children's doing: they go out again, first, with their recorded seeds.
-                self.nodes_lost += 1
-                log.warning("a node died under a task of %d children; re-dispatching them: %s", len(flight.jobs), exc)
+                if isinstance(exc, NodeUnusable):
+                    log.warning("a node's Docker engine failed under a task of %d children; re-dispatching them: %s",
+                                len(flight.jobs), exc)
+                else:
+                    self.nodes_lost += 1
+                    log.warning("a node died under a task of %d children; re-dispatching them: %s",
+                                len(flight.jobs), exc)
                 self.pending.extendleft(reversed(flight.jobs))
                 continue
             except TaskLost as exc:
@@ -307,6 +327,14 @@ class RayExecutor:
             if dead and self.nodes is not None:  # Ray knows it at once; its node list only 15-30 s later
                 self.nodes.died(dead.group(1))
             raise NodeLost(str(exc).strip().splitlines()[0][:300]) from None
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if not isinstance(cause, EngineLost):
+                text = str(exc).strip().splitlines()
+                raise TaskLost((text[0] if text else type(exc).__name__)[:300]) from None
+            if self.nodes is not None and cause.node_id is not None:
+                self.nodes.engine_lost(cause.node_id, cause.problem)
+            raise NodeUnusable(cause.problem) from None
         except ray.exceptions.TaskUnschedulableError as exc:
             # Ray gives up on a queued task whose selector names only nodes that are gone: it never ran.
             if self.nodes is not None and allowed is not None and self._left(allowed):

@@ -126,6 +126,19 @@ class ChildResult:
         return self.fail_stage is not None
 
 
+class EngineLost(Exception):
+    """Raised by a worker whose node's Docker engine stopped answering (or lost the sandbox image) while it
+    evaluated: its children did nothing wrong, so the task's jobs go out again, on other nodes."""
+
+    def __init__(self, node_id: str | None, problem: str):
+        super().__init__(node_id, problem)
+        self.node_id = node_id  # Ray's id of the node (None outside a Ray worker)
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return self.problem
+
+
 # Failure reasons that blame the machinery, not the genome: a duplicate of such a child is evaluated
 # itself instead of inheriting the failure. The dispatcher writes these; the store keeps them as text.
 WORKER_LOST = "worker failed"

@@ -40,6 +40,15 @@ def this_node() -> str | None:
     return _name
 
 
+def this_node_id() -> str | None:
+    """This worker's Ray node id (None outside a Ray worker)."""
+    if this_node() is None:
+        return None
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 def tag_node(run: Callable[P, list[ChildResult]]) -> Callable[P, list[ChildResult]]:
     """``run`` whose results name the node that ran it (one string object for the batch: Ray's pickle sends
     it once per task, not once per child)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -18,7 +19,10 @@ from openended.names import CODE_OPERATORS, MODEL_OPERATORS, PARAMS_OPERATORS, S
 from openended.qd import Archive, DescriptorSpace, make_archive
 from openended.qd.archive import FLOAT_NOISE
 from openended.sandbox import SandboxSpec, sweep
+from openended.sandbox.spec import short_error
 from openended.tasks import Task
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from openended.engine.recorder import Counters
@@ -166,9 +170,15 @@ def unlock_campaign(lock: IO[str], *, remove: bool) -> None:
 
 
 def sweep_containers(sandbox: SandboxSpec) -> None:
-    """Remove this campaign's containers left by an earlier session (e.g. after a kill -9) or by this one."""
-    if sandbox.kind == "docker":
+    """Remove this campaign's containers left by an earlier session (e.g. after a kill -9) or by this one. An
+    engine that does not answer keeps them: a warning says so, and the next session's sweep removes them."""
+    if sandbox.kind != "docker":
+        return
+    try:
         sweep(sandbox.campaign_label)
+    except Exception as exc:  # e.g. the engine stopped: the campaign's own outcome stands
+        log.warning("could not remove this campaign's sandbox containers (label %s): %s", sandbox.campaign_label,
+                    short_error(exc))
 
 
 def check_budget_left(given: CampaignConfig, counters: Counters, elapsed: float, *, pending: int,

@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from openended.engine.jobs import ChildResult, EvalJob, Evaluate, Mutate, Tune
+from openended.engine.jobs import ChildResult, EngineLost, EvalJob, Evaluate, Mutate, Tune
 from openended.engine.node_files import load_ref, local_path  # what the driver shipped, cached on this node
-from openended.engine.nodes import tag_node
+from openended.engine.nodes import tag_node, this_node_id
 from openended.gateway.relay import local_socket  # the driver's gateway socket, relayed on other nodes
 from openended.mutation import mutate
 from openended.names import LLM_OPERATORS, SELF_IMPROVE, Files
 from openended.results import Bounds, InvalidResult, check_acting, check_result
 from openended.sandbox import EvalArgs, EvalOutcome, FailureKind, SandboxSpec, get_sandbox
+from openended.sandbox.engine import docker_problem
 from openended.sandbox.spec import EvaluationRecord, short_error
 from openended.tasks import Task, TaskRef
 
@@ -264,7 +265,8 @@ def _evaluate_sandboxed(spec: SandboxSpec, task_root: str, children: list[ChildR
                         agents: list[Files] | None = None) -> None:
     """Evaluate the children as one batch in the spec's sandbox of the task folder ``task_root``; fill in each
     one's result or failure (a failure's reason starts with ``label``, when given, after its kind).
-    ``agents``: what the evaluator is given for each child instead of its genome (a scorer: its outputs)."""
+    ``agents``: what the evaluator is given for each child instead of its genome (a scorer: its outputs).
+    Raises :class:`EngineLost` when the docker sandbox failed because this node's engine is gone."""
     try:
         box = get_sandbox(spec, task_root)
         files = agents if agents is not None else [c.files or {} for c in children]
@@ -275,6 +277,10 @@ def _evaluate_sandboxed(spec: SandboxSpec, task_root: str, children: list[ChildR
         outcome.reason = f"{label}: {outcome.reason}"
     # In-process evaluation keeps no record of how it ran, and a failed batch fails every child
     # (it has no limits that one child could hit for all): as before it went through the sandbox.
+    if outcome.failure_kind is FailureKind.SANDBOX_ERROR and spec.kind == "docker":
+        problem = docker_problem(spec.image)
+        if problem is not None:  # the node's engine, not these children: the driver sends them elsewhere
+            raise EngineLost(this_node_id(), problem)
     contained = spec.kind != "inprocess"
     record = outcome.record() if contained else None
     per_child = outcome.seconds / len(children)
