@@ -275,12 +275,12 @@ def _evaluate_sandboxed(spec: SandboxSpec, task_root: str, children: list[ChildR
         outcome = EvalOutcome.failed(FailureKind.SANDBOX_ERROR, short_error(exc))
     if label is not None and outcome.failure_kind is not None:
         outcome.reason = f"{label}: {outcome.reason}"
-    # In-process evaluation keeps no record of how it ran, and a failed batch fails every child
-    # (it has no limits that one child could hit for all): as before it went through the sandbox.
     if outcome.failure_kind is FailureKind.SANDBOX_ERROR and spec.kind == "docker":
         problem = docker_problem(spec.image)
         if problem is not None:  # the node's engine, not these children: the driver sends them elsewhere
             raise EngineLost(this_node_id(), problem)
+    # In-process evaluation keeps no record of how it ran, and a failed batch fails every child
+    # (it has no limits that one child could hit for all): as before it went through the sandbox.
     contained = spec.kind != "inprocess"
     record = outcome.record() if contained else None
     per_child = outcome.seconds / len(children)
