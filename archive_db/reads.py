@@ -8,7 +8,6 @@ which may be 10,000 rows long, comes as :class:`Ancestor` tuples instead.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import operator
 import re
@@ -20,7 +19,7 @@ import numpy as np
 
 from .errors import ArchiveDBError, InvalidValueError, UnknownAgentError
 from .records import STATUSES, as_int
-from .sql import AGENT_JSON, dict_rows, gc_paused, query_names, query_text
+from .sql import AGENT_JSON, dict_rows, gc_paused, query_names, query_text, typed_rows
 
 
 class Ancestor(NamedTuple):
@@ -147,14 +146,7 @@ class Reads:
             cursor = self.conn.execute(_ancestors_wide(), {"agent_id": agent_id})
         except sqlite3.ProgrammingError as exc:
             raise InvalidValueError(f"ancestors({agent_id!r}): {exc}") from None
-        width = len(Ancestor._fields)
-        cols = tuple(d[0] for d in cursor.description or ())
-        if cols != Ancestor._fields * ANCESTORS_PER_ROW:
-            raise ArchiveDBError(f"ancestors: query columns {cols[:width]}... do not match Ancestor{Ancestor._fields}")
-        make = functools.partial(tuple.__new__, Ancestor)
-        with gc_paused():
-            cells = itertools.chain.from_iterable(cursor.fetchall())
-            rows: list[Ancestor] = list(map(make, zip(*[cells] * width, strict=True)))
+        rows = typed_rows(cursor, Ancestor, per_row=ANCESTORS_PER_ROW)
         while rows and rows[-1].id is None:  # the last row's padding past the root
             rows.pop()
         if not rows:

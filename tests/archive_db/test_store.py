@@ -487,6 +487,14 @@ def test_ancestors_are_typed_tuples_of_the_named_query(tmp_path):
 
     with pytest.raises(ArchiveDBError, match="do not match Ancestor"):
         typed_rows(db.conn.execute("SELECT id, depth, parent_id FROM agents"), archive_db.Ancestor)
+    # several to a row: the fields repeated, in order, exactly that many times
+    one = ", ".join(archive_db.Ancestor._fields)
+    two = typed_rows(db.conn.execute(f"SELECT {one}, {one} FROM agents WHERE id = 2"), archive_db.Ancestor, per_row=2)
+    assert two == [db.ancestors(2)[-1]] * 2
+    with pytest.raises(ArchiveDBError, match="do not match Ancestor"):
+        typed_rows(db.conn.execute(f"SELECT {one}, {one} FROM agents"), archive_db.Ancestor, per_row=3)
+    with pytest.raises(ArchiveDBError, match="do not match Ancestor"):
+        typed_rows(db.conn.execute(f"SELECT {one}, id, {one} FROM agents"), archive_db.Ancestor, per_row=2)
     db.close()
 
 
