@@ -16,6 +16,9 @@ between jobs the runner kills whatever a child left running, removes its IPC obj
 /work, /tmp, /dev/shm and /dev/mqueue; a report carrying ``retire`` (something survived that)
 retires the container.
 
+A container's runner takes the niceness of the worker that starts it (:func:`serve_command`): the engine
+would otherwise run it at its own, 0, whatever the campaign was started under.
+
 - ``pool``: a worker keeps its container for up to ``pool_max_evaluations`` jobs.
 - ``fresh``: every container gets exactly one job, after which its stdin is closed.
 
@@ -68,6 +71,25 @@ GATEWAY_SOCKET = "model.sock"
 # Extra wall-clock the host allows over the runner's own limit before it kills the container.
 KILL_MARGIN_S = 5.0
 STDERR_TAIL = 4000
+
+
+def niceness() -> int:
+    """This process's niceness (0 where it cannot be read)."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except OSError:
+        return 0
+
+
+def serve_command(nice: int) -> list[str]:
+    """A serving container's command: the runner in ``--serve`` mode, under ``nice`` when the worker is niced.
+
+    The engine starts a container's processes at its own niceness (0), not the worker's: a campaign started with
+    ``nice -n 19`` had its evaluations, most of its CPU, run at 0, ahead of the work it meant to yield to (and a
+    benchmark's raw simulator in niced Ray workers, behind them). ``nice`` (coreutils, in the image) execs the
+    runner, which stays the container's PID 1; a niceness can only be raised, so none above 0 is asked for."""
+    command = runner_command(PYTHON, "--serve")
+    return ["/usr/bin/nice", "-n", str(nice), *command] if nice > 0 else command
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -220,7 +242,7 @@ class DockerSandbox:
         if self.spec.gateway:  # a folder of this container's own: an evaluation's socket is linked into it
             gateway_dir = self.root / f"gateway-{uuid.uuid4().hex[:12]}"
             gateway_dir.mkdir(mode=0o755)
-        container_id = self._create(runner_command(PYTHON, "--serve"), gateway_dir)
+        container_id = self._create(serve_command(niceness()), gateway_dir)
         try:
             channel = Channel(self.api.api, container_id)
             self.api.api.start(container_id)

@@ -117,3 +117,37 @@ def test_the_runner_still_reads_agents_given_as_folders(tmp_path, nested):
     report = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     assert report["failure_kind"] is None, report
     assert [json.loads(r["feedback"]) for r in report["results"]] == [_expected(a) for a in AGENTS]
+
+
+NICENESS = {"child.py": b"", "probe": b"niceness"}
+NICE_EVALUATE = textwrap.dedent("""
+    import json, os
+
+    def evaluate_batch(genomes, args):
+        seen = {"evaluation": os.getpriority(os.PRIO_PROCESS, 0), "runner": os.getpriority(os.PRIO_PROCESS, 1)}
+        return [{"fitness": 0.0, "descriptors": [0.0, 0.0], "feedback": json.dumps(seen)} for _ in genomes]
+    """)
+
+
+def test_a_niced_worker_runs_its_containers_at_its_niceness(tmp_path, docker_engine, monkeypatch):
+    """The engine would start the runner at its own niceness (0); a campaign run under nice keeps it."""
+    import openended.sandbox.docker_sandbox as docker_sandbox
+
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "evaluate.py").write_text(NICE_EVALUATE)
+    label = "test-niceness"
+    spec = SandboxSpec(kind="docker", mode="pool", campaign_label=label, limits=Limits(timeout_s=20, memory_mb=256))
+    seen = {}
+    for nice in (0, 7):
+        monkeypatch.setattr(docker_sandbox, "niceness", lambda n=nice: n)
+        box = DockerSandbox(spec, str(task))
+        try:
+            out = box.evaluate([NICENESS], {})
+        finally:
+            box.close()
+        assert out.failure_kind is None, out.reason
+        seen[nice] = json.loads(out.results[0]["feedback"])
+    assert containers_left(label) == []
+    assert seen[7]["runner"] == seen[7]["evaluation"] == seen[0]["runner"] + 7
+    assert docker_sandbox.serve_command(0)[0] != "/usr/bin/nice"
