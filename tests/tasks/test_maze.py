@@ -430,3 +430,15 @@ def test_bench_inprocess_replay_is_the_engines_campaign_child_for_child(tmp_path
     assert [r[2] for r in rows] == [c["fitness"] for c in replayed]
     assert [json.loads(r[3]) for r in rows] == [c["descriptors"] for c in replayed]
     assert len({c["parent_id"] for c in replayed}) > 5  # selection had a choice to get wrong
+
+
+def test_bench_inprocess_lockstep_seeds_are_each_seed_alone():
+    """``--inprocess`` runs every seed at once (one simulator call per round for all of them): each
+    seed's campaign is still the one it gives alone, child for child."""
+    bench = _bench_maze()
+    seeds = [3, 0, 7]
+    together = bench.replay_many("maze-hard", "novelty", seeds, 150, 0.3, 16)
+    for seed, children in zip(seeds, together, strict=True):
+        assert children == bench.replay("maze-hard", "novelty", seed, 150, 0.3, 16)
+    assert bench.replay_many("maze-medium", "novelty", [5, 1], 40, 0.3, 64) == [
+        bench.replay("maze-medium", "novelty", 5, 40, 0.3, 64), bench.replay("maze-medium", "novelty", 1, 40, 0.3, 64)]
