@@ -32,8 +32,10 @@ Writes:
   ``archive_restore_seconds`` its restore from dicts, ``archive_restore_seconds_columns`` from columns.
 - ``maze_engine_share_of_simulator``: the maze campaign's children per second (after its first 500, so
   that imports and the roots are left out) over the raw simulator's evaluations per second on the same Ray
-  (2 CPUs: one task per CPU simulating batches of the campaign's size), measured in the same run
-  (``bench/scale_share.py``).
+  (2 CPUs: one task per CPU simulating batches of the campaign's ``batch_size``, 64), measured in the same run
+  (``bench/scale_share.py``). ``maze_engine_share_of_simulator_at_task_size``: the same over the simulator
+  in batches of the children the campaign actually sends a task (``maze_children_per_task``: 32, a proposal
+  block of the reproducible mode; the simulator's cost is mostly per step, so 32 robots cost ~70% of 64).
 """
 
 from __future__ import annotations
@@ -127,15 +129,18 @@ def params_figures(tmp: Path, children: int) -> dict[str, Any]:
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     address = ray.get_runtime_context().gcs_address
     default_every = ArchiveDB.materialise_every
-    from scale_share import engine_children_per_s, simulator_evals_per_s
+    from scale_share import engine_children_per_s, simulator_evals_per_s, task_children
 
-    batch, sim_seconds = load_config(None, {}).batch_size, (1.0 if children < 1000 else 5.0)
+    defaults = load_config(None, {})
+    batch, per_task, sim_seconds = defaults.batch_size, task_children(defaults), (1.0 if children < 1000 else 5.0)
     try:
         raw = [simulator_evals_per_s(sim_seconds, batch)]
+        at_task = [simulator_evals_per_s(sim_seconds, per_task)]
         started = time.monotonic()
         n = maze_campaign(tmp / "maze.db", children, address, default_every)
         seconds = time.monotonic() - started
         raw.append(simulator_evals_per_s(sim_seconds, batch))
+        at_task.append(simulator_evals_per_s(sim_seconds, per_task))
         full = maze_campaign(tmp / "maze-full.db", children, address, 1)
     finally:
         ArchiveDB.materialise_every = default_every
@@ -148,6 +153,8 @@ def params_figures(tmp: Path, children: int) -> dict[str, Any]:
     return {
         "maze_engine_share_of_simulator": round(engine / float(np.mean(raw)), 3),
         "maze_engine_children_per_s": round(engine, 1), "maze_simulator_evals_per_s": [round(r, 1) for r in raw],
+        "maze_engine_share_of_simulator_at_task_size": round(engine / float(np.mean(at_task)), 3),
+        "maze_simulator_evals_per_s_at_task_size": [round(r, 1) for r in at_task], "maze_children_per_task": per_task,
         "params_children": n, "params_campaign_seconds": round(seconds, 1), "params_compact_children": recipes,
         "bytes_per_child_params": round(per_child, 1),
         "bytes_per_child_params_uncompacted": round(full_bytes / full, 1),
