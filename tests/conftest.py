@@ -101,15 +101,18 @@ def containers_left(label: str) -> list[str]:
 
 
 def count_in(db: Path | str, sql: str, *, timeout: float = 5.0) -> int:
-    """One count from a campaign's store, read-only while its driver writes; 0 before the store has the table."""
+    """One count from a campaign's store, read-only while its driver writes; 0 before the file or its table
+    exists (any other error is raised: a count that read nothing must not pass for zero)."""
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=timeout)
         try:
             return con.execute(sql).fetchone()[0]
         finally:
             con.close()
-    except sqlite3.OperationalError:
-        return 0
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc) or "unable to open" in str(exc):
+            return 0
+        raise
 
 
 def kill_when(proc: subprocess.Popen, finished, target: int, *, seconds: float = 120.0) -> None:

@@ -5,8 +5,9 @@ A campaign with the docker sandbox sends evaluations only to nodes whose probe
 openended's version) found nothing wrong. :class:`UsableNodes` probes every alive node when the campaign
 starts (waiting for the answers) and every node that joins later (without waiting: a joining node gets
 work once its probe has answered), and forgets nodes that died. A node found unusable, at the start or
-later (a worker there found its engine gone: :meth:`UsableNodes.engine_lost`), is probed again every
-``reprobe_seconds``: an engine started or restarted there brings it back. Ray places the tasks itself among the
+later (a worker there found its engine gone: :meth:`UsableNodes.engine_lost`), is probed again after
+``reprobe_seconds``, then less and less often while it stays unusable: an engine started or restarted
+there brings it back. Ray places the tasks itself among the
 nodes it is allowed (:meth:`UsableNodes.selector`: a label selector on Ray's node id), so it still
 balances them. A node found unusable is named, with why, through ``note`` (again only when why changes),
 and named with None when it is usable again.
@@ -22,8 +23,10 @@ from openended.cluster.check import PROBE_SECONDS, NodeReport, alive_nodes, on_n
 
 # How often the cluster's node list is read (a call to Ray's GCS) to find joined and dead nodes.
 POLL_SECONDS = 2.0
-# How often a node found unusable is probed again (a probe is a Docker ping and an image lookup on that node).
+# How soon a node found unusable is probed again (a probe is a Docker ping and an image lookup on that node);
+# the wait doubles with each probe that finds it still unusable, up to REPROBE_MAX_SECONDS.
 REPROBE_SECONDS = 15.0
+REPROBE_MAX_SECONDS = 300.0
 NODE_ID_CHARS = 8  # as openended.engine.nodes names a node: enough to tell apart the nodes of one cluster
 
 Note = Callable[[str, str | None], None]
@@ -50,6 +53,7 @@ class UsableNodes:
         self.cpus: dict[str, float] = {}  # node id -> its CPUs (a usable node of none takes no evaluation)
         self.unusable: dict[str, str] = {}  # node id -> why (the nodes' names are in the notes)
         self._reprobe_at: dict[str, float] = {}  # an unusable node -> when it is probed again
+        self._misses: dict[str, int] = {}  # an unusable node -> probes in a row that found it so
         self._names: dict[str, str] = {}  # node id -> its name as the notes give it
         self.alive: frozenset[str] = frozenset()
         self.gone: set[str] = set()  # nodes Ray said died (its node list says so only 15-30 s later)
@@ -108,6 +112,7 @@ class UsableNodes:
         """A worker on ``node_id`` found its Docker engine gone (``problem``): no more evaluations go there
         until a probe finds it usable again."""
         self.usable.discard(node_id)
+        self._misses[node_id] = 0  # it worked a moment ago: the next probe soon
         self._unusable(node_id, self._names.get(node_id, node_id[:NODE_ID_CHARS]), problem)
 
     def selector(self) -> dict[str, str]:
@@ -164,17 +169,19 @@ class UsableNodes:
 
     def _judge(self, report: NodeReport, problem: str | None) -> None:
         node = report.node_id
-        if report.identity or node not in self._names:
-            self._names[node] = node_name(report)
+        name = self._names.setdefault(node, node_name(report))  # one name per node: the campaign keys on it
         if problem is not None:
-            self._unusable(node, self._names[node], problem)
+            self._misses[node] = self._misses.get(node, 0) + 1
+            self._unusable(node, name, problem)
             return
+        self._misses.pop(node, None)
         self.usable.add(node)
         if self.unusable.pop(node, None) is not None and self.note is not None:
-            self.note(self._names[node], None)
+            self.note(name, None)
 
     def _unusable(self, node: str, name: str, problem: str) -> None:
-        self._reprobe_at[node] = time.monotonic() + self.reprobe_seconds
+        wait = self.reprobe_seconds * 2 ** max(0, self._misses.get(node, 1) - 1)
+        self._reprobe_at[node] = time.monotonic() + min(REPROBE_MAX_SECONDS, wait)
         if self.unusable.get(node) == problem:
             return
         self.unusable[node] = problem

@@ -302,7 +302,7 @@ class Campaign:
                 last_stats = now
 
     def _node_unusable(self, node: str, why: str | None) -> None:
-        """A node the sandbox cannot run on (no evaluation goes there) or, ``why`` None, can again: said, and kept."""
+        """A node the sandbox cannot run on, and why (None: it can again): noted, and kept in the run's state."""
         unusable = self.state.setdefault("nodes_unusable", {})
         if why is None:
             unusable.pop(node, None)

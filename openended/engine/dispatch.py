@@ -48,6 +48,9 @@ MODEL_SLACK_SECONDS = 30.0
 # How long Ray's node list may go on listing a dead node as alive (its health checks: 5 misses, 3 s apart).
 NODE_DEATH_SECONDS = 40.0
 NODE_ID = re.compile(r"node ID: ([0-9a-f]{56})")
+# How many times one child goes out again because a node's Docker engine failed under it; after that its
+# task counts as lost (an engine that fails whenever this child runs is this child's failure).
+ENGINE_LOSSES_PER_CHILD = 3
 
 
 class TaskLost(Exception):
@@ -103,6 +106,7 @@ class Dispatcher:
         self._flights: dict[Hashable, Flight] = {}
         self._isolate: set[int] = set()  # children of a crashed batch, re-run one per task
         self.nodes_lost = 0  # tasks whose node died under them (their children went out again)
+        self._engine_losses: dict[int, int] = {}  # child -> tasks of it whose node's engine failed
 
     # ------------------------------------------------------------- state
     @property
@@ -205,6 +209,10 @@ class Dispatcher:
             except NodeLost as exc:
                 # Not the children's doing: they go out again, first, with their recorded seeds.
                 if isinstance(exc, NodeUnusable):
+                    if self._engine_lost_too_often(flight):
+                        self._lost(flight, "sandbox", f"{WORKER_LOST}: the Docker engine failed under it "
+                                                      f"{ENGINE_LOSSES_PER_CHILD} times: {exc}")
+                        continue
                     log.warning("a node's Docker engine failed under a task of %d children; re-dispatching them: %s",
                                 len(flight.jobs), exc)
                 else:
@@ -226,6 +234,13 @@ class Dispatcher:
                 self.executor.cancel(handle)
                 del self._flights[handle]
                 self._lost(flight, "timeout", f"{NO_RESULT} {self.task_timeout:g}s")
+
+    def _engine_lost_too_often(self, flight: Flight) -> bool:
+        """Count an engine failure against each child of ``flight``; whether one has had its share."""
+        losses = self._engine_losses
+        for job in flight.jobs:
+            losses[job.agent_id] = losses.get(job.agent_id, 0) + 1
+        return any(losses[job.agent_id] >= ENGINE_LOSSES_PER_CHILD for job in flight.jobs)
 
     def _lost(self, flight: Flight, stage: str, reason: str) -> None:
         if len(flight.jobs) > 1:
@@ -332,8 +347,9 @@ class RayExecutor:
             if not isinstance(cause, EngineLost):
                 text = str(exc).strip().splitlines()
                 raise TaskLost((text[0] if text else type(exc).__name__)[:300]) from None
-            if self.nodes is not None and cause.node_id is not None:
-                self.nodes.engine_lost(cause.node_id, cause.problem)
+            if self.nodes is None or cause.node_id is None:  # no node to keep work off: sent again, it would
+                raise TaskLost(f"the Docker engine failed: {cause.problem}") from None  # fail the same way
+            self.nodes.engine_lost(cause.node_id, cause.problem)
             raise NodeUnusable(cause.problem) from None
         except ray.exceptions.TaskUnschedulableError as exc:
             # Ray gives up on a queued task whose selector names only nodes that are gone: it never ran.

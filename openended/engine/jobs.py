@@ -127,8 +127,8 @@ class ChildResult:
 
 
 class EngineLost(Exception):
-    """Raised by a worker whose node's Docker engine stopped answering (or lost the sandbox image) while it
-    evaluated: its children did nothing wrong, so the task's jobs go out again, on other nodes."""
+    """A worker's evaluation failed because its node's Docker engine stopped answering (or lost the sandbox
+    image), not because of its children."""
 
     def __init__(self, node_id: str | None, problem: str):
         super().__init__(node_id, problem)

@@ -8,7 +8,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openended.engine.dispatch import Dispatcher, TaskLost
+from openended.engine.dispatch import ENGINE_LOSSES_PER_CHILD, Dispatcher, NodeUnusable, TaskLost
 from openended.engine.jobs import Breed, ChildResult, Evaluate, Mutate
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
@@ -213,9 +213,10 @@ def test_cancel_all_puts_jobs_in_flight_back_in_the_queue():
 
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 30), batch=st.integers(1, 5), slots=st.integers(1, 4),
-       fates=st.lists(st.sampled_from(["ok", "lost", "batch", "child"]), min_size=1, max_size=40))
+       fates=st.lists(st.sampled_from(["ok", "lost", "batch", "child", "engine"]), min_size=1, max_size=40))
 def test_every_child_gets_exactly_one_result_whatever_fails(n, batch, slots, fates):
-    """Lost workers, failed batches and failing children in any order: each child ends once."""
+    """Lost workers, engines failing under tasks, failed batches and failing children in any order: each
+    child ends once, and the loop ends (an engine that fails every time is a child's failure in the end)."""
     ex = FakeExecutor()
     d = make(ex, max_in_flight=slots, batch_size=batch)
     for i in range(n):
@@ -230,6 +231,8 @@ def test_every_child_gets_exactly_one_result_whatever_fails(n, batch, slots, fat
             step += 1
             if fate == "lost":
                 ex.finished[h] = TaskLost("gone")
+            elif fate == "engine":
+                ex.finished[h] = NodeUnusable("no Docker engine answers")
             elif fate == "batch":
                 ex.finished[h] = [ChildResult(j.agent_id, fail_stage="sandbox", fail_reason="oom",
                                               batch_failure=len(jobs) > 1) for j in jobs]
@@ -241,6 +244,32 @@ def test_every_child_gets_exactly_one_result_whatever_fails(n, batch, slots, fat
             seen.update(r.agent_id for r in results)
         assert step < 10_000
     assert seen == Counter(range(n))
+
+
+def test_an_engine_failing_under_a_task_sends_its_children_again_first_until_it_happened_too_often():
+    ex = FakeExecutor()
+    d = make(ex, max_in_flight=1, batch_size=2)
+    for i in range(3):
+        d.queue(Evaluate(i, {"a": bytes([i])}))
+    for _ in range(1, ENGINE_LOSSES_PER_CHILD):
+        d.fill(no_proposals)
+        (h,) = ex.open()
+        assert [j.agent_id for j in ex.sent[h][1]] == [0, 1]  # the same batch, first in the queue again
+        ex.finished[h] = NodeUnusable("no Docker engine answers")
+        assert collect(d) == []  # nothing failed
+        assert [j.agent_id for j in d.pending] == [0, 1, 2] and d.nodes_lost == 0
+    d.fill(no_proposals)
+    (h,) = ex.open()
+    ex.finished[h] = NodeUnusable("no Docker engine answers")
+    assert collect(d) == []  # its share used up: the batch is isolated, as for a lost worker
+    d.fill(no_proposals)
+    (single,) = ex.open()
+    assert [j.agent_id for j in ex.sent[single][1]] == [0]
+    ex.finished[single] = NodeUnusable("no Docker engine answers")
+    (delivered,) = collect(d)
+    (failed,) = delivered[1]
+    assert failed.agent_id == 0 and failed.fail_stage == "sandbox"
+    assert failed.fail_reason.startswith("worker failed: the Docker engine failed under it")
 
 
 def test_a_failed_mutation_is_delivered_before_the_next_child_is_proposed():

@@ -22,7 +22,8 @@ from conftest import containers_left, count_in, toy
 from archive_db.integrity import check_integrity
 from openended.sandbox import campaign_label
 
-ENGINE_SOCKET = "/var/run/docker.sock"
+# the engine this machine's Docker client uses (a unix:// DOCKER_HOST, or the default socket)
+ENGINE_SOCKET = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
 BUDGET = 60
 COLUMNS = "id, parent_id, operator, seed, status, genome_hash, fitness, descriptors"
 
@@ -46,17 +47,14 @@ class EngineRelay:
 
     def stop(self) -> None:
         """The engine is gone, as seen through the relay: no socket, every connection cut."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        self.path.unlink(missing_ok=True)
         with self._lock:
+            server, self._server = self._server, None
+            if server is not None:
+                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+                server.close()
+            self.path.unlink(missing_ok=True)
             for conn in self._open:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                conn.close()
+                _cut(conn)
             self._open.clear()
 
     def _accept(self, server: socket.socket) -> None:
@@ -66,11 +64,23 @@ class EngineRelay:
             except OSError:  # stopped
                 return
             engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            engine.connect(ENGINE_SOCKET)
             with self._lock:
+                if self._server is not server:  # accepted as it stopped: the engine is gone for it too
+                    _cut(client)
+                    engine.close()
+                    return
+                try:
+                    engine.connect(ENGINE_SOCKET)
+                except OSError:
+                    _cut(client)
+                    engine.close()
+                    continue
                 self._open.update((client, engine))
-            for a, b in ((client, engine), (engine, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            ends = [threading.Thread(target=self._pump, args=(a, b), daemon=True)
+                    for a, b in ((client, engine), (engine, client))]
+            for end in ends:
+                end.start()
+            threading.Thread(target=self._close_after, args=(ends, client, engine), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -79,6 +89,22 @@ class EngineRelay:
             dst.shutdown(socket.SHUT_WR)  # half-close: the other side may still answer
         except OSError:
             pass
+
+    def _close_after(self, ends: list[threading.Thread], *conns: socket.socket) -> None:
+        for end in ends:
+            end.join()
+        with self._lock:
+            for conn in conns:
+                self._open.discard(conn)
+                conn.close()
+
+
+def _cut(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    conn.close()
 
 
 def _cli(python, env, db: Path, *extra: str) -> subprocess.Popen:
@@ -120,7 +146,12 @@ def test_an_engine_that_stops_answering_then_returns_costs_no_child(docker_engin
         while not any("gets no evaluations" in line for line in lines):
             assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-4000:]
             time.sleep(0.1)
-        stalled = count_in(db, "SELECT COUNT(*) FROM agents WHERE finished_at IS NOT NULL")
+        # results of tasks that ended before the stop may still be recorded: the count settles, then holds
+        stalled, settled = -1, count_in(db, "SELECT COUNT(*) FROM agents WHERE finished_at IS NOT NULL")
+        while settled != stalled:
+            stalled = settled
+            time.sleep(1.0)
+            settled = count_in(db, "SELECT COUNT(*) FROM agents WHERE finished_at IS NOT NULL")
         time.sleep(3)  # the engine stays away a while: nothing is evaluated, nothing fails
         assert count_in(db, "SELECT COUNT(*) FROM agents WHERE status = 'failed'") == 0
         assert count_in(db, "SELECT COUNT(*) FROM agents WHERE finished_at IS NOT NULL") == stalled
@@ -142,10 +173,11 @@ def test_an_engine_that_stops_answering_then_returns_costs_no_child(docker_engin
     assert containers_left(campaign_label(db)) == []
 
 
-def test_the_relay_is_the_only_way_to_the_engine(tmp_path):
+def test_the_relay_is_the_only_way_to_the_engine(docker_engine, tmp_path):
     """The fault is what the test says: with the relay stopped, a client of it finds no engine."""
     relay = EngineRelay(tmp_path / "engine.sock").start()
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(30)
     probe.connect(str(relay.path))
     probe.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
     answer = probe.recv(4096)
