@@ -36,7 +36,7 @@ from openended.engine.dedupe import Dedupe
 from openended.engine.dispatch import Dispatcher, RayExecutor, ensure_ray, shutdown_ray
 from openended.engine.jobmaker import GenomeCache, JobMaker
 from openended.engine.jobs import ChildResult, Job
-from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, free_staleness
+from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, free_limit, free_staleness
 from openended.engine.proposal_jobs import proposal_jobs, requeue_unfinished
 from openended.engine.recorder import (
     Child,
@@ -383,7 +383,10 @@ class Campaign:
         if self.blocks is None:
             assert self.staleness is not None, "run() sets the free mode's staleness"
             unfinished = self.next_id - self.counters.done - self.counters.failed
-            return self._make(min(n, self.staleness - unfinished))
+            per_task = self.dispatcher.batch_size if self.dispatcher is not None else 1
+            limit = free_limit(staleness=self.staleness, archive_size=self.archive.size, per_task=per_task,
+                               adaptive=self.config.staleness is None)
+            return self._make(min(n, limit - unfinished))
         start, n_roots = self.next_id, self.state["n_roots"]
         if start < n_roots:  # the roots see no archive: one block
             return self._make(n_roots - start)

@@ -87,6 +87,30 @@ def test_free_mode_bounds_staleness(tmp_path, ray_address):
     assert max(_unfinished_at_proposal(tmp_path / "free.db")) > 7
 
 
+def _finished_at_proposal(db: Path) -> list[int]:
+    """For each child, how many of its predecessors had an outcome stored when it was proposed."""
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT id, created_at, finished_at FROM agents ORDER BY id").fetchall()
+    finally:
+        con.close()
+    return [sum(1 for _, _, finished in rows[:i] if finished <= created) for i, (_, created, _) in enumerate(rows)]
+
+
+def test_free_mode_default_staleness_follows_the_archive(tmp_path, ray_address):
+    # The default lets no more children wait on outcomes than the archive has members (a task's worth at
+    # least): the root's first outcome does not release 4 tasks of its siblings at once.
+    kwargs = dict(task=toy("slow"), budget=200, max_in_flight=4, batch_size=16, deterministic=False)
+    _run(tmp_path / "default.db", ray_address, **kwargs)
+    waiting, seen = _unfinished_at_proposal(tmp_path / "default.db"), _finished_at_proposal(tmp_path / "default.db")
+    assert all(w <= max(16, s) for w, s in zip(waiting, seen, strict=True))
+    assert max(waiting) > 16, "later, a larger archive lets more children out"
+    # a staleness given in the configuration is taken as it is
+    _run(tmp_path / "given.db", ray_address, **kwargs, staleness=64)
+    waiting, seen = _unfinished_at_proposal(tmp_path / "given.db"), _finished_at_proposal(tmp_path / "given.db")
+    assert any(w > max(16, s) for w, s in zip(waiting, seen, strict=True))
+
+
 def _cli(python, env, db, ray_address, *extra):
     cmd = [python, "-m", "openended", "run", "--task", toy("slow"), "--db", str(db), "--budget", "400",
            "--sandbox", "inprocess", "--max-in-flight", "4", "--batch-size", "16", "--seed", "5",
