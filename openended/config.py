@@ -164,7 +164,7 @@ class CampaignConfig(_Strict):
     staleness: int | None = Field(default=None, ge=2, description=(
         "most children proposed from an archive lacking their predecessors' outcomes; default when "
         "deterministic: max_in_flight x children per task, at most 64, fixed when the campaign starts; "
-        "else 2 x CPUs x batch_size, at most 256, and at most the archive's members (a task's worth at least)"))
+        "else 2 x CPUs x batch_size, at most 256, and at most the archive's members (a task per CPU at least)"))
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     ray_address: str | None = None
     grace_seconds: float = Field(default=10.0, ge=0, description="wait for in-flight children after SIGINT/SIGTERM")

@@ -383,9 +383,9 @@ class Campaign:
         if self.blocks is None:
             assert self.staleness is not None, "run() sets the free mode's staleness"
             unfinished = self.next_id - self.counters.done - self.counters.failed
-            per_task = self.dispatcher.batch_size if self.dispatcher is not None else 1
-            limit = free_limit(staleness=self.staleness, archive_size=self.archive.size, per_task=per_task,
-                               adaptive=self.config.staleness is None)
+            assert self.dispatcher is not None, "the free mode proposes only from run()"
+            limit = free_limit(staleness=self.staleness, archive_size=self.archive.size, cpus=self.dispatcher.cpus,
+                               per_task=self.dispatcher.batch_size, adaptive=self.config.staleness is None)
             return self._make(min(n, limit - unfinished))
         start, n_roots = self.next_id, self.state["n_roots"]
         if start < n_roots:  # the roots see no archive: one block

@@ -45,14 +45,15 @@ def free_staleness(*, batch_size: int, cpus: int) -> int:
     return max(2, min(FREE_STALENESS_CAP, 2 * max(1, cpus) * batch_size))
 
 
-def free_limit(*, staleness: int, archive_size: int, per_task: int, adaptive: bool) -> int:
+def free_limit(*, staleness: int, archive_size: int, per_task: int, cpus: int, adaptive: bool) -> int:
     """How many children the free mode may have unfinished now: ``staleness``, and when that is the
-    default (``adaptive``) also no more than the archive's members, or one task's worth while it holds
-    fewer. Early in a campaign the archive holds a few members, and children proposed before their
-    outcomes arrive would otherwise be mostly siblings (256 children of the root, once)."""
+    default (``adaptive``) also no more than the archive's members, unless that is fewer than a task
+    per CPU. Early in a campaign the archive holds a few members, and children proposed before their
+    outcomes arrive would otherwise be mostly siblings (256 children of the root, once); the floor
+    keeps every CPU busy, also when most children fail and the archive grows slowly."""
     if not adaptive:
         return staleness
-    return min(staleness, max(per_task, archive_size))
+    return min(staleness, max(max(1, cpus) * per_task, archive_size))
 
 
 @dataclass(frozen=True, slots=True)
