@@ -13,7 +13,7 @@ Four kinds (``openended.names.ARCHIVE_KINDS``) share one store, :class:`Archive`
     Darwin Gödel Machine: every valid child is admitted as its own cell (``novelty.py``).
 
 Novelty of a descriptor is the mean Euclidean distance (in descriptor units) to its ``k`` nearest
-archive members (fewer when the archive is smaller); an empty archive gives ``norm(upper - lower)``.
+archive members (fewer when the archive is smaller); an empty archive gives 0.
 It is exact and independent of the index's history, so a restored archive gives bit-identical
 novelty (``members.py``).
 

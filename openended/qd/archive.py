@@ -103,7 +103,7 @@ class Archive:
         self.tolerance = 0.0
         self.noise = 0.0
         self._store = MemberStore(space.dim)
-        self._index = NoveltyIndex(self._store, self.k, space.diameter)
+        self._index = NoveltyIndex(self._store, self.k)
         self._measure: CellMeasure
         self._stats: QDStats
 

@@ -113,15 +113,16 @@ class NoveltyIndex:
 
     Tell it about every change: :meth:`replaced` for a slot whose member changed, then
     :meth:`changed` after any append or replace; :meth:`rebuild` after the store was loaded.
-    An empty store gives ``empty_novelty`` (the diameter of the descriptor space).
+    An empty store gives 0: with nothing to be far from, the first member is not scored as the most
+    novel one there will ever be (it was the diameter of the space, and with novelty-weighted
+    selection the root then fathered nearly every child until it left the parents' window).
     """
 
     REBUILD_MIN = 256
 
-    def __init__(self, store: MemberStore, k: int, empty_novelty: float):
+    def __init__(self, store: MemberStore, k: int):
         self._store = store
         self.k = k
-        self._empty_novelty = empty_novelty
         self._tree: cKDTree | None = None  # over slots [0, indexed)
         self._indexed = 0
         self._stale = np.zeros(0, dtype=bool)  # per indexed slot: replaced since the tree was built
@@ -177,7 +178,7 @@ class NoveltyIndex:
         n = len(X)
         size = self._store.size
         if size == 0:
-            return np.full(n, self._empty_novelty)
+            return np.zeros(n)
         k = min(self.k, size)
         desc = self._store.descriptors
         d = self._store.dim
