@@ -2,16 +2,19 @@
 engine against pyribs at equal evaluations.
 
     python bench/qd.py --out qd.json                                  # 5 seeds, 20,000 evaluations each
-    python bench/qd.py --out qd.json --staleness default 32 64 128 256  # how staleness costs QD score
+    python bench/qd.py --out qd.json --selection uniform --staleness default 32 64 128 256
+                                                                      # pyribs' own algorithm; staleness's cost
     python bench/qd.py --smoke --out qd.json                          # CI: 1 seed, 640 evaluations
 
 The domain is pyribs' arm-repertoire tutorial's: 12 joint angles (clipped to [-pi, pi]), descriptors
 the end effector's (x, y) on a 100 x 100 grid over [-12, 12]^2, fitness minus the variance of the
-angles. Both sides run plain MAP-Elites from the straight arm: a parent drawn uniformly from the
-elites, plus Gaussian noise (sigma 0.1) on every angle. The engine: ``grid`` archive, ``uniform``
-selection, reproducible mode (``deterministic = true``) with the given staleness ("default": the
-engine's own); pyribs: ``GridArchive`` + ``GaussianEmitter`` asked and told in batches of 32 (its
-staleness is 32). Both QD scores are measured the same way (sum over occupied cells of fitness + 10).
+angles. Both sides run MAP-Elites from the straight arm with Gaussian noise (sigma 0.1) on every
+angle. The engine: ``grid`` archive, the engine's default parent selection (``novelty``: weight
+novelty ** 3 among the 250 most recent elites) unless ``--selection`` names another (``uniform`` is
+pyribs' own rule: a parent drawn uniformly from the elites), reproducible mode (``deterministic =
+true``) with the given staleness ("default": the engine's own); pyribs: ``GridArchive`` +
+``GaussianEmitter`` asked and told in batches of 32 (its staleness is 32). Both QD scores are
+measured the same way (sum over occupied cells of fitness + 10).
 
 Per staleness it writes each seed's ``engine_qd_score``, ``pyribs_qd_score`` and
 ``qd_score_ratio_vs_pyribs``, and their means; the top-level ``qd_score_ratio_vs_pyribs`` is the
@@ -50,12 +53,13 @@ def schedule(staleness: int | None) -> dict:
     return {"max_in_flight": 1, "batch_size": staleness or 64}
 
 
-def run_engine(seed: int, budget: int, staleness: int | None, workdir: Path) -> dict:
-    db = workdir / f"arm-{seed}-{staleness}.db"
+def run_engine(seed: int, budget: int, staleness: int | None, workdir: Path, selection: str | None = None) -> dict:
+    """One engine campaign; ``selection`` None keeps the engine's default parent selection."""
+    db = workdir / f"arm-{seed}-{staleness}-{selection}.db"
     cfg = load_config(None, {
         "sandbox.kind": "inprocess",  # the search is measured here, not the sandbox
         "task": TASK, "db": str(db), "seed": seed, "budget.max_children": budget,
-        "archive.kind": "grid", "selection.strategy": "uniform", "mutation.operator": "gaussian",
+        "archive.kind": "grid", "selection.strategy": selection, "mutation.operator": "gaussian",
         "stats_every_seconds": 30.0, **schedule(staleness),
     })
     summary = Campaign(cfg).run()
@@ -107,16 +111,20 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=20_000, help="evaluations per run, both sides")
     parser.add_argument("--staleness", nargs="+", default=["default"],
                         help="the engine's staleness settings to measure ('default' or an integer)")
+    parser.add_argument("--selection", default="default",
+                        help="the engine's parent selection ('default': the engine's own; 'uniform': pyribs' rule)")
     parser.add_argument("--smoke", action="store_true", help="one seed, 640 evaluations: checks the script; same keys")
     args = parser.parse_args()
     if args.smoke:
         args.seeds, args.budget = 1, 640
     settings = [None if s == "default" else int(s) for s in args.staleness]
+    selection = None if args.selection == "default" else args.selection
 
     import ray
 
     ray.init(include_dashboard=False, logging_level="ERROR")
     report: dict = {"task": TASK, "budget": args.budget, "seeds": args.seeds, "smoke": args.smoke,
+                    "selection": args.selection,
                     "pyribs_batch": PYRIBS_BATCH, "by_staleness": {}}
     pyribs = []
     for seed in range(args.seeds):
@@ -129,7 +137,7 @@ def main() -> None:
         for staleness in settings:
             runs = []
             for seed in range(args.seeds):
-                runs.append(run_engine(seed, args.budget, staleness, Path(tmp)))
+                runs.append(run_engine(seed, args.budget, staleness, Path(tmp), selection))
                 print(f"engine staleness {staleness or 'default'} seed {seed}: {runs[-1]}", flush=True)
             ratios = [r["qd_score"] / p["qd_score"] for r, p in zip(runs, pyribs, strict=True)]
             report["by_staleness"][str(staleness or "default")] = {
