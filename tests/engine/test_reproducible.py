@@ -44,14 +44,16 @@ def _store(db: Path) -> dict:
         con.close()
 
 
-def _unfinished_at_proposal(db: Path) -> list[int]:
-    """For each child, how many of its predecessors had no outcome stored when it was proposed."""
+def _at_proposal(db: Path) -> tuple[list[int], list[int]]:
+    """For each child, how many of its predecessors had no outcome stored when it was proposed, and how
+    many had one."""
     con = sqlite3.connect(db)
     try:
         rows = con.execute("SELECT id, created_at, finished_at FROM agents ORDER BY id").fetchall()
     finally:
         con.close()
-    return [sum(1 for _, _, finished in rows[:i] if finished > created) for i, (_, created, _) in enumerate(rows)]
+    waiting = [sum(1 for _, _, finished in rows[:i] if finished > created) for i, (_, created, _) in enumerate(rows)]
+    return waiting, [i - w for i, w in enumerate(waiting)]
 
 
 def test_same_seed_same_store_at_any_scheduling(tmp_path, ray_address):
@@ -62,7 +64,7 @@ def test_same_seed_same_store_at_any_scheduling(tmp_path, ray_address):
     assert len(a["agents"]) == 300
     assert a == b
     # a child never misses more than staleness - 1 of its predecessors' outcomes (64 by default)
-    assert max(_unfinished_at_proposal(tmp_path / "a.db")) <= 63
+    assert max(_at_proposal(tmp_path / "a.db")[0]) <= 63
 
 
 def test_code_children_and_their_duplicates_are_reproducible(tmp_path, ray_address):
@@ -80,21 +82,11 @@ def test_code_children_and_their_duplicates_are_reproducible(tmp_path, ray_addre
 def test_free_mode_bounds_staleness(tmp_path, ray_address):
     _run(tmp_path / "bounded.db", ray_address, task=toy("slow"), budget=200, max_in_flight=4, batch_size=16,
          deterministic=False, staleness=8)
-    assert max(_unfinished_at_proposal(tmp_path / "bounded.db")) <= 7
+    assert max(_at_proposal(tmp_path / "bounded.db")[0]) <= 7
     # the bound is what holds it: without it, 4 tasks of 16 leave many more children unseen
     _run(tmp_path / "free.db", ray_address, task=toy("slow"), budget=200, max_in_flight=4, batch_size=16,
          deterministic=False, staleness=1000)
-    assert max(_unfinished_at_proposal(tmp_path / "free.db")) > 7
-
-
-def _finished_at_proposal(db: Path) -> list[int]:
-    """For each child, how many of its predecessors had an outcome stored when it was proposed."""
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute("SELECT id, created_at, finished_at FROM agents ORDER BY id").fetchall()
-    finally:
-        con.close()
-    return [sum(1 for _, _, finished in rows[:i] if finished <= created) for i, (_, created, _) in enumerate(rows)]
+    assert max(_at_proposal(tmp_path / "free.db")[0]) > 7
 
 
 def test_free_mode_default_staleness_follows_the_archive(tmp_path, ray_address):
@@ -105,12 +97,12 @@ def test_free_mode_default_staleness_follows_the_archive(tmp_path, ray_address):
     floor = int(ray.cluster_resources()["CPU"]) * 16
     kwargs = dict(task=toy("slow"), budget=200, max_in_flight=4, batch_size=16, deterministic=False)
     _run(tmp_path / "default.db", ray_address, **kwargs)
-    waiting, seen = _unfinished_at_proposal(tmp_path / "default.db"), _finished_at_proposal(tmp_path / "default.db")
+    waiting, seen = _at_proposal(tmp_path / "default.db")
     assert all(w <= max(floor, s) for w, s in zip(waiting, seen, strict=True))
     assert max(waiting) > floor, "later, a larger archive lets more children out"
     # a staleness given in the configuration is taken as it is
     _run(tmp_path / "given.db", ray_address, **kwargs, staleness=2 * floor)
-    waiting, seen = _unfinished_at_proposal(tmp_path / "given.db"), _finished_at_proposal(tmp_path / "given.db")
+    waiting, seen = _at_proposal(tmp_path / "given.db")
     assert any(w > max(floor, s) for w, s in zip(waiting, seen, strict=True))
 
 
