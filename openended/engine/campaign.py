@@ -36,7 +36,7 @@ from openended.engine.dedupe import Dedupe
 from openended.engine.dispatch import Dispatcher, RayExecutor, ensure_ray, shutdown_ray
 from openended.engine.jobmaker import GenomeCache, JobMaker
 from openended.engine.jobs import ChildResult, Job
-from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, free_limit, free_staleness
+from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, free_limit
 from openended.engine.proposal_jobs import proposal_jobs, requeue_unfinished
 from openended.engine.recorder import (
     Child,
@@ -180,7 +180,7 @@ class Campaign:
         unfinished = [row["id"] for row in (*mutated, *proposed)]
         ordered: InOrderStart | None = None
         self.blocks: Blocks | None = None  # the reproducible mode's proposal blocks
-        self.staleness = self.config.staleness  # the free mode's default needs the cluster: see run()
+        self.staleness = self.config.staleness  # the free mode's default needs the cluster: see _propose
         if self.config.deterministic:
             self.staleness = self.staleness or DETERMINISTIC_STALENESS  # stored at creation (runtime.create_run)
             self.blocks = Blocks(n_roots=self.state["n_roots"], staleness=self.staleness)
@@ -239,8 +239,6 @@ class Campaign:
                 executor, self._take, max_in_flight=self.config.max_in_flight,
                 batch_size=self.config.batch_size if self.task.batchable else 1, cpus=RayExecutor.cluster_cpus(),
                 task_timeout=self._task_timeout, models=self.models)
-            if self.staleness is None:
-                self.staleness = free_staleness(batch_size=self.dispatcher.batch_size, cpus=self.dispatcher.cpus)
             for job in self._queue:
                 self.dispatcher.queue(job)
             self._queue.clear()
@@ -381,11 +379,10 @@ class Campaign:
     def _propose(self, n: int) -> list[Job]:
         """New children for the dispatcher: up to ``n`` (the free mode) or the next block (reproducible)."""
         if self.blocks is None:
-            assert self.staleness is not None, "run() sets the free mode's staleness"
-            unfinished = self.next_id - self.counters.done - self.counters.failed
             assert self.dispatcher is not None, "the free mode proposes only from run()"
-            limit = free_limit(staleness=self.staleness, archive_size=self.archive.size, cpus=self.dispatcher.cpus,
-                               per_task=self.dispatcher.batch_size, adaptive=self.config.staleness is None)
+            unfinished = self.next_id - self.counters.done - self.counters.failed
+            limit = free_limit(self.staleness, archive_size=self.archive.size, per_task=self.dispatcher.batch_size,
+                               cpus=self.dispatcher.cpus)
             return self._make(min(n, limit - unfinished))
         start, n_roots = self.next_id, self.state["n_roots"]
         if start < n_roots:  # the roots see no archive: one block

@@ -39,21 +39,17 @@ def deterministic_staleness(*, max_in_flight: int, per_task: int) -> int:
     return max(2, min(DETERMINISTIC_STALENESS, max_in_flight * per_task))
 
 
-def free_staleness(*, batch_size: int, cpus: int) -> int:
-    """The free mode's staleness when the configuration leaves it unset: enough for each CPU to hold
-    a batch and have the next one waiting, capped (more buys no throughput and costs search quality)."""
-    return max(2, min(FREE_STALENESS_CAP, 2 * max(1, cpus) * batch_size))
-
-
-def free_limit(*, staleness: int, archive_size: int, per_task: int, cpus: int, adaptive: bool) -> int:
-    """How many children the free mode may have unfinished now: ``staleness``, and when that is the
-    default (``adaptive``) also no more than the archive's members, unless that is fewer than a task
-    per CPU. Early in a campaign the archive holds a few members, and children proposed before their
-    outcomes arrive would otherwise be mostly siblings (256 children of the root, once); the floor
-    keeps every CPU busy, also when most children fail and the archive grows slowly."""
-    if not adaptive:
+def free_limit(staleness: int | None, *, archive_size: int, per_task: int, cpus: int) -> int:
+    """How many children the free mode may have unfinished now: ``staleness`` when the configuration
+    gives one. By default, enough for each CPU to hold a task and have the next one waiting, capped
+    (more buys no throughput and costs search quality), and no more than the archive's members unless
+    that is fewer than a task per CPU: early in a campaign children proposed before their outcomes
+    arrive would otherwise be mostly siblings (256 children of the root, once), and the floor keeps
+    every CPU busy, also when most children fail and the archive grows slowly."""
+    if staleness is not None:
         return staleness
-    return min(staleness, max(max(1, cpus) * per_task, archive_size))
+    floor = max(1, cpus) * per_task
+    return min(max(2, min(FREE_STALENESS_CAP, 2 * floor)), max(floor, archive_size))
 
 
 @dataclass(frozen=True, slots=True)

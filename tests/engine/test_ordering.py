@@ -42,10 +42,10 @@ def test_outcomes_are_applied_once_in_child_order_whatever_their_arrival(data, n
 @given(staleness=st.integers(2, 512), archive_size=st.integers(0, 100_000), per_task=st.integers(1, 128),
        cpus=st.integers(0, 64))
 def test_free_limit_stays_between_a_task_per_cpu_and_the_staleness(staleness, archive_size, per_task, cpus):
-    assert free_limit(staleness=staleness, archive_size=archive_size, per_task=per_task, cpus=cpus,
-                      adaptive=False) == staleness
-    limit = free_limit(staleness=staleness, archive_size=archive_size, per_task=per_task, cpus=cpus, adaptive=True)
+    assert free_limit(staleness, archive_size=archive_size, per_task=per_task, cpus=cpus) == staleness
+    limit = free_limit(None, archive_size=archive_size, per_task=per_task, cpus=cpus)
     floor = max(1, cpus) * per_task
-    assert limit <= staleness
-    assert limit >= min(staleness, floor)  # every CPU can stay busy
+    default = max(2, min(256, 2 * floor))  # every CPU a task and the next one waiting, at most 256
+    assert limit <= default
+    assert limit >= min(default, floor)  # every CPU can stay busy
     assert limit <= max(floor, archive_size)  # no more waiting than members, beyond the floor
