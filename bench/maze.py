@@ -53,6 +53,15 @@ from openended.sandbox.inprocess import load_evaluator
 from openended.selection import LineageCounts, select_parents
 from openended.tasks import load_task
 
+# A run is solved at its first child that ends within this distance of the exit (the maze's SOLVED_DISTANCE;
+# its fitness is minus the distance).
+SOLVED_DISTANCE = 5.0
+
+
+def _solved(fitness: float) -> bool:
+    return -fitness < SOLVED_DISTANCE
+
+
 # Our engine's methods: (archive kind, selection strategy, selection params). "novelty" is the
 # engine's default (the `all` archive and `novelty` selection with its default parameters).
 METHODS: dict[str, tuple[str, str, dict]] = {
@@ -88,7 +97,7 @@ def run_engine(maze: str, method: str, seed: int, budget: int, workdir: Path, si
     })
     summary = Campaign(cfg).run()
     con = sqlite3.connect(db)
-    first = con.execute("SELECT MIN(id) FROM agents WHERE json_extract(metrics, '$.solved') >= 1").fetchone()[0]
+    first = con.execute("SELECT MIN(id) FROM agents WHERE -fitness < ?", (SOLVED_DISTANCE,)).fetchone()[0]
     con.close()
     con = sqlite3.connect(db)
     rows = con.execute("SELECT descriptors, fitness FROM agents WHERE descriptors IS NOT NULL").fetchall()
@@ -177,7 +186,7 @@ def _replay_steps(task: Any, method: str, seed: int, budget: int, sigma: float,
                 lineage.note_discovery(parent)
             reached = reached or (target is not None and r["fitness"] >= target)
             evaluated.append({"id": agent_id, "parent_id": parent, "fitness": float(r["fitness"]),
-                              "descriptors": list(r["descriptors"]), "solved": r["metrics"]["solved"] >= 1})
+                              "descriptors": list(r["descriptors"]), "solved": _solved(float(r["fitness"]))})
 
     next_id = 1
     while next_id < budget:
@@ -258,7 +267,7 @@ def run_pyribs(maze: str, seed: int, budget: int, sigma: float) -> dict:
         reached.append(measures)
         fitness.append(objective)
         for i, r in enumerate(results):
-            if r["metrics"]["solved"] >= 1 and solved_at is None:
+            if _solved(float(r["fitness"])) and solved_at is None:
                 solved_at = evals + i + 1
         evals += len(sols)
         scheduler.tell(objective, measures)

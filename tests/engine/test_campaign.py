@@ -122,12 +122,12 @@ def test_maze_campaign_records_positions_and_solved_metric(tmp_path, ray_address
     summary = run_campaign(cfg)
     assert summary.children_done == 600 and summary.children_failed == 0
     con = sqlite3.connect(tmp_path / "m.db")
-    rows = con.execute("SELECT fitness, descriptors, metrics FROM agents").fetchall()
+    rows = con.execute("SELECT fitness, descriptors, feedback FROM agents").fetchall()
     import json
-    for fitness, descriptors, metrics in rows:
+    for fitness, descriptors, feedback in rows:
         x, y = json.loads(descriptors)
         assert 5 <= x <= 295 and 5 <= y <= 135
-        assert json.loads(metrics)["solved"] == (1.0 if fitness > -5 else 0.0)
+        assert (feedback != "") == (fitness > -5)  # the maze's feedback says only that a child solved it
     assert summary.archive_size > 20 and summary.coverage > 0.05
 
 
