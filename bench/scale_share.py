@@ -85,7 +85,7 @@ def engine_children_per_s(db: Path, skip: int) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
-def share_run(children: int, sim_seconds: float, batch: int, db: Path) -> dict[str, Any]:
+def share_run(children: int, sim_seconds: float, batch: int, db: Path, *, free: bool = False) -> dict[str, Any]:
     """The share on the running Ray: the raw simulator, a real maze-medium campaign of ``children`` with the
     defaults ``run.py`` uses (seed 0, the task's novelty search, the auto sandbox), the raw simulator again."""
     import ray
@@ -95,7 +95,7 @@ def share_run(children: int, sim_seconds: float, batch: int, db: Path) -> dict[s
 
     overrides = {"task": "maze-medium", "db": str(db), "seed": 0, "budget.max_children": children,
                  "budget.stop_at_target": False, "ray_address": ray.get_runtime_context().gcs_address,
-                 "stats_every_seconds": 60.0}
+                 "stats_every_seconds": 60.0, "deterministic": not free}
     config = load_config(None, overrides)
     per_task = task_children(config)
     raw, at_task = [simulator_evals_per_s(sim_seconds, batch)], [simulator_evals_per_s(sim_seconds, per_task)]
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="1 s instead of 5: checks the script; same keys")
     ap.add_argument("--batch", type=int, default=64, help="controllers per simulate() call (the campaign's batch)")
+    ap.add_argument("--free", action="store_true", help="the campaign in the free mode (deterministic = false)")
     ap.add_argument("--children", type=int, default=0, help="also run a maze campaign of this many children "
                     "between two simulator measures: the share itself")
     args = ap.parse_args(argv)
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.children:
             with tempfile.TemporaryDirectory() as tmp:
-                result: dict[str, Any] = share_run(args.children, sim_seconds, args.batch, Path(tmp) / "maze.db")
+                result: dict[str, Any] = share_run(args.children, sim_seconds, args.batch, Path(tmp) / "maze.db",
+                                                           free=args.free)
         else:
             result = {"maze_simulator_evals_per_s": round(simulator_evals_per_s(sim_seconds, args.batch), 1)}
     finally:
