@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from .errors import ArchiveDBError
+from .genomes import blob_contents
 from .recipes import GenomeCache, Genomes, regenerator
 
 MAX_PROBLEMS = 100  # a report lists at most this many (and counts the rest)
@@ -68,9 +69,14 @@ def check_integrity(conn: sqlite3.Connection, *, regenerate: bool = True) -> Int
 
 def _check_blobs(conn: sqlite3.Connection, report: IntegrityReport) -> None:
     present: set[str] = set()
-    for h, content, compressed, size in conn.execute("SELECT hash, content, compressed, size FROM blobs"):
+    deltas: list[str] = []
+    for h, content, compressed, size, base in conn.execute(
+            "SELECT hash, content, compressed, size, base FROM blobs"):
         report.blobs += 1
         present.add(h)
+        if base is not None:
+            deltas.append(h)
+            continue
         try:
             data = zlib.decompress(content) if compressed else bytes(content)
         except zlib.error as exc:
@@ -78,6 +84,11 @@ def _check_blobs(conn: sqlite3.Connection, report: IntegrityReport) -> None:
             continue
         if len(data) != size or hashlib.sha256(data).hexdigest() != h:
             report.add(f"blob {h[:12]}: its content does not match its hash or size")
+    for h in deltas:  # decoded through their bases, each checked against its hash on the way
+        try:
+            blob_contents(conn, [h])
+        except ArchiveDBError as exc:
+            report.add(str(exc))
     for gh, manifest in conn.execute("SELECT hash, manifest FROM genomes"):
         report.genomes += 1
         files: dict[str, str] = json.loads(manifest)
