@@ -25,6 +25,7 @@ from .errors import ArchiveDBError, InvalidValueError
 _COMPRESS_MIN = 64  # smaller blobs are never worth a zlib header
 MAX_DELTA_DEPTH = 16  # deltas one read decodes at most: past it a file is stored whole again
 _DELTA_LEVEL = 9  # as small as 19 on program-sized deltas, at a sixteenth of the time
+_DELTA_MAX_BYTES = 1 << 20  # larger files are stored whole: a delta of them costs time inside the write lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ def store_genomes(conn: sqlite3.Connection, genomes: Mapping[str, GenomeParts],
                 if len(z) < len(row[1]):
                     row = (bh, z, 1, len(content), None, 0)
             base = bases.get(bh) if bases else None
-            if base in base_content:
+            if base in base_content and len(content) <= _DELTA_MAX_BYTES:
                 d = _delta(content, base_content[base])
                 if len(d) < len(row[1]):
                     bid, depth = base_rows[base]
@@ -153,7 +154,7 @@ def _decode(blob_id: int, by_id: dict, plain: dict[int, bytes]) -> bytes:
         base = by_id[chain[-1]][5]
         if base not in by_id:
             raise ArchiveDBError(f"blob {by_id[chain[-1]][1][:12]}: its delta base (blob id {base}) is missing")
-        if len(chain) > MAX_DELTA_DEPTH + 1:
+        if len(chain) > MAX_DELTA_DEPTH:
             raise ArchiveDBError(f"blob {by_id[blob_id][1][:12]}: a delta chain longer than {MAX_DELTA_DEPTH}")
         chain.append(base)
     for bid in reversed(chain):

@@ -69,22 +69,25 @@ def check_integrity(conn: sqlite3.Connection, *, regenerate: bool = True) -> Int
 
 def _check_blobs(conn: sqlite3.Connection, report: IntegrityReport) -> None:
     present: set[str] = set()
-    deltas: list[str] = []
-    for h, content, compressed, size, base in conn.execute(
-            "SELECT hash, content, compressed, size, base FROM blobs"):
+    depth_of: dict[int, int] = {}
+    for bid, h, content, compressed, size, base, depth in conn.execute(
+            "SELECT id, hash, content, compressed, size, base, depth FROM blobs ORDER BY id"):
         report.blobs += 1
         present.add(h)
-        if base is not None:
-            deltas.append(h)
-            continue
-        try:
-            data = zlib.decompress(content) if compressed else bytes(content)
-        except zlib.error as exc:
-            report.add(f"blob {h[:12]}: does not decompress ({exc})")
-            continue
-        if len(data) != size or hashlib.sha256(data).hexdigest() != h:
-            report.add(f"blob {h[:12]}: its content does not match its hash or size")
-    for h in deltas:  # decoded through their bases, each checked against its hash on the way
+        depth_of[bid] = depth
+        if base is None:
+            try:
+                data = zlib.decompress(content) if compressed else bytes(content)
+            except zlib.error as exc:
+                report.add(f"blob {h[:12]}: does not decompress ({exc})")
+                continue
+            if depth != 0 or len(data) != size or hashlib.sha256(data).hexdigest() != h:
+                report.add(f"blob {h[:12]}: its content does not match its hash or size, or its depth is not 0")
+        elif base >= bid or depth != depth_of.get(base, -2) + 1:
+            report.add(f"blob {h[:12]}: its delta base (blob id {base}) is not an earlier blob one level shallower")
+    # the deltas, decoded through their bases (each checked against its hash on the way), a chain at a time
+    for (h,) in conn.execute("SELECT hash FROM blobs AS b WHERE base IS NOT NULL AND NOT EXISTS "
+                             "(SELECT 1 FROM blobs AS d WHERE d.base = b.id) ORDER BY id"):
         try:
             blob_contents(conn, [h])
         except ArchiveDBError as exc:

@@ -170,6 +170,8 @@ CREATE INDEX idx_agents_parent_id   ON agents(parent_id);
 
 CREATE INDEX idx_agents_proposed  ON agents(id) WHERE status = 'proposed';
 
+CREATE INDEX idx_blobs_base ON blobs(base) WHERE base IS NOT NULL;
+
 CREATE INDEX idx_elites_agent      ON elites(agent_id);
 
 CREATE INDEX idx_evaluations_agent ON evaluations(agent_id);

@@ -6,3 +6,5 @@
 -- checked whenever a delta is decoded.
 ALTER TABLE blobs ADD COLUMN base INTEGER REFERENCES blobs(id);
 ALTER TABLE blobs ADD COLUMN depth INTEGER NOT NULL DEFAULT 0 CHECK (depth >= 0);
+-- The deltas of a blob: with foreign keys on, deleting a blob looks for rows naming it as their base.
+CREATE INDEX IF NOT EXISTS idx_blobs_base ON blobs(base) WHERE base IS NOT NULL;

@@ -134,3 +134,23 @@ def test_a_damaged_chain_is_an_error_naming_a_blob(tmp_path, damage):
         db.agent_files(3)
     report = db.check_integrity(regenerate=False)
     assert not report.ok and any("blob" in p for p in report.problems)
+
+
+def test_a_wrong_depth_is_reported_and_deletes_stay_cheap(tmp_path):
+    db = new_db(tmp_path / "c.db")
+    rng = random.Random(2)
+    contents = [PROGRAM]
+    add_child(db, 0, None, {"main.py": contents[0]})
+    for i in range(1, 4):
+        contents.append(edit(contents[-1], rng))
+        add_child(db, i, i - 1, {"main.py": contents[i]})
+    delta = db.conn.execute("SELECT id FROM blobs WHERE base IS NOT NULL ORDER BY id LIMIT 1").fetchone()[0]
+    # the base index: a delete asks SQLite which deltas name the row, through an index, not a scan
+    plan = " ".join(r[-1] for r in db.conn.execute("EXPLAIN QUERY PLAN SELECT 1 FROM blobs WHERE base = ?", (delta,)))
+    assert "idx_blobs_base" in plan
+    assert db.check_integrity(regenerate=False).ok
+    with db.transaction():
+        db.conn.execute("UPDATE blobs SET depth = depth + 5 WHERE id = ?", (delta,))
+    report = db.check_integrity(regenerate=False)
+    assert any("one level shallower" in p for p in report.problems)
+    assert db.agent_files(3) == {"main.py": contents[3]}  # the bytes themselves are still right
