@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from .errors import ArchiveDBError
+from .genomes import blob_contents
 from .recipes import GenomeCache, Genomes, regenerator
 
 MAX_PROBLEMS = 100  # a report lists at most this many (and counts the rest)
@@ -68,16 +69,29 @@ def check_integrity(conn: sqlite3.Connection, *, regenerate: bool = True) -> Int
 
 def _check_blobs(conn: sqlite3.Connection, report: IntegrityReport) -> None:
     present: set[str] = set()
-    for h, content, compressed, size in conn.execute("SELECT hash, content, compressed, size FROM blobs"):
+    depth_of: dict[int, int] = {}
+    for bid, h, content, compressed, size, base, depth in conn.execute(
+            "SELECT id, hash, content, compressed, size, base, depth FROM blobs ORDER BY id"):
         report.blobs += 1
         present.add(h)
+        depth_of[bid] = depth
+        if base is None:
+            try:
+                data = zlib.decompress(content) if compressed else bytes(content)
+            except zlib.error as exc:
+                report.add(f"blob {h[:12]}: does not decompress ({exc})")
+                continue
+            if depth != 0 or len(data) != size or hashlib.sha256(data).hexdigest() != h:
+                report.add(f"blob {h[:12]}: its content does not match its hash or size, or its depth is not 0")
+        elif base >= bid or depth != depth_of.get(base, -2) + 1:
+            report.add(f"blob {h[:12]}: its delta base (blob id {base}) is not an earlier blob one level shallower")
+    # the deltas, decoded through their bases (each checked against its hash on the way), a chain at a time
+    for (h,) in conn.execute("SELECT hash FROM blobs AS b WHERE base IS NOT NULL AND NOT EXISTS "
+                             "(SELECT 1 FROM blobs AS d WHERE d.base = b.id) ORDER BY id"):
         try:
-            data = zlib.decompress(content) if compressed else bytes(content)
-        except zlib.error as exc:
-            report.add(f"blob {h[:12]}: does not decompress ({exc})")
-            continue
-        if len(data) != size or hashlib.sha256(data).hexdigest() != h:
-            report.add(f"blob {h[:12]}: its content does not match its hash or size")
+            blob_contents(conn, [h])
+        except ArchiveDBError as exc:
+            report.add(str(exc))
     for gh, manifest in conn.execute("SELECT hash, manifest FROM genomes"):
         report.genomes += 1
         files: dict[str, str] = json.loads(manifest)

@@ -1,4 +1,4 @@
--- archive_db schema, version 9 (PRAGMA user_version = 9).
+-- archive_db schema, version 10 (PRAGMA user_version = 10).
 -- GENERATED from archive_db/migrations/*.sql: documentation only, never executed by the code.
 -- Regenerate with:  python -m archive_db.schema > archive_db/schema.sql
 
@@ -55,7 +55,7 @@ CREATE TABLE blobs (
     content    BLOB NOT NULL,                  -- zlib-compressed when that made it smaller
     compressed INTEGER NOT NULL DEFAULT 0 CHECK (compressed IN (0, 1)),
     size       INTEGER NOT NULL                -- uncompressed size in bytes
-);
+, base INTEGER REFERENCES blobs(id), depth INTEGER NOT NULL DEFAULT 0 CHECK (depth >= 0));
 
 CREATE TABLE elite_totals (id INTEGER PRIMARY KEY CHECK (id = 1), elites INTEGER NOT NULL);
 
@@ -169,6 +169,8 @@ CREATE INDEX idx_agents_parent2_id ON agents(parent2_id) WHERE parent2_id IS NOT
 CREATE INDEX idx_agents_parent_id   ON agents(parent_id);
 
 CREATE INDEX idx_agents_proposed  ON agents(id) WHERE status = 'proposed';
+
+CREATE INDEX idx_blobs_base ON blobs(base) WHERE base IS NOT NULL;
 
 CREATE INDEX idx_elites_agent      ON elites(agent_id);
 

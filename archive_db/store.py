@@ -290,7 +290,7 @@ class ArchiveDB(StoreConnection, Reads):
                 checked.append(c)
             genomes = self._check_references(checked)
             recipes = self._compact(checked, genomes)
-            store_genomes(self.conn, genomes)
+            store_genomes(self.conn, genomes, self._delta_bases(checked, genomes))
             self.conn.executemany(_UPDATE_SQL, self._update_rows(checked))
             if recipes:
                 self.conn.executemany("INSERT OR IGNORE INTO recipes(agent_id, method, hops) VALUES (?, ?, ?)", recipes)
@@ -318,6 +318,24 @@ class ArchiveDB(StoreConnection, Reads):
             if dup_refs - found_ids:
                 raise UnknownAgentError(f"duplicate_of names unknown agent id {min(dup_refs - found_ids)}")
         return genomes
+
+    def _delta_bases(self, checked: list[CheckedOutcome], genomes: dict[str, GenomeParts]) -> dict[str, str]:
+        """Each new file's blob hash -> the blob of the same path in its agent's parent, where the parent's
+        genome is stored in full: the base it may be stored as a delta of."""
+        kids = {c.id: c.genome for c in checked if c.genome is not None and c.genome.hash in genomes}
+        if not kids:
+            return {}
+        bases: dict[str, str] = {}
+        for kid, parent_manifest in self.conn.execute(
+                "SELECT c.id, g.manifest FROM agents AS c JOIN agents AS p ON p.id = c.parent_id "
+                "JOIN genomes AS g ON g.hash = p.genome_hash WHERE c.id IN (SELECT value FROM json_each(?))",
+                (ids_json(kids),)):
+            parent_files: dict[str, str] = json.loads(parent_manifest)
+            for path, blob in json.loads(kids[kid].manifest).items():
+                base = parent_files.get(path)
+                if base is not None and base != blob:
+                    bases.setdefault(blob, base)
+        return bases
 
     def _update_rows(self, checked: list[CheckedOutcome]) -> list[tuple[object, ...]]:
         """The UPDATE parameters of each checked outcome; terminal ones get the next finish_seq."""

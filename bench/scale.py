@@ -16,9 +16,9 @@ Writes:
   the compact one's bytes go, per child (SQLite's dbstat).
 - ``bytes_per_child_code``: binpack-sized code children (the ``ast`` operator on a 0.9 KB binpack agent, each
   from a random earlier child, recorded as a code campaign records them: mutated, then evaluated with binpack's
-  metrics and feedback and one evaluation row). ``code_blob_bytes``: all distinct code blobs as stored
-  (zlib 6, the store's) beside zstd 3 and 19 (the ``zstandard`` package, when installed) and zstd 19 with
-  the parent's file as a dictionary: whether zstd pays for code genomes.
+  metrics and feedback and one evaluation row). ``code_blob_bytes``: all distinct code blobs with zlib 6, zstd 3
+  and 19, and zstd 19 with the parent's file as a dictionary, beside what the store holds (``stored``: each
+  file as the smallest of raw, zlib and a zstd delta of its parent's file).
 - ``children_per_day_100gb_*``: how many children 100 GB holds, per task.
 - ``max_command_seconds_at_N`` (N = ``--agents``, 10^7 by default; a smoke writes the same key): the slowest
   of status, top, show, lineage and diff (``--json``, in-process through the CLI, median of 3) on a synthetic
@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zstandard
 
 from archive_db import ArchiveDB, Evaluation, Outcome, Proposal
 from openended.mutation.ast_edit import ast_mutate
@@ -210,22 +211,20 @@ def code_figures(tmp: Path, children: int, seed: int = 0) -> dict[str, Any]:
     per_child = stored_bytes(path) / children
     return {"code_children": children, "bytes_per_child_code": round(per_child, 1),
             "code_bytes_by_table": by_table(path, children), "children_per_day_100gb_code": int(GB100 / per_child),
-            "code_blob_bytes": blob_sizes(files, parent_of, task.spec.code_file)}
+            "code_blob_bytes": blob_sizes(files, parent_of, task.spec.code_file, path)}
 
 
-def blob_sizes(files: dict[int, dict[str, bytes]], parent_of: dict[int, int], code_file: str) -> dict[str, Any]:
-    """Every distinct code file's bytes stored with zlib (the store's choice today) and with zstd."""
+def blob_sizes(files: dict[int, dict[str, bytes]], parent_of: dict[int, int], code_file: str,
+               db: Path) -> dict[str, Any]:
+    """Every distinct code file's bytes with zlib, with zstd, and with zstd against the parent's file; ``stored``:
+    what the store's blobs hold (the smallest of raw, zlib and a delta of the parent's file, in chains of at most
+    ``MAX_DELTA_DEPTH``), ``delta_blobs`` how many are deltas."""
     seen: dict[bytes, int] = {}
     for i in sorted(files):
         seen.setdefault(files[i][code_file], i)
     raw = sum(len(b) for b in seen)
     out: dict[str, Any] = {"distinct_blobs": len(seen), "raw": raw,
                            "zlib_6": sum(min(len(b), len(zlib.compress(b, 6))) for b in seen)}
-    try:
-        import zstandard
-    except ImportError:
-        out["zstd"] = "zstandard not installed"
-        return out
     for level in (3, 19):
         c = zstandard.ZstdCompressor(level=level, write_content_size=False, write_checksum=False)
         out[f"zstd_{level}"] = sum(min(len(b), len(c.compress(b))) for b in seen)
@@ -240,6 +239,9 @@ def blob_sizes(files: dict[int, dict[str, bytes]], parent_of: dict[int, int], co
                                      write_dict_id=False)
         delta += min(len(blob), len(c.compress(blob)))
     out["zstd_19_parent_dictionary"] = delta
+    with sqlite3.connect(db) as con:
+        out["stored"], out["delta_blobs"] = con.execute(
+            "SELECT SUM(length(content)), SUM(base IS NOT NULL) FROM blobs").fetchone()
     return out
 
 
