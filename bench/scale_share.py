@@ -18,6 +18,8 @@ rate moves 2x within minutes, so take the median of several runs.
     python bench/scale_share.py --children 3000 --out s.json   # the share itself: the simulator, a real
                                                         # maze-medium campaign (the defaults run.py uses), the
                                                         # simulator again, on one local Ray of 2 CPUs
+    python bench/scale_share.py --children 3000 --free --out s.json   # the campaign in the free mode: its
+                                                        # tasks carry the batch (64), not a block's half (32)
     python bench/scale_share.py --smoke --out s.json    # CI: 1 s
 """
 

@@ -48,6 +48,17 @@ def edit(content: bytes, rng: random.Random) -> bytes:
     return b"\n".join(lines)
 
 
+def store_chain(db: ArchiveDB, n: int, seed: int) -> list[bytes]:
+    """Agents 0..n-1, each the child of the one before, each file an edit of its parent's; their files."""
+    rng = random.Random(seed)
+    contents = [PROGRAM]
+    add_child(db, 0, None, {"main.py": contents[0]})
+    for i in range(1, n):
+        contents.append(edit(contents[-1], rng))
+        add_child(db, i, i - 1, {"main.py": contents[i]})
+    return contents
+
+
 def blob_rows(db: ArchiveDB) -> dict[str, tuple]:
     return {r[0]: r[1:] for r in db.conn.execute("SELECT hash, id, base, depth, length(content), size FROM blobs")}
 
@@ -108,12 +119,7 @@ def test_a_one_line_edit_is_stored_in_tens_of_bytes_and_long_chains_start_afresh
 @pytest.mark.parametrize("damage", ["base bytes", "missing base", "delta bytes"])
 def test_a_damaged_chain_is_an_error_naming_a_blob(tmp_path, damage):
     db = new_db(tmp_path / "c.db")
-    rng = random.Random(1)
-    contents = [PROGRAM]
-    add_child(db, 0, None, {"main.py": contents[0]})
-    for i in range(1, 4):
-        contents.append(edit(contents[-1], rng))
-        add_child(db, i, i - 1, {"main.py": contents[i]})
+    contents = store_chain(db, 4, seed=1)
     rows = sorted(blob_rows(db).values())
     root_id, first_delta_id = rows[0][0], rows[1][0]
     assert rows[1][1] == root_id
@@ -138,12 +144,7 @@ def test_a_damaged_chain_is_an_error_naming_a_blob(tmp_path, damage):
 
 def test_a_wrong_depth_is_reported_and_deletes_stay_cheap(tmp_path):
     db = new_db(tmp_path / "c.db")
-    rng = random.Random(2)
-    contents = [PROGRAM]
-    add_child(db, 0, None, {"main.py": contents[0]})
-    for i in range(1, 4):
-        contents.append(edit(contents[-1], rng))
-        add_child(db, i, i - 1, {"main.py": contents[i]})
+    contents = store_chain(db, 4, seed=2)
     delta = db.conn.execute("SELECT id FROM blobs WHERE base IS NOT NULL ORDER BY id LIMIT 1").fetchone()[0]
     # the base index: a delete asks SQLite which deltas name the row, through an index, not a scan
     plan = " ".join(r[-1] for r in db.conn.execute("EXPLAIN QUERY PLAN SELECT 1 FROM blobs WHERE base = ?", (delta,)))
