@@ -20,12 +20,24 @@ from test_cluster import containers_created
 from archive_db.integrity import check_integrity
 from openended.sandbox import campaign_label
 
-BUDGET = 120
+BUDGET = 200
 KILLS = 3
+# How long a node that joined may take to get its first evaluation (its probe, its first Ray worker) before the
+# test goes on: each joined node takes part before the next kill (a kill right after a join, on a fast machine,
+# left the joined node unused and the campaign done before its probe answered).
+JOIN_SECONDS = 120
 
 
 def _finished(db) -> int:
     return count_in(db, "SELECT count(*) FROM agents WHERE status NOT IN ('proposed', 'mutated')", timeout=1)
+
+
+def _wait_used(node, label: str, since: float, proc: subprocess.Popen) -> None:
+    """Until ``node`` has started a sandbox container of the campaign (or the campaign ended, or time is up)."""
+    deadline = time.monotonic() + JOIN_SECONDS
+    while proc.poll() is None and time.monotonic() < deadline and not containers_created(label, since)[node.identity]:
+        time.sleep(0.5)
+
 
 def test_three_nodes_killed_at_random_moments_cost_no_child(tmp_path):
     seed = random.randrange(2**32)
