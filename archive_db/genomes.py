@@ -3,8 +3,9 @@
 A genome is a file tree (path -> bytes). Each file's content is stored once as a blob, keyed by its
 sha256; a genome is a manifest {path: blob hash} keyed by the sha256 over its sorted (path, blob hash)
 pairs, so equal trees share one row. A blob is stored as the smallest of: its bytes, zlib, and (given a
-base, the same file of the agent's parent) zstd with the base's content as a dictionary, a delta that a
-read decodes through at most :data:`MAX_DELTA_DEPTH` bases and checks against the blob's hash.
+base, the same file of the agent's parent, and a file zlib can shrink) zstd with the base's content as a
+dictionary, a delta that a read decodes through at most :data:`MAX_DELTA_DEPTH` bases and checks against
+the blob's hash.
 """
 
 from __future__ import annotations
@@ -98,28 +99,32 @@ def store_genomes(conn: sqlite3.Connection, genomes: Mapping[str, GenomeParts],
                 "SELECT hash FROM blobs WHERE hash IN (SELECT value FROM json_each(?))", (json.dumps(list(blobs)),)
             )
         }
-        new = {bh: content for bh, content in blobs.items() if bh not in existing}
-        wanted = {bases[bh] for bh in new if bases and bh in bases}
-        base_rows = {h: (bid, depth) for h, bid, depth in conn.execute(
-            "SELECT hash, id, depth FROM blobs WHERE hash IN (SELECT value FROM json_each(?)) AND depth < ?",
-            (json.dumps(sorted(wanted)), MAX_DELTA_DEPTH))} if wanted else {}
-        base_content = blob_contents(conn, base_rows) if base_rows else {}
-        rows = []
-        for bh, content in new.items():
+        rows: dict[str, tuple] = {}
+        for bh, content in blobs.items():
+            if bh in existing:
+                continue
             row = (bh, content, 0, len(content), None, 0)
             if len(content) >= _COMPRESS_MIN:
                 z = zlib.compress(content, 6)
-                if len(z) < len(row[1]):
+                if len(z) < len(content):
                     row = (bh, z, 1, len(content), None, 0)
-            base = bases.get(bh) if bases else None
-            if base in base_content and len(content) <= _DELTA_MAX_BYTES:
-                d = _delta(content, base_content[base])
-                if len(d) < len(row[1]):
+            rows[bh] = row
+        # A delta is tried only for a file zlib could shrink: noise (random weights, already compressed data)
+        # gains nothing from its parent's, and decoding the base plus a zstd pass cost a fifth of the inserts.
+        tries = {bh: bases[bh] for bh, row in rows.items()
+                 if bases and bh in bases and row[2] == 1 and row[3] <= _DELTA_MAX_BYTES}
+        base_rows = {h: (bid, depth) for h, bid, depth in conn.execute(
+            "SELECT hash, id, depth FROM blobs WHERE hash IN (SELECT value FROM json_each(?)) AND depth < ?",
+            (json.dumps(sorted(set(tries.values()))), MAX_DELTA_DEPTH))} if tries else {}
+        base_content = blob_contents(conn, base_rows) if base_rows else {}
+        for bh, base in tries.items():
+            if base in base_content:
+                d = _delta(blobs[bh], base_content[base])
+                if len(d) < len(rows[bh][1]):
                     bid, depth = base_rows[base]
-                    row = (bh, d, 1, len(content), bid, depth + 1)
-            rows.append(row)
+                    rows[bh] = (bh, d, 1, len(blobs[bh]), bid, depth + 1)
         conn.executemany("INSERT OR IGNORE INTO blobs(hash, content, compressed, size, base, depth) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", rows)
+                         "VALUES (?, ?, ?, ?, ?, ?)", list(rows.values()))
     if genomes:
         conn.executemany(
             "INSERT OR IGNORE INTO genomes(hash, manifest, total_bytes) VALUES (?, ?, ?)",
