@@ -55,6 +55,7 @@ def check_integrity(conn: sqlite3.Connection, *, regenerate: bool = True) -> Int
         report.add(f"{table} row {rowid}: references a missing {parent} row")
     _check_blobs(conn, report)
     _check_recipes(conn, report)
+    _check_evaluation_runs(conn, report)
     _check_totals(conn, report)
     if regenerate:
         genomes = Genomes(conn, GenomeCache(16 << 20))
@@ -125,6 +126,17 @@ def _check_recipes(conn: sqlite3.Connection, report: IntegrityReport) -> None:
         elif hops < parent_hops + 1:  # more (a parent materialised later) only overstates the chain
             report.add(f"agent {agent_id}: recipe hops {hops}, but its parent {parent_id} is {parent_hops} "
                        "regenerations from a stored genome")
+
+
+def _check_evaluation_runs(conn: sqlite3.Connection, report: IntegrityReport) -> None:
+    """A run that covers several agents must cover existing, finished ones (their fitness is the run's)."""
+    for run_id, first, agents, found in conn.execute(
+            "SELECT r.id, r.agent_id, r.agents, (SELECT COUNT(*) FROM agents a WHERE a.id BETWEEN r.agent_id "
+            "AND r.agent_id + r.agents - 1 AND a.status IN ('archived', 'rejected', 'failed')) "
+            "FROM evaluation_runs r WHERE r.agents > 1"):
+        if found != agents:
+            report.add(f"evaluation run {run_id}: covers agents {first}..{first + agents - 1}, of which "
+                       f"{agents - found} are missing or unfinished")
 
 
 def _check_totals(conn: sqlite3.Connection, report: IntegrityReport) -> None:

@@ -213,7 +213,7 @@ class Reads:
 
     def elites(self) -> list[dict[str, Any]]:
         return dict_rows(self.conn.execute(
-            "SELECT e.cell, e.agent_id, e.fitness, a.descriptors, a.novelty FROM elites e "
+            "SELECT e.cell, e.agent_id, a.fitness, a.descriptors, a.novelty FROM elites e "
             "JOIN agents a ON a.id = e.agent_id ORDER BY e.cell"
         ))
 
@@ -224,7 +224,7 @@ class Reads:
         members the dicts alone took seconds and gigabytes. Descriptors are parsed from their JSON text
         in C (``np.fromstring``: correctly rounded, so the same floats as ``json.loads``), a chunk at a time."""
         cursor = self.conn.execute(
-            "SELECT e.cell, e.agent_id, e.fitness, a.novelty, a.descriptors FROM elites e "
+            "SELECT e.cell, e.agent_id, a.fitness, a.novelty, a.descriptors FROM elites e "
             "JOIN agents a ON a.id = e.agent_id ORDER BY e.cell")
         parts: list[tuple[np.ndarray, ...]] = []
         with gc_paused():

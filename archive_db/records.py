@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -304,6 +304,11 @@ def check_outcome(o: object, current: AgentState, *, n_descriptors: int | None =
 
 
 EvaluationRow = tuple[int, str, float, float, int | None, float | None, str | None, str, str, str | None]
+EvaluationRunRow = tuple[int, int, str, float, float, int | None, float | None, str | None, str, str, str | None]
+
+#: The most agents one ``evaluation_runs`` row covers (migration 0011's CHECK; the ``evaluations`` view looks
+#: this far back in the index for an agent's runs).
+MAX_RUN_AGENTS = 1024
 
 
 def check_evaluation(ev: object, now: float) -> EvaluationRow:
@@ -325,3 +330,23 @@ def check_evaluation(ev: object, now: float) -> EvaluationRow:
             raise InvalidValueError(f"agent {aid}: evaluation {name} must be a string, not {type(value).__name__}")
     return (aid, ev.stage, started_at, seconds, exit_status, fitness, result, ev.stdout_tail or "",
             ev.stderr_tail or "", ev.failure_kind)
+
+
+def evaluation_runs(rows: Iterable[EvaluationRow], finished: Mapping[int, float | None]) -> list[EvaluationRunRow]:
+    """Checked evaluation rows as ``evaluation_runs`` rows ``(agent_id, agents, stage, ...)``. The rows of
+    consecutive agents (one sandbox run of a batch) that differ only in agent id and fitness, each fitness its
+    finished agent's (``finished``: agent id -> stored fitness, for agents in a terminal status), become one row
+    covering them, with no fitness of its own; any other row stays one row for one agent, its fitness kept."""
+    runs: list[list[Any]] = []  # [first row, agents, shares the agents' fitness]
+    for row in rows:
+        aid, fitness, rest = row[0], row[5], row[1:5] + row[6:]
+        shared = aid in finished and finished[aid] == fitness
+        if runs:
+            first, count, was_shared = runs[-1]
+            if (shared and was_shared and first[0] + count == aid and count < MAX_RUN_AGENTS
+                    and first[1:5] + first[6:] == rest):
+                runs[-1][1] += 1
+                continue
+        runs.append([row, 1, shared])
+    return [(first[0], count, *first[1:5], first[5] if count == 1 else None, *first[6:])
+            for first, count, _ in runs]

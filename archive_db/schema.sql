@@ -1,4 +1,4 @@
--- archive_db schema, version 10 (PRAGMA user_version = 10).
+-- archive_db schema, version 12 (PRAGMA user_version = 12).
 -- GENERATED from archive_db/migrations/*.sql: documentation only, never executed by the code.
 -- Regenerate with:  python -m archive_db.schema > archive_db/schema.sql
 
@@ -59,14 +59,12 @@ CREATE TABLE blobs (
 
 CREATE TABLE elite_totals (id INTEGER PRIMARY KEY CHECK (id = 1), elites INTEGER NOT NULL);
 
-CREATE TABLE elites (
-    cell       INTEGER PRIMARY KEY,
-    agent_id   INTEGER NOT NULL REFERENCES agents(id),
-    fitness    REAL,
-    updated_at REAL NOT NULL
+CREATE TABLE "elites" (
+    cell     INTEGER PRIMARY KEY,
+    agent_id INTEGER NOT NULL REFERENCES agents(id)
 );
 
-CREATE TABLE evaluations (
+CREATE TABLE "evaluation_runs" (
     id           INTEGER PRIMARY KEY,
     agent_id     INTEGER NOT NULL REFERENCES agents(id),
     stage        TEXT NOT NULL,
@@ -78,7 +76,7 @@ CREATE TABLE evaluations (
     stdout_tail  TEXT NOT NULL DEFAULT '',
     stderr_tail  TEXT NOT NULL DEFAULT '',
     failure_kind TEXT
-);
+, agents INTEGER NOT NULL DEFAULT 1 CHECK (agents BETWEEN 1 AND 1024));
 
 CREATE TABLE genomes (
     hash        TEXT PRIMARY KEY,              -- sha256 over the sorted (path, blob hash) pairs
@@ -172,9 +170,9 @@ CREATE INDEX idx_agents_proposed  ON agents(id) WHERE status = 'proposed';
 
 CREATE INDEX idx_blobs_base ON blobs(base) WHERE base IS NOT NULL;
 
-CREATE INDEX idx_elites_agent      ON elites(agent_id);
+CREATE INDEX idx_elites_agent ON elites(agent_id);
 
-CREATE INDEX idx_evaluations_agent ON evaluations(agent_id);
+CREATE INDEX idx_evaluation_runs_agent ON evaluation_runs(agent_id);
 
 CREATE INDEX idx_stats_at ON stats(at);
 
@@ -238,3 +236,11 @@ CREATE TRIGGER elite_totals_insert AFTER INSERT ON elites
 BEGIN
     UPDATE elite_totals SET elites = elites + 1 WHERE id = 1;
 END;
+
+CREATE VIEW evaluations AS
+SELECT r.id AS id, a.id AS agent_id, r.stage AS stage, r.started_at AS started_at, r.seconds AS seconds,
+       r.exit_status AS exit_status, CASE WHEN r.agents = 1 THEN r.fitness ELSE a.fitness END AS fitness,
+       r.result AS result, r.stdout_tail AS stdout_tail, r.stderr_tail AS stderr_tail,
+       r.failure_kind AS failure_kind
+FROM agents AS a JOIN evaluation_runs AS r
+  ON r.agent_id <= a.id AND r.agent_id > a.id - 1024 AND a.id < r.agent_id + r.agents;

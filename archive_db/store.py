@@ -41,6 +41,7 @@ from .records import (
     check_evaluation,
     check_outcome,
     check_proposal,
+    evaluation_runs,
     finite,
     to_json,
 )
@@ -381,14 +382,16 @@ class ArchiveDB(StoreConnection, Reads):
             return
         ids = {r[0] for r in rows}
         with self.transaction():
-            known = {r[0] for r in self.conn.execute(
-                "SELECT id FROM agents WHERE id IN (SELECT value FROM json_each(?))", (ids_json(ids),))}
-            if ids - known:
-                raise UnknownAgentError(f"unknown agent id {min(ids - known)}")
+            agents = self.conn.execute(
+                "SELECT id, status IN ('archived', 'rejected', 'failed'), fitness FROM agents "
+                "WHERE id IN (SELECT value FROM json_each(?))", (ids_json(ids),)).fetchall()
+            if ids - {r[0] for r in agents}:
+                raise UnknownAgentError(f"unknown agent id {min(ids - {r[0] for r in agents})}")
+            finished = {aid: fitness for aid, terminal, fitness in agents if terminal}
             self.conn.executemany(
-                "INSERT INTO evaluations(agent_id, stage, started_at, seconds, exit_status, fitness, result, "
-                "stdout_tail, stderr_tail, failure_kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                "INSERT INTO evaluation_runs(agent_id, agents, stage, started_at, seconds, exit_status, fitness, "
+                "result, stdout_tail, stderr_tail, failure_kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                evaluation_runs(rows, finished),
             )
 
     def add_transcript(self, agent_id: int, *, calls: int, rejected: int, tokens_in: int, tokens_out: int,
@@ -407,12 +410,11 @@ class ArchiveDB(StoreConnection, Reads):
     # ---- archive occupancy --------------------------------------------------------------
 
     def set_elites(self, elites: Mapping[int, int]) -> None:
-        """Upsert cell -> agent_id; the elite's fitness is copied from the agent row."""
+        """Upsert cell -> agent_id (an elite's fitness and descriptors are its agent's)."""
         self._writable()
         pairs = [(as_int(c, "cell"), as_int(a, "agent id")) for c, a in dict(elites).items()]
         if not pairs:
             return
-        now = time.time()
         with self.transaction():
             agent_ids = {a for _, a in pairs}
             found = {r[0] for r in self.conn.execute(
@@ -420,12 +422,8 @@ class ArchiveDB(StoreConnection, Reads):
             if agent_ids - found:
                 raise UnknownAgentError(f"unknown agent id {min(agent_ids - found)} in set_elites()")
             self.conn.executemany(
-                "INSERT INTO elites(cell, agent_id, fitness, updated_at) "
-                "SELECT ?, id, fitness, ? FROM agents WHERE id = ? "
-                "ON CONFLICT(cell) DO UPDATE SET agent_id = excluded.agent_id, fitness = excluded.fitness, "
-                "updated_at = excluded.updated_at",
-                [(c, now, a) for c, a in pairs],
-            )
+                "INSERT INTO elites(cell, agent_id) VALUES (?, ?) "
+                "ON CONFLICT(cell) DO UPDATE SET agent_id = excluded.agent_id", pairs)
 
     def remove_elites(self, cells: Iterable[int]) -> None:
         self._writable()

@@ -278,7 +278,7 @@ def synthetic_campaign(path: Path, n: int, seed: int = 0) -> dict[str, Any]:
     for name, _ in indexes:
         con.execute(f"DROP INDEX {name}")
     depth = np.zeros(n, dtype=np.int64)
-    elites: dict[int, tuple[int, float]] = {}
+    elites: dict[int, int] = {}
     chunk = 100_000
     for start in range(0, n, chunk):
         ids = np.arange(start, min(n, start + chunk))
@@ -302,7 +302,7 @@ def synthetic_campaign(path: Path, n: int, seed: int = 0) -> dict[str, Any]:
             archived = u[j] < 0.5
             cell = int(cells[j]) if archived else None
             if archived:
-                elites[int(cells[j])] = (i, f)
+                elites[int(cells[j])] = i
             rows.append((i, parent, int(depth[i]), "archived" if archived else "rejected", None, None, "gaussian",
                          i, genomes[gh[j]], f, f"[{x!r},{y!r}]", float(u[j]), cell,
                          "improved" if archived else None, '{"solved":0.0}', f"ended at ({x:.2f}, {y:.2f})", 0.01,
@@ -315,8 +315,7 @@ def synthetic_campaign(path: Path, n: int, seed: int = 0) -> dict[str, Any]:
             "?, ?, ?, ?, ?, ?, ?)", rows)
         con.execute("COMMIT")
     con.execute("BEGIN")
-    con.executemany("INSERT INTO elites(cell, agent_id, fitness, updated_at) VALUES (?, ?, ?, 0)",
-                    [(c, a, f) for c, (a, f) in elites.items()])
+    con.executemany("INSERT INTO elites(cell, agent_id) VALUES (?, ?)", list(elites.items()))
     con.execute("COMMIT")
     for _, sql in indexes:
         con.execute(sql)

@@ -267,7 +267,7 @@ def _heatmap(conn: sqlite3.Connection, run: RunInfo) -> HeatmapData:
     y_edges = [float(v) for v in edges[1]] if d > 1 else [0.0, 1.0]
     nx, ny = len(x_edges) - 1, len(y_edges) - 1
     values: list[list[float | None]] = [[None] * nx for _ in range(ny)]
-    elites = conn.execute("SELECT e.fitness, a.descriptors FROM elites e JOIN agents a ON a.id = e.agent_id "
+    elites = conn.execute("SELECT a.fitness, a.descriptors FROM elites e JOIN agents a ON a.id = e.agent_id "
                           "WHERE a.descriptors IS NOT NULL ORDER BY e.cell").fetchall()
     best: list[float] | None = None
     if elites:

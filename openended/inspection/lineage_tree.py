@@ -49,7 +49,8 @@ def tree(db: ArchiveDB, *, max_nodes: int = 200, show_all: bool = False) -> dict
                     keep.update(fragment)
                 return True
 
-            if add_paths("SELECT agent_id FROM elites ORDER BY fitness DESC, agent_id"):
+            if add_paths("SELECT e.agent_id FROM elites e JOIN agents a ON a.id = e.agent_id "
+                         "ORDER BY a.fitness DESC, e.agent_id"):
                 # +status: walk the fitness index and stop early, instead of sorting every archived agent
                 add_paths("SELECT id FROM agents WHERE +status = 'archived' ORDER BY fitness DESC, id")
         rows = conn.execute(

@@ -37,7 +37,8 @@ def _store(db: Path) -> dict:
         state = json.loads(con.execute("SELECT state FROM runs").fetchone()[0])
         return {
             "agents": con.execute(f"SELECT {COLUMNS} FROM agents ORDER BY id").fetchall(),
-            "elites": con.execute("SELECT cell, agent_id, fitness FROM elites ORDER BY cell").fetchall(),
+            "elites": con.execute("SELECT e.cell, e.agent_id, a.fitness FROM elites e "
+                                  "JOIN agents a ON a.id = e.agent_id ORDER BY e.cell").fetchall(),
             "archive": state["archive"], "rng": state["rng"],
         }
     finally:
