@@ -14,7 +14,7 @@ import hashlib
 import json
 import sqlite3
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import zstandard
@@ -85,10 +85,10 @@ def _delta(content: bytes, base: bytes) -> bytes:
 
 
 def store_genomes(conn: sqlite3.Connection, genomes: Mapping[str, GenomeParts],
-                  bases: Mapping[str, str] | None = None) -> None:
-    """Insert genomes (by hash) and the blobs they hold that are not stored yet. ``bases``: a new blob's hash
-    -> a stored blob it may be kept as a delta of (the same file in the parent). The caller holds the
-    transaction."""
+                  bases: Callable[[], Mapping[str, str]] | None = None) -> None:
+    """Insert genomes (by hash) and the blobs they hold that are not stored yet. ``bases``: gives a new blob's
+    hash -> a stored blob it may be kept as a delta of (the same file in the parent); called only when a new
+    blob could be one. The caller holds the transaction."""
     blobs: dict[str, bytes] = {}
     for g in genomes.values():
         blobs.update(g.blobs)
@@ -111,8 +111,9 @@ def store_genomes(conn: sqlite3.Connection, genomes: Mapping[str, GenomeParts],
             rows[bh] = row
         # A delta is tried only for a file zlib could shrink: noise (random weights, already compressed data)
         # gains nothing from its parent's, and decoding the base plus a zstd pass cost a fifth of the inserts.
-        tries = {bh: bases[bh] for bh, row in rows.items()
-                 if bases and bh in bases and row[2] == 1 and row[3] <= _DELTA_MAX_BYTES}
+        candidates = [bh for bh, row in rows.items() if row[2] == 1 and row[3] <= _DELTA_MAX_BYTES]
+        known = bases() if candidates and bases is not None else {}
+        tries = {bh: known[bh] for bh in candidates if bh in known}
         base_rows = {h: (bid, depth) for h, bid, depth in conn.execute(
             "SELECT hash, id, depth FROM blobs WHERE hash IN (SELECT value FROM json_each(?)) AND depth < ?",
             (json.dumps(sorted(set(tries.values()))), MAX_DELTA_DEPTH))} if tries else {}

@@ -291,7 +291,7 @@ class ArchiveDB(StoreConnection, Reads):
                 checked.append(c)
             genomes = self._check_references(checked)
             recipes = self._compact(checked, genomes)
-            store_genomes(self.conn, genomes, self._delta_bases(checked, genomes))
+            store_genomes(self.conn, genomes, lambda: self._delta_bases(checked, genomes))
             self.conn.executemany(_UPDATE_SQL, self._update_rows(checked))
             if recipes:
                 self.conn.executemany("INSERT OR IGNORE INTO recipes(agent_id, method, hops) VALUES (?, ?, ?)", recipes)
