@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from archive_db.sql import migrations, split_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ROOT / "tests" / "tasks" / "toy"
@@ -131,3 +135,25 @@ def resume_cli(python: str, env: dict, db: Path, ray_address: str) -> None:
     resumed = subprocess.run([python, "-m", "openended", "resume", str(db), "--ray-address", ray_address, "--quiet"],
                              env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+
+# ---- a store as an older openended left it
+
+def _database_at(path: Path, version: int, descriptor_schema: dict | None = None) -> sqlite3.Connection:
+    """A new database at ``path`` with migrations 1..``version`` applied and its run row; an open connection
+    (autocommit) for the test to add the rows of that version's schema."""
+    con = sqlite3.connect(path, isolation_level=None)
+    for number, _name, script in migrations()[:version]:
+        for statement in split_sql(script):
+            con.execute(statement)
+        con.execute(f"PRAGMA user_version = {number}")
+    con.execute("INSERT INTO runs(id, name, task, seed, created_at, updated_at, schema_version, descriptor_schema) "
+                "VALUES (1, 'old', 'toy', 0, 0, 0, ?, ?)",
+                (version, json.dumps(descriptor_schema or {"names": ["x"]})))
+    return con
+
+
+@pytest.fixture
+def database_at() -> Callable[..., sqlite3.Connection]:
+    """``database_at(path, version, descriptor_schema=None)``: a database as schema ``version`` left it."""
+    return _database_at

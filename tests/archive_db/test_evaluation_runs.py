@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from archive_db import ArchiveDB, Evaluation, Outcome, Proposal
 from archive_db.records import MAX_RUN_AGENTS
-from archive_db.sql import migrations, split_sql
 
 SCHEMA = {"names": ["x", "y"], "bounds": [[0, 1], [0, 1]], "bins": [10, 10]}
 COLUMNS = ("agent_id", "stage", "started_at", "seconds", "exit_status", "fitness", "result", "stdout_tail",
@@ -115,15 +114,9 @@ def test_a_batch_is_one_row_and_a_lookup_reads_a_bounded_range(tmp_path):
     db.close()
 
 
-def test_a_version_10_database_keeps_its_evaluations_and_elites(tmp_path):
+def test_a_version_10_database_keeps_its_evaluations_and_elites(tmp_path, database_at):
     path = tmp_path / "v10.db"
-    con = sqlite3.connect(path, isolation_level=None)
-    for number, _name, script in migrations()[:10]:
-        for statement in split_sql(script):
-            con.execute(statement)
-        con.execute(f"PRAGMA user_version = {number}")
-    con.execute("INSERT INTO runs(id, name, task, seed, created_at, updated_at, schema_version, descriptor_schema) "
-                "VALUES (1, 'old', 'toy', 0, 0, 0, 10, '{\"names\": [\"x\", \"y\"]}')")
+    con = database_at(path, 10, {"names": ["x", "y"]})
     con.execute("INSERT INTO agents(id, operator, seed, created_at, status, fitness, descriptors, novelty) VALUES "
                 "(0, 'seed', 0, 0, 'proposed', NULL, NULL, NULL), (1, 'seed', 1, 0, 'proposed', NULL, NULL, NULL)")
     con.execute("UPDATE agents SET status = 'archived', genome_hash = 'h', fitness = id + 0.5, "

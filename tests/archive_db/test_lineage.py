@@ -4,15 +4,12 @@ taken at any point between them, read-only or not; an older database upgrades.""
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archive_db.lineage as lineage
 from archive_db import ArchiveDB, Outcome, Proposal
-from archive_db.sql import migrations, split_sql
 
 SCHEMA = {"names": ["x"]}
 
@@ -74,15 +71,9 @@ def test_counts_equal_the_queries_across_snapshots(tmp_path_factory, monkeypatch
     db.close()
 
 
-def test_a_version_8_database_upgrades_and_counts_its_agents(tmp_path):
+def test_a_version_8_database_upgrades_and_counts_its_agents(tmp_path, database_at):
     path = tmp_path / "old.db"
-    con = sqlite3.connect(path, isolation_level=None)
-    for number, _name, script in migrations()[:8]:
-        for statement in split_sql(script):
-            con.execute(statement)
-        con.execute(f"PRAGMA user_version = {number}")
-    con.execute("INSERT INTO runs(id, name, task, seed, created_at, updated_at, schema_version, descriptor_schema) "
-                "VALUES (1, 'old', 'toy', 0, 0, 0, 8, '{\"names\": [\"x\"]}')")
+    con = database_at(path, 8)
     con.execute("INSERT INTO agents(id, parent_id, operator, seed, created_at, status) VALUES "
                 "(0, NULL, 'seed', 0, 0, 'proposed'), (1, 0, 'op', 1, 0, 'proposed'), (2, 0, 'op', 2, 0, 'proposed'), "
                 "(3, 2, 'op', 3, 0, 'proposed')")

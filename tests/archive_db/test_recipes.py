@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archive_db import ArchiveDB, Outcome, Proposal, Recipe, RegenerationError
-from archive_db.sql import migrations, split_sql
+from archive_db.sql import migrations
 from openended.mutation.gaussian import VERSION, dump_params, recipe_params, regenerate
 
 SCHEMA = {"names": ["x", "y"]}
@@ -190,15 +190,9 @@ def test_materialise_stores_a_compact_genome_in_full(tmp_path):
             db.agent_files(2)
 
 
-def test_a_version_4_database_migrates_and_keeps_its_genomes(tmp_path):
+def test_a_version_4_database_migrates_and_keeps_its_genomes(tmp_path, database_at):
     path = tmp_path / "old.db"
-    con = sqlite3.connect(path, isolation_level=None)
-    for number, _name, script in migrations()[:4]:
-        for statement in split_sql(script):
-            con.execute(statement)
-        con.execute(f"PRAGMA user_version = {number}")
-    con.execute("INSERT INTO runs(id, name, task, seed, created_at, updated_at, schema_version, descriptor_schema) "
-                "VALUES (1, 'old', 'toy', 0, 0, 0, 4, ?)", (json.dumps(SCHEMA),))
+    con = database_at(path, 4, SCHEMA)
     con.close()
     with ArchiveDB(path) as db:  # the writer migrates (a v4 store wrote genomes in full, as this one can)
         assert db.schema_version == len(migrations())

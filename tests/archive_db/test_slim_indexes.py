@@ -7,20 +7,13 @@ from __future__ import annotations
 import sqlite3
 
 from archive_db import STATUSES, ArchiveDB
-from archive_db.sql import migrations, split_sql
 
 AGENTS = [(0, None, "archived"), (1, 0, "rejected"), (2, 0, "failed"), (3, 1, "proposed"), (4, 1, "mutated"),
           (5, 3, "proposed"), (6, 2, "evaluated")]
 
 
-def old_db(path, version: int) -> None:
-    con = sqlite3.connect(path, isolation_level=None)
-    for number, _name, script in migrations()[:version]:
-        for statement in split_sql(script):
-            con.execute(statement)
-        con.execute(f"PRAGMA user_version = {number}")
-    con.execute("INSERT INTO runs(id, name, task, seed, created_at, updated_at, schema_version, descriptor_schema) "
-                f"VALUES (1, 'old', 'toy', 0, 0, 0, {version}, '{{\"names\": [\"x\"]}}')")
+def add_agents(con: sqlite3.Connection) -> None:
+    """The agents of ``AGENTS`` in a version-6 schema; closes ``con``."""
     for aid, parent, status in AGENTS:
         done = status not in ("proposed", "failed")
         con.execute("INSERT INTO agents(id, parent_id, operator, seed, created_at, status, genome_hash, fitness, "
@@ -37,9 +30,9 @@ def indexes(db: ArchiveDB) -> set[str]:
     return {r[0] for r in db.conn.execute(sql)}
 
 
-def test_a_version_6_database_upgrades_to_partial_status_indexes(tmp_path):
+def test_a_version_6_database_upgrades_to_partial_status_indexes(tmp_path, database_at):
     path = tmp_path / "old.db"
-    old_db(path, 6)
+    add_agents(database_at(path, 6))
     with ArchiveDB(path) as db:
         assert db.schema_version >= 7
         names = indexes(db)
@@ -52,9 +45,9 @@ def test_a_version_6_database_upgrades_to_partial_status_indexes(tmp_path):
         assert db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_pending_and_failed_agents_are_found_through_their_partial_index(tmp_path):
+def test_pending_and_failed_agents_are_found_through_their_partial_index(tmp_path, database_at):
     path = tmp_path / "old.db"
-    old_db(path, 6)
+    add_agents(database_at(path, 6))
     with ArchiveDB(path) as db:
         for status in ("proposed", "mutated", "evaluated", "failed"):
             plan = db.conn.execute(f"EXPLAIN QUERY PLAN SELECT * FROM agents WHERE status = '{status}' "

@@ -4,14 +4,11 @@ store writes, and after migrating a database that had agents before the totals e
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archive_db import STATUSES, ArchiveDB, Outcome, Proposal
-from archive_db.sql import migrations, split_sql
 
 SCHEMA = {"names": ["x", "y"]}
 SCANNED_OPERATORS = """
@@ -92,15 +89,9 @@ def test_totals_equal_a_scan_after_any_writes(tmp_path_factory, steps, batch):
     db.close()
 
 
-def test_a_version_5_database_gets_its_totals_from_its_agents(tmp_path):
+def test_a_version_5_database_gets_its_totals_from_its_agents(tmp_path, database_at):
     path = tmp_path / "old.db"
-    con = sqlite3.connect(path, isolation_level=None)
-    for number, _name, script in migrations()[:5]:
-        for statement in split_sql(script):
-            con.execute(statement)
-        con.execute(f"PRAGMA user_version = {number}")
-    con.execute("INSERT INTO runs(id, name, task, seed, created_at, updated_at, schema_version, descriptor_schema) "
-                "VALUES (1, 'old', 'toy', 0, 0, 0, 5, '{\"names\": [\"x\", \"y\"]}')")
+    con = database_at(path, 5, {"names": ["x", "y"]})
     con.execute("INSERT INTO agents(id, parent_id, operator, seed, created_at, status, tokens_in, cost, fail_stage, "
                 "fail_reason) VALUES (0, NULL, 'seed', 0, 0, 'proposed', 0, 0, NULL, NULL), "
                 "(1, 0, 'llm_diff', 1, 0, 'proposed', 7, 0.25, NULL, NULL), "
