@@ -129,14 +129,15 @@ def _check_recipes(conn: sqlite3.Connection, report: IntegrityReport) -> None:
 
 
 def _check_evaluation_runs(conn: sqlite3.Connection, report: IntegrityReport) -> None:
-    """A run that covers several agents must cover existing, finished ones (their fitness is the run's)."""
-    for run_id, first, agents, found in conn.execute(
-            "SELECT r.id, r.agent_id, r.agents, (SELECT COUNT(*) FROM agents a WHERE a.id BETWEEN r.agent_id "
-            "AND r.agent_id + r.agents - 1 AND a.status IN ('archived', 'rejected', 'failed')) "
-            "FROM evaluation_runs r WHERE r.agents > 1"):
-        if found != agents:
-            report.add(f"evaluation run {run_id}: covers agents {first}..{first + agents - 1}, of which "
-                       f"{agents - found} are missing or unfinished")
+    """A run evaluated as many agents as it says; one shared by several, only finished ones (their fitness is
+    the run's)."""
+    for run_id, agents, found, finished in conn.execute(
+            "SELECT r.id, r.agents, COALESCE(c.n, 0), COALESCE(c.finished, 0) FROM evaluation_runs r LEFT JOIN "
+            "(SELECT m.run_id, COUNT(*) AS n, SUM(a.status IN ('archived', 'rejected', 'failed')) AS finished "
+            " FROM evaluation_agents m JOIN agents a ON a.id = m.agent_id GROUP BY m.run_id) c ON c.run_id = r.id "
+            "WHERE COALESCE(c.n, 0) <> r.agents OR (r.agents > 1 AND COALESCE(c.finished, 0) <> r.agents)"):
+        report.add(f"evaluation run {run_id}: says {agents} agents, evaluation_agents names {found}"
+                   + (f", {found - finished} of them unfinished" if agents > 1 else ""))
 
 
 def _check_totals(conn: sqlite3.Connection, report: IntegrityReport) -> None:

@@ -304,11 +304,6 @@ def check_outcome(o: object, current: AgentState, *, n_descriptors: int | None =
 
 
 EvaluationRow = tuple[int, str, float, float, int | None, float | None, str | None, str, str, str | None]
-EvaluationRunRow = tuple[int, int, str, float, float, int | None, float | None, str | None, str, str, str | None]
-
-#: The most agents one ``evaluation_runs`` row covers (migration 0011's CHECK; the ``evaluations`` view looks
-#: this far back in the index for an agent's runs).
-MAX_RUN_AGENTS = 1024
 
 
 def check_evaluation(ev: object, now: float) -> EvaluationRow:
@@ -332,21 +327,28 @@ def check_evaluation(ev: object, now: float) -> EvaluationRow:
             ev.stderr_tail or "", ev.failure_kind)
 
 
-def evaluation_runs(rows: Iterable[EvaluationRow], finished: Mapping[int, float | None]) -> list[EvaluationRunRow]:
-    """Checked evaluation rows as ``evaluation_runs`` rows ``(agent_id, agents, stage, ...)``. The rows of
-    consecutive agents (one sandbox run of a batch) that differ only in agent id and fitness, each fitness its
-    finished agent's (``finished``: agent id -> stored fitness, for agents in a terminal status), become one row
-    covering them, with no fitness of its own; any other row stays one row for one agent, its fitness kept."""
-    runs: list[list[Any]] = []  # [first row, agents, shares the agents' fitness]
+class EvaluationRun(NamedTuple):
+    """One sandbox run as stored: its ``evaluation_runs`` columns after the count of agents (``stage`` ...
+    ``failure_kind``; the fitness None when it is shared) and the agents it evaluated."""
+
+    columns: tuple[object, ...]
+    agent_ids: list[int]
+
+
+def evaluation_runs(rows: Iterable[EvaluationRow], finished: Mapping[int, float | None]) -> list[EvaluationRun]:
+    """Checked evaluation rows as sandbox runs. Adjacent rows of different agents (one run of a batch) that
+    differ only in agent id and fitness, each fitness its finished agent's (``finished``: agent id -> stored
+    fitness, for agents in a terminal status), become one run with no fitness of its own; any other row is a
+    run of one agent, its fitness kept."""
+    runs: list[tuple[EvaluationRow, list[int], bool]] = []  # (first row, agents, shares the agents' fitness)
     for row in rows:
         aid, fitness, rest = row[0], row[5], row[1:5] + row[6:]
         shared = aid in finished and finished[aid] == fitness
         if runs:
-            first, count, was_shared = runs[-1]
-            if (shared and was_shared and first[0] + count == aid and count < MAX_RUN_AGENTS
-                    and first[1:5] + first[6:] == rest):
-                runs[-1][1] += 1
+            first, agents, was_shared = runs[-1]
+            if shared and was_shared and aid not in agents and first[1:5] + first[6:] == rest:
+                agents.append(aid)
                 continue
-        runs.append([row, 1, shared])
-    return [(first[0], count, *first[1:5], first[5] if count == 1 else None, *first[6:])
-            for first, count, _ in runs]
+        runs.append((row, [aid], shared))
+    return [EvaluationRun((*first[1:5], first[5] if len(agents) == 1 else None, *first[6:]), agents)
+            for first, agents, _ in runs]

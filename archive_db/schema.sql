@@ -64,9 +64,15 @@ CREATE TABLE "elites" (
     agent_id INTEGER NOT NULL REFERENCES agents(id)
 );
 
-CREATE TABLE "evaluation_runs" (
+CREATE TABLE evaluation_agents (
+    agent_id INTEGER NOT NULL REFERENCES agents(id),
+    run_id   INTEGER NOT NULL REFERENCES evaluation_runs(id),
+    PRIMARY KEY (agent_id, run_id)
+) WITHOUT ROWID;
+
+CREATE TABLE evaluation_runs (
     id           INTEGER PRIMARY KEY,
-    agent_id     INTEGER NOT NULL REFERENCES agents(id),
+    agents       INTEGER NOT NULL DEFAULT 1 CHECK (agents >= 1),
     stage        TEXT NOT NULL,
     started_at   REAL NOT NULL,
     seconds      REAL NOT NULL,
@@ -76,7 +82,7 @@ CREATE TABLE "evaluation_runs" (
     stdout_tail  TEXT NOT NULL DEFAULT '',
     stderr_tail  TEXT NOT NULL DEFAULT '',
     failure_kind TEXT
-, agents INTEGER NOT NULL DEFAULT 1 CHECK (agents BETWEEN 1 AND 1024));
+);
 
 CREATE TABLE genomes (
     hash        TEXT PRIMARY KEY,              -- sha256 over the sorted (path, blob hash) pairs
@@ -172,8 +178,6 @@ CREATE INDEX idx_blobs_base ON blobs(base) WHERE base IS NOT NULL;
 
 CREATE INDEX idx_elites_agent ON elites(agent_id);
 
-CREATE INDEX idx_evaluation_runs_agent ON evaluation_runs(agent_id);
-
 CREATE INDEX idx_stats_at ON stats(at);
 
 CREATE INDEX transcripts_agent ON transcripts(agent_id);
@@ -238,9 +242,10 @@ BEGIN
 END;
 
 CREATE VIEW evaluations AS
-SELECT r.id AS id, a.id AS agent_id, r.stage AS stage, r.started_at AS started_at, r.seconds AS seconds,
-       r.exit_status AS exit_status, CASE WHEN r.agents = 1 THEN r.fitness ELSE a.fitness END AS fitness,
+SELECT r.id AS id, m.agent_id AS agent_id, r.stage AS stage, r.started_at AS started_at, r.seconds AS seconds,
+       r.exit_status AS exit_status,
+       CASE WHEN r.agents = 1 THEN r.fitness ELSE (SELECT a.fitness FROM agents AS a WHERE a.id = m.agent_id) END
+           AS fitness,
        r.result AS result, r.stdout_tail AS stdout_tail, r.stderr_tail AS stderr_tail,
        r.failure_kind AS failure_kind
-FROM agents AS a JOIN evaluation_runs AS r
-  ON r.agent_id <= a.id AND r.agent_id > a.id - 1024 AND a.id < r.agent_id + r.agents;
+FROM evaluation_agents AS m JOIN evaluation_runs AS r ON r.id = m.run_id;

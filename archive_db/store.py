@@ -388,11 +388,15 @@ class ArchiveDB(StoreConnection, Reads):
             if ids - {r[0] for r in agents}:
                 raise UnknownAgentError(f"unknown agent id {min(ids - {r[0] for r in agents})}")
             finished = {aid: fitness for aid, terminal, fitness in agents if terminal}
+            runs = evaluation_runs(rows, finished)
+            first_id = self._count("SELECT COALESCE(MAX(id), 0) + 1 FROM evaluation_runs")
             self.conn.executemany(
-                "INSERT INTO evaluation_runs(agent_id, agents, stage, started_at, seconds, exit_status, fitness, "
-                "result, stdout_tail, stderr_tail, failure_kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                evaluation_runs(rows, finished),
-            )
+                "INSERT INTO evaluation_runs(id, agents, stage, started_at, seconds, exit_status, fitness, result, "
+                "stdout_tail, stderr_tail, failure_kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(first_id + i, len(run.agent_ids), *run.columns) for i, run in enumerate(runs)])
+            self.conn.executemany(
+                "INSERT INTO evaluation_agents(agent_id, run_id) VALUES (?, ?)",
+                [(aid, first_id + i) for i, run in enumerate(runs) for aid in run.agent_ids])
 
     def add_transcript(self, agent_id: int, *, calls: int, rejected: int, tokens_in: int, tokens_out: int,
                        cost: float, limit_hit: str | None, entries: list[dict[str, Any]], dropped: int = 0) -> None:

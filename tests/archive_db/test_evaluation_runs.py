@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archive_db import ArchiveDB, Evaluation, Outcome, Proposal
-from archive_db.records import MAX_RUN_AGENTS
 
 SCHEMA = {"names": ["x", "y"], "bounds": [[0, 1], [0, 1]], "bins": [10, 10]}
 COLUMNS = ("agent_id", "stage", "started_at", "seconds", "exit_status", "fitness", "result", "stdout_tail",
@@ -88,29 +85,33 @@ def test_every_evaluation_reads_back_as_it_was_added(tmp_path_factory, seed, n, 
     for aid in rng.sample(range(n), min(n, 10)):
         got = [tuple(row[c] for c in COLUMNS) for row in db.evaluations(aid)]
         assert got == [r for r in expected if r[0] == aid]
-    stored = db.conn.execute("SELECT COUNT(*), COALESCE(MAX(agents), 1) FROM evaluation_runs").fetchone()
-    assert stored[0] <= len(evaluations) and stored[1] <= MAX_RUN_AGENTS
+    stored = db.conn.execute("SELECT COUNT(*), COALESCE(SUM(agents), 0) FROM evaluation_runs").fetchone()
+    assert stored[0] <= len(evaluations) and stored[1] == len(evaluations)
+    assert db.check_integrity().ok
     db.close()
     with ArchiveDB(path, readonly=True) as ro:  # a fresh connection reads the same
         assert read_all(ro) == expected
 
 
-def test_a_batch_is_one_row_and_a_lookup_reads_a_bounded_range(tmp_path):
-    n = 2 * MAX_RUN_AGENTS + 100
-    fitness = {i: -float(i) for i in range(n)}
-    db = new_db(tmp_path / "b.db", n, fitness)
-    db.add_evaluations([Evaluation(i, "evaluate", 0.2, exit_status=0, fitness=-float(i), started_at=5.0)
+def plan(db: ArchiveDB, sql: str) -> str:
+    return " | ".join(r[-1] for r in db.conn.execute("EXPLAIN QUERY PLAN " + sql))
+
+
+def test_a_batch_is_one_run_and_reads_by_agent_use_the_keys(tmp_path):
+    n = 3000
+    db = new_db(tmp_path / "b.db", n, {i: -float(i) for i in range(n)})
+    db.add_evaluations([Evaluation(i, "evaluate", 0.2, exit_status=0, fitness=-float(i), started_at=5.0 + i // 1000)
                         for i in range(n)])
-    runs = db.conn.execute("SELECT agent_id, agents, fitness FROM evaluation_runs ORDER BY id").fetchall()
-    assert runs == [(0, MAX_RUN_AGENTS, None), (MAX_RUN_AGENTS, MAX_RUN_AGENTS, None), (2 * MAX_RUN_AGENTS, 100, None)]
+    runs = db.conn.execute("SELECT agents, fitness FROM evaluation_runs ORDER BY id").fetchall()
+    assert runs == [(1000, None)] * 3
     assert [r["fitness"] for r in db.evaluations(n - 1)] == [-float(n - 1)]
-    assert [r["agent_id"] for r in db.evaluations(MAX_RUN_AGENTS)] == [MAX_RUN_AGENTS]
-    plan = " | ".join(r[-1] for r in db.conn.execute(
-        "EXPLAIN QUERY PLAN SELECT * FROM evaluations WHERE agent_id = ?", (n - 1,)))
-    assert "idx_evaluation_runs_agent" in plan and "SCAN" not in plan, plan
-    with pytest.raises(sqlite3.IntegrityError):  # the bound the view's lookup relies on
-        db.conn.execute("INSERT INTO evaluation_runs(agent_id, agents, stage, started_at, seconds) "
-                        "VALUES (0, ?, 'x', 0, 0)", (MAX_RUN_AGENTS + 1,))
+    lookup = plan(db, "SELECT * FROM evaluations WHERE agent_id = 5")
+    assert "SEARCH m USING PRIMARY KEY (agent_id=?)" in lookup and "SEARCH r USING INTEGER PRIMARY KEY" in lookup
+    # joined from agents (raw SQL, the dashboard): one key lookup per agent, never a scan per agent
+    for where in ("a.status = 'archived'", "e.stage = 'evaluate'", "e.failure_kind = 'crash'"):
+        joined = plan(db, f"SELECT a.id, e.seconds FROM agents a JOIN evaluations e ON e.agent_id = a.id WHERE {where}")
+        scans = [step for step in joined.split(" | ") if step.startswith("SCAN")]
+        assert len(scans) <= 1, joined
     db.close()
 
 
@@ -143,7 +144,10 @@ def test_a_run_over_missing_agents_is_reported(tmp_path):
     db.add_evaluations([Evaluation(i, "evaluate", 0.2, exit_status=0, fitness=-1.0 - i, started_at=5.0)
                         for i in range(3)])
     assert db.check_integrity().ok
-    db.conn.execute("UPDATE evaluation_runs SET agents = 4")  # agent 3 is only proposed
+    db.conn.execute("INSERT INTO evaluation_agents(agent_id, run_id) VALUES (3, 1)")  # agent 3 is only proposed
+    db.conn.execute("UPDATE evaluation_runs SET agents = 4")
     problems = db.check_integrity().problems
-    assert any("evaluation run" in p and "0..3" in p for p in problems), problems
+    assert any("evaluation run 1" in p and "1 of them unfinished" in p for p in problems), problems
+    db.conn.execute("UPDATE evaluation_runs SET agents = 5")
+    assert any("says 5 agents, evaluation_agents names 4" in p for p in db.check_integrity().problems)
     db.close()
