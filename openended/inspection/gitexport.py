@@ -149,7 +149,8 @@ def export_git(db: ArchiveDB, agent_id: int, out_dir: str | os.PathLike[str], *,
     write), then points ``main`` and HEAD at the agent and checks it out."""
     import git
 
-    root = _target_dir(out_dir, overwrite, Path(db.path))
+    # absolute: git runs fast-import inside the new repository, where a relative marks path would point elsewhere
+    root = _target_dir(out_dir, overwrite, Path(db.path)).absolute()
     steps = _lineage_files(db, agent_id)
     root.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))

@@ -158,6 +158,17 @@ def test_the_same_lineage_gives_the_same_commit_hashes(evolved, tmp_path):
     assert shorter["commits"] == first["commits"][:-1]
 
 
+def test_a_relative_folder_is_the_current_folders(evolved, tmp_path, monkeypatch):
+    """As the README writes it (``--git ./lineage``): git runs inside the new repository, so a relative path
+    handed to it once pointed elsewhere and the export failed."""
+    db_path, agent = evolved
+    first = cli_json("export", db_path, str(agent), "--git", tmp_path / "one")
+    monkeypatch.chdir(tmp_path)
+    relative = cli_json("export", db_path, str(agent), "--git", "./lineage")
+    assert relative["commits"] == first["commits"]
+    assert git.Repo(tmp_path / "lineage").head.commit.hexsha == first["commits"][-1]["commit"]
+
+
 # ---------------------------------------------------------------------------------------------
 # git diff between two agents = openended diff of those agents
 
