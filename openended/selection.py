@@ -38,6 +38,8 @@ All strategies are vectorised over the members (no Python loop over members).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -187,30 +189,38 @@ STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+def _number(value: Any, *, integer: bool = False) -> bool:
+    if isinstance(value, bool):
+        return False
+    if integer:
+        return isinstance(value, (int, np.integer))
+    return isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)
+
+
+# What each strategy parameter's value must be: (test, the words for it).
+_PARAM_RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("tournament", "size"): (lambda v: _number(v, integer=True) and v >= 1, "an integer >= 1"),
+    ("score_child", "lam"): (_number, "a finite number"),
+    ("score_child", "midpoint"): (_number, "a finite number"),
+    ("novelty", "eps"): (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    ("novelty", "recent"): (lambda v: _number(v, integer=True) and v >= 0, "an integer >= 0"),
+    ("novelty", "power"): (lambda v: _number(v) and v > 0, "a number > 0"),
+    ("clade", "prior"): (lambda v: _number(v) and v > 0, "a number > 0"),
+}
+
+
 def check_params(strategy: str, params: dict) -> dict:
-    """The strategy's parameters with defaults filled in; ValueError naming an unknown strategy or parameter."""
+    """The strategy's parameters with defaults filled in; ValueError naming an unknown strategy or parameter,
+    or a value it cannot take (what it must be, and what it got)."""
     if strategy not in STRATEGY_PARAMS:
         raise ValueError(f"unknown selection strategy {strategy!r}; "
                          f"valid strategies: {', '.join(SELECTION_STRATEGIES)}")
-    return _params(strategy, params, STRATEGY_PARAMS[strategy])
-
-
-def _novelty_params(params: dict) -> dict:
-    """The novelty strategy's parameters, checked."""
-    p = check_params("novelty", params)
-    power = p["power"]
-    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 < power < float("inf"):
-        raise ValueError(f"novelty power must be a number > 0, got {power!r}")
-    return p
-
-
-def _clade_params(params: dict) -> dict:
-    """The clade strategy's parameters, checked."""
-    p = check_params("clade", params)
-    prior = p["prior"]
-    if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0 < prior < float("inf"):
-        raise ValueError(f"clade prior must be a number > 0, got {prior!r}")
-    return p
+    checked = _params(strategy, params, STRATEGY_PARAMS[strategy])
+    for name, value in checked.items():
+        test, words = _PARAM_RULES.get((strategy, name), (lambda v: True, ""))
+        if not test(value):
+            raise ValueError(f"{strategy} {name} must be {words}, got {value!r}")
+    return checked
 
 
 def _clades(counts: LineageCounts) -> Clades:
@@ -248,7 +258,7 @@ def selection_weights(strategy: str, archive: Archive, counts: LineageCounts, **
         sig = 1.0 / (1.0 + np.exp(-float(p["lam"]) * (fn - float(p["midpoint"]))))
         return sig / (1.0 + counts.children(m["agent_id"]))
     if strategy == "novelty":
-        p = _novelty_params(params)
+        p = check_params("novelty", params)
         w = np.maximum(m["novelty"], float(p["eps"])) ** float(p["power"])
         recent = _recent_slots(archive, int(p["recent"]))
         if recent is not None:
@@ -266,7 +276,7 @@ def selection_weights(strategy: str, archive: Archive, counts: LineageCounts, **
         w[int(np.argmax(m["agent_id"]))] = 1.0
         return w
     if strategy == "clade":  # the posterior mean (selection itself samples, see select_parents)
-        prior = float(_clade_params(params)["prior"])
+        prior = float(check_params("clade", params)["prior"])
         clades = _clades(counts)
         trials, successes = clades.trials(m["agent_id"]), clades.successes(m["agent_id"])
         return (prior + successes) / (2 * prior + trials)
@@ -309,10 +319,7 @@ def select_parents(strategy: str, archive: Archive, counts: LineageCounts, rng: 
         check_params(strategy, params)
         return ids[rng.integers(0, size, size=n)].copy()
     if strategy == "tournament":
-        p = check_params(strategy, params)
-        t = p["size"]
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
-            raise ValueError(f"tournament size must be an integer >= 1, got {t!r}")
+        t = check_params(strategy, params)["size"]
         entrants = rng.integers(0, size, size=(n, int(t)))
         fit = archive.members()["fitness"][entrants]
         winners = entrants[np.arange(n), np.argmax(fit, axis=1)]
@@ -321,10 +328,10 @@ def select_parents(strategy: str, archive: Archive, counts: LineageCounts, rng: 
         check_params(strategy, params)
         return np.full(n, ids.max(), dtype=np.int64)
     if strategy == "clade":
-        prior = float(_clade_params(params)["prior"])
+        prior = float(check_params("clade", params)["prior"])
         return ids[_clades(counts).thompson(ids, rng, n, prior)].copy()
     if strategy == "novelty":
-        p = _novelty_params(params)
+        p = check_params("novelty", params)
         recent = _recent_slots(archive, int(p["recent"]))
         if recent is not None:
             w = np.maximum(archive.members()["novelty"][recent], float(p["eps"])) ** float(p["power"])

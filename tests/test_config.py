@@ -79,3 +79,32 @@ def test_flag_into_a_scalar_key_is_a_config_error(tmp_path):
     path.write_text("budget = 5\n")
     with pytest.raises(ConfigError, match="'budget' must be a table"):
         load_config(path, {"budget.max_children": 10})
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('[selection]\nstrategy = "novelty"\nparams = { power = "x" }\n', "novelty power must be a number > 0, got 'x'"),
+    ('[selection]\nstrategy = "novelty"\nparams = { recent = -5 }\n', "novelty recent must be an integer >= 0"),
+    ('[selection]\nstrategy = "tournament"\nparams = { size = 0 }\n', "tournament size must be an integer >= 1"),
+    ('[selection]\nstrategy = "clade"\nparams = { prior = 0.0 }\n', "clade prior must be a number > 0"),
+    ('[mutation]\noperator = "gaussian"\nparams = { sigma = -0.3 }\n', "sigma must be a finite number >= 0"),
+    ('[mutation]\noperator = "ast"\nparams = { edits = 0 }\n', "edits must be an integer >= 1"),
+    ('[mutation]\noperator = "ast"\nparams = { kinds = ["nope"] }\n', "AST edit kinds must be"),
+])
+def test_a_parameter_value_a_strategy_or_operator_cannot_take_is_a_config_error(tmp_path, table, message):
+    """Before anything is created: such a value once failed every child, or crashed the first selection and
+    left a campaign that could not resume with the value mended."""
+    path = tmp_path / "c.toml"
+    path.write_text(table)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    key = "selection.params" if table.startswith("[selection]") else "mutation.params"
+    assert message in text and key in text and str(path) in text, text
+
+
+def test_the_default_parameters_pass(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[selection]\nstrategy = "novelty"\nparams = { power = 2, recent = 0, eps = 0.0 }\n'
+                    '[mutation]\noperator = "gaussian"\nparams = { sigma = 0 }\n')
+    cfg = load_config(path)
+    assert cfg.selection.params["power"] == 2 and cfg.mutation.params["sigma"] == 0

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from openended.mutation.ast_edit import ast_mutate
-from openended.mutation.gaussian import gaussian, random_params
+from openended.mutation.ast_edit import EDIT_KINDS, ast_mutate, check_edit_params
+from openended.mutation.gaussian import check_scale, gaussian, random_params
 from openended.mutation.tune import PARAMS as TUNE_PARAMS
 from openended.mutation.tune import TuneParams
 from openended.names import ROOT_OPERATORS, Files
@@ -66,13 +66,19 @@ OPERATOR_PARAMS: dict[str, set[str]] = {
 
 
 def check_params(operator: str, params: dict) -> None:
-    """ValueError naming an unknown operator or a parameter the operator does not read."""
+    """ValueError naming an unknown operator, a parameter the operator does not read, or a value it cannot take."""
     if operator not in OPERATOR_PARAMS:
         raise ValueError(f"unknown mutation operator {operator!r}; known: {', '.join(OPERATOR_PARAMS)}")
     unknown = sorted(set(params) - OPERATOR_PARAMS[operator])
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for mutation operator {operator!r} "
                          f"(valid: {sorted(OPERATOR_PARAMS[operator]) or 'none'})")
+    for name in ("sigma", "scale"):  # gaussian, random; ast's scale is checked with its other parameters
+        if name in params and operator in ("gaussian", "random"):
+            check_scale(name, params[name])
+    if operator == "ast":
+        check_edit_params(scale=params.get("scale", 0.2), edits=params.get("edits", 1),
+                          kinds=params.get("kinds", EDIT_KINDS))
     if operator == "tune":
         TuneParams.of(params)
     if operator == "self_improve":

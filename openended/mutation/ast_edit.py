@@ -137,6 +137,19 @@ def _apply(tree: ast.Module, kind: str, index: int, rng: np.random.Generator, sc
     raise AssertionError(f"no {kind} edit number {index}")  # _sites and _apply disagree: a bug
 
 
+def check_edit_params(*, scale: object, edits: object, kinds: object) -> tuple[str, ...]:
+    """The edit kinds as a tuple; ValueError saying which parameter is out of range and what it got."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds) if isinstance(kinds, (list, tuple)) else (kinds,)
+    unknown = sorted(set(map(str, kinds)) - set(EDIT_KINDS))
+    if unknown or not kinds or not all(isinstance(k, str) for k in kinds):
+        raise ValueError(f"AST edit kinds must be a non-empty subset of {list(EDIT_KINDS)}, got {list(kinds)}")
+    if isinstance(edits, bool) or not (isinstance(edits, int) and edits >= 1):
+        raise ValueError(f"edits must be an integer >= 1, got {edits!r}")
+    if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    return kinds
+
+
 def edit_source(source: str, rng: np.random.Generator, *, scale: float = 0.2, edits: int = 1,
                 kinds: Iterable[str] = EDIT_KINDS, filename: str = "<code>") -> str:
     """``source`` after ``edits`` random AST edits, as ``ast.unparse`` text.
@@ -147,14 +160,7 @@ def edit_source(source: str, rng: np.random.Generator, *, scale: float = 0.2, ed
     Raises:
         ValueError: the source does not parse, a parameter is out of range, or no edit can change it.
     """
-    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-    unknown = sorted(set(kinds) - set(EDIT_KINDS))
-    if unknown or not kinds:
-        raise ValueError(f"AST edit kinds must be a non-empty subset of {list(EDIT_KINDS)}, got {list(kinds)}")
-    if not (isinstance(edits, int) and edits >= 1):
-        raise ValueError(f"edits must be an integer >= 1, got {edits!r}")
-    if not (math.isfinite(scale) and scale >= 0):
-        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    kinds = check_edit_params(scale=scale, edits=edits, kinds=kinds)
     try:
         parent = ast.parse(source, filename=filename)
     except SyntaxError as exc:

@@ -74,15 +74,21 @@ def dump_params(array: np.ndarray) -> bytes:
     return header + flat.tobytes()
 
 
+def check_scale(name: str, value: object) -> float:
+    """A noise scale (``sigma``, ``scale``) as a float; ValueError naming it unless a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def gaussian(files: Files, rng: np.random.Generator, *, sigma: float, params_file: str = "weights.npy") -> Files:
     """Child = parent + ``sigma`` * N(0, 1) per weight; every other file is copied unchanged.
 
     Raises:
         ValueError: if the parameter file is missing or bad, or ``sigma`` is negative / non-finite.
     """
-    sigma = float(sigma)
-    if not np.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+    sigma = check_scale("sigma", sigma)
     parent = load_params(files, params_file)
     child = parent + sigma * rng.standard_normal(parent.shape[0])
     out = dict(files)
@@ -117,9 +123,7 @@ def made_with() -> str:
 def random_params(rng: np.random.Generator, *, count: int, scale: float, params_file: str = "weights.npy") -> Files:
     """A fresh genome: ``count`` weights drawn from N(0, ``scale``**2)."""
     count = int(count)
-    scale = float(scale)
+    scale = check_scale("scale", scale)
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
-    if not np.isfinite(scale) or scale < 0:
-        raise ValueError(f"scale must be a finite number >= 0, got {scale}")
     return {params_file: dump_params(scale * rng.standard_normal(count))}
