@@ -28,7 +28,8 @@ def main() -> None:
           f"  openended lineage {db} best\n"
           f"  openended plot {db} --out figures/\n"
           f"  openended serve {db}              # browse it in datasette\n"
-          f"Resume or extend it with:  openended resume {db} --budget 100000")
+          f"Continue it (after a stop, or on past the exit) with:\n"
+          f"  openended resume {db} --budget 100000 --no-stop-at-target")
 
 
 if __name__ == "__main__":

@@ -134,12 +134,16 @@ def resume(
         metavar="ADDRESS", help="join a running Ray cluster (ray start --head); default: a local Ray")] = None,
     sandbox: Annotated[str | None, typer.Option(
         metavar="KIND", help=f"where children are evaluated: {', '.join(SANDBOX_KINDS)}")] = None,
+    stop_at_target: Annotated[bool | None, typer.Option(
+        "--stop-at-target/--no-stop-at-target",
+        help="end once a child reaches the task's target (--no-stop-at-target: search on past it)")] = None,
     quiet: Annotated[bool, typer.Option(help="plain log lines even on a terminal")] = False,
 ):
     """Continue a stopped or crashed campaign exactly where it stopped.
 
-    Only the budgets, --max-in-flight, --batch-size, --grace-seconds, the Ray address and the sandbox
-    may change; the task, seed, archive and selection stay as the campaign started.
+    Only the budgets (and whether the task's target ends it), --max-in-flight, --batch-size, --grace-seconds,
+    the Ray address and the sandbox may change; the task, seed, archive and selection stay as the campaign
+    started.
     """
     if not db.exists():
         _fail(f"no such database: {db}")
@@ -147,7 +151,7 @@ def resume(
         cfg = load_config(None, {"db": str(db), "budget.max_children": budget, "budget.max_wall_seconds": max_seconds,
                                  "budget.max_tokens": max_tokens, "max_in_flight": max_in_flight,
                                  "batch_size": batch_size, "grace_seconds": grace_seconds, "ray_address": ray_address,
-                                 "sandbox.kind": sandbox})
+                                 "sandbox.kind": sandbox, "budget.stop_at_target": stop_at_target})
     except ConfigError as exc:
         _fail(str(exc))
     _start(cfg, quiet=quiet, resume_only=True)

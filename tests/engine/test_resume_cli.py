@@ -95,3 +95,21 @@ def test_help_shows_no_python_type_names():
         assert "--help" in text
         found = re.findall(r"<[a-z][a-z_\[\], |]*>", text)
         assert not found, (command, found)
+
+
+def test_a_campaign_that_reached_its_target_searches_on_with_no_stop_at_target(tmp_path, ray_address):
+    """What run.py prints after the Quick start: a resume of a campaign that ended at its target only added
+    children once the target stopped ending it."""
+    db = tmp_path / "t.db"
+    code, out, err = cli("run", "--task", toy("target"), "--db", db, "--budget", 3000, "--sandbox", "inprocess",
+                         "--quiet")
+    assert code == 0 and "target fitness reached" in out, out + err
+    done = json.loads(cli("status", db, "--json")[1])["children_done"]
+    assert done < 3000
+    code, out, err = cli("resume", db, "--budget", 3000, "--quiet")
+    assert code == 0 and json.loads(cli("status", db, "--json")[1])["children_done"] == done, out + err
+    code, out, err = cli("resume", db, "--budget", done + 40, "--no-stop-at-target", "--quiet")
+    assert code == 0 and "finished (children budget)" in out, out + err
+    status = json.loads(cli("status", db, "--json")[1])
+    assert status["children_done"] + status["children_failed"] == done + 40
+    assert _run_row(db)[2]["budget"]["stop_at_target"] is False
