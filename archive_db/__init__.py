@@ -22,6 +22,7 @@ from .errors import (
     RegenerationError,
     RunExistsError,
     UnknownAgentError,
+    unreadable,
 )
 from .genomes import genome_hash
 from .integrity import IntegrityReport
@@ -73,6 +74,7 @@ __all__ = [
     "migrations",
     "query_names",
     "genome_hash",
+    "unreadable",
     "split_sql",
     "schema_sql",
     "vacuum",

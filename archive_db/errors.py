@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+
 
 class ArchiveDBError(Exception):
     """Base class of every error the store raises on purpose."""
@@ -42,3 +45,12 @@ class RegenerationError(ArchiveDBError):
     def __init__(self, message: str, agent_id: int):
         super().__init__(message)
         self.agent_id = agent_id
+
+
+def unreadable(path: str | os.PathLike[str], exc: sqlite3.DatabaseError) -> ArchiveDBError:
+    """What to tell a user when SQLite fails while reading ``path`` after it opened: damaged pages past a sound
+    header (:class:`NotADatabaseError`, with the way to recover), or another database error, named."""
+    text = str(exc)
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return NotADatabaseError(f"{path} is damaged ({text}). Keep a copy, and try `sqlite3 {path} .recover`")
+    return ArchiveDBError(f"{path}: the database could not be read ({text})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from archive_db import ArchiveDBError
+from archive_db import ArchiveDBError, unreadable
 from openended import inspect_cli
 from openended.cli_help import Command, Group
 from openended.config import FLAG_KEYS, ConfigError, load_config
@@ -37,6 +38,8 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
         campaign = Campaign(config, resume_only=resume_only)
     except (ConfigError, TaskError, ArchiveDBError, ValueError) as exc:
         _fail(str(exc))
+    except sqlite3.DatabaseError as exc:  # damaged pages past a sound header, found while restoring
+        _fail(str(unreadable(config.db_path(), exc)))
     progress = Progress(title=f"{campaign.task.name} -> {campaign.db.path}", live=False if quiet else None)
     campaign.progress = progress
     progress.note(f"sandbox: {campaign.sandbox_in_use}")
@@ -171,6 +174,8 @@ def status(
         info = campaign_status(db).as_dict()
     except (ArchiveDBError, ValueError) as exc:
         _fail(str(exc))
+    except sqlite3.DatabaseError as exc:
+        _fail(str(unreadable(db, exc)))
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return

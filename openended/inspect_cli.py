@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import re
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -19,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from archive_db import ArchiveDBError
+from archive_db import ArchiveDBError, unreadable
 from openended.cli_help import Command
 from openended.serve import DEFAULT_HOST, DEFAULT_PORT
 
@@ -40,14 +41,17 @@ def _fail(message: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Bad input and store errors become one ``error: ...`` line and exit status 2."""
+def _errors(db: Path | str | None = None) -> Iterator[None]:
+    """Bad input and store errors become one ``error: ...`` line and exit status 2; an SQLite error while
+    reading ``db`` (damaged pages past a sound header) too, naming the file."""
     from openended.inspection import InspectionError
 
     try:
         yield
     except (InspectionError, ArchiveDBError, FileNotFoundError) as exc:
         _fail(str(exc))
+    except sqlite3.DatabaseError as exc:
+        _fail(str(unreadable(db if db is not None else "the database", exc)))
 
 
 def _json_default(value: object) -> object:
@@ -116,7 +120,7 @@ def top(
     """The best agents by fitness or novelty."""
     from openended import inspection
 
-    with _errors(), inspection.open_db(db) as store:
+    with _errors(db), inspection.open_db(db) as store:
         rows = inspection.top(store, k, by)
     if as_json:
         return _emit_json(rows)
@@ -137,7 +141,7 @@ def show(
     """One agent: metadata, evaluations, feedback and files."""
     from openended import inspection
 
-    with _errors(), inspection.open_db(db) as store:
+    with _errors(db), inspection.open_db(db) as store:
         info = inspection.show(store, inspection.resolve_agent(store, agent), contents=contents,
                                transcript=transcript)
     if as_json:
@@ -188,7 +192,7 @@ def lineage(
     """The lineage from the root to an agent: fitness, operator and cell at each step."""
     from openended import inspection
 
-    with _errors(), inspection.open_db(db) as store:
+    with _errors(db), inspection.open_db(db) as store:
         aid = inspection.resolve_agent(store, agent)
         steps = inspection.lineage(store, aid)
     if as_json:
@@ -216,7 +220,7 @@ def diff(
 
     from openended import inspection
 
-    with _errors(), inspection.open_db(db) as store:
+    with _errors(db), inspection.open_db(db) as store:
         first = inspection.resolve_agent(store, a)
         second = None if b is None else inspection.resolve_agent(store, b)
         result = inspection.diff(store, first, second)
@@ -242,7 +246,7 @@ def tree(
     """The lineage tree as text (pruned to the best and archived branches for big runs)."""
     from openended import inspection
 
-    with _errors(), inspection.open_db(db) as store:
+    with _errors(db), inspection.open_db(db) as store:
         result = inspection.tree(store, max_nodes=max_nodes, show_all=show_all)
     if as_json:
         return _emit_json(result)
@@ -273,7 +277,7 @@ def query(
     from openended import inspection
 
     params = dict(_param(p) for p in (param or []))
-    with _errors():
+    with _errors(db):
         result = inspection.read_only_query(db, sql, params, max_rows=max_rows)
     if as_json:
         return _emit_json([dict(zip(result["columns"], r, strict=True)) for r in result["rows"]])
@@ -304,7 +308,7 @@ def export(
 
     if out_dir is not None and git_dir is not None:
         _fail("export: give either a folder (DIR) or --git DIR, not both")
-    with _errors(), inspection.open_db(db) as store:
+    with _errors(db), inspection.open_db(db) as store:
         aid = inspection.resolve_agent(store, agent)
         if git_dir is not None:
             repo = inspection.export_git(store, aid, git_dir, overwrite=overwrite)
@@ -347,7 +351,7 @@ def plot(
     """Figures: archive heatmap, progress curves, lineage tree, operator/model success rates."""
     from openended import plots
 
-    with _errors():
+    with _errors(db):
         written = plots.plot_all(db, out, formats=fmt or ("png", "svg"), dims=_dims(dims), max_nodes=max_nodes)
     if as_json:
         return _emit_json({"files": [str(p) for p in written]})
@@ -363,7 +367,7 @@ def serve(
     """Browse the database in datasette, read-only, with the named queries as canned queries."""
     from openended import serve as serving
 
-    with _errors():
+    with _errors(db):
         serving.serve(db, host=host, port=port)
 
 
@@ -376,7 +380,7 @@ def compare(
     """Campaigns side by side: QD score, coverage, best fitness, evaluations to a threshold."""
     from openended import inspection
 
-    with _errors():
+    with _errors(" or ".join(map(str, dbs))):
         rows = inspection.compare(dbs, threshold)
     if as_json:
         return _emit_json(rows)

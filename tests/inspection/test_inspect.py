@@ -501,3 +501,35 @@ def test_package_names_resolve_to_the_functions_not_the_modules():
     assert set(inspection.__all__) <= set(dir(inspection))
     with pytest.raises(AttributeError):
         _ = inspection.no_such_view
+
+
+# ---------------------------------------------------------------------------------------------
+# a file damaged past a sound header
+
+
+def test_a_database_damaged_inside_is_a_plain_error_naming_it(maze_db, tmp_path):
+    """Pages of the agents table overwritten in a copy: the header is sound, so the file opens and the damage
+    shows only when a command reads those pages. Each command says so in one line, naming the file and the
+    way to recover; none prints a traceback."""
+    import sqlite3
+
+    path = tmp_path / "damaged.db"
+    src, dst = sqlite3.connect(maze_db), sqlite3.connect(path)
+    src.backup(dst)
+    src.close()
+    pages = [p for (p,) in dst.execute("SELECT pageno FROM dbstat WHERE name = 'agents' AND pagetype = 'leaf' "
+                                       "ORDER BY pageno")]
+    page_size = dst.execute("PRAGMA page_size").fetchone()[0]
+    dst.close()
+    assert len(pages) >= 6, "the campaign should fill several pages of agents"
+    data = bytearray(path.read_bytes())
+    for page in pages[len(pages) // 2:len(pages) // 2 + 3]:
+        data[(page - 1) * page_size:page * page_size] = b"\xa5" * page_size
+    path.write_bytes(bytes(data))
+    out_dir = tmp_path / "figures"
+    for args in (["top", path, "-k", "100000"], ["tree", path], ["compare", path], ["plot", path, "--out", out_dir],
+                 ["resume", path, "--quiet", "--ray-address", "127.0.0.1:9"]):
+        code, out, err = cli(*args)
+        assert code == 2, (args, code, out[-500:], err[-500:])
+        assert f"error: {path} is damaged" in err and ".recover" in err, (args, err)
+        assert "Traceback" not in out + err, args
