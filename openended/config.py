@@ -155,7 +155,7 @@ class GatewayConfig(_Strict):
 class CampaignConfig(_Strict):
     task: str = "maze-medium"
     db: str | None = Field(default=None, description="default: runs/<task>-seed<seed>.db")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="campaign seed (numpy takes no negative seed)")
     max_in_flight: int = Field(default=4, ge=1, description="Ray tasks out at once (each carries batch_size children)")
     batch_size: int = Field(default=64, ge=1, description="children per Ray task, for batchable tasks")
     deterministic: bool = Field(default=True, description=(

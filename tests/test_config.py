@@ -108,3 +108,9 @@ def test_the_default_parameters_pass(tmp_path):
                     '[mutation]\noperator = "gaussian"\nparams = { sigma = 0 }\n')
     cfg = load_config(path)
     assert cfg.selection.params["power"] == 2 and cfg.mutation.params["sigma"] == 0
+
+
+def test_a_negative_seed_is_a_config_error_naming_the_key(tmp_path):
+    """numpy takes no negative seed: it once failed after the database was created, naming nothing."""
+    with pytest.raises(ConfigError, match="key 'seed'.*greater than or equal to 0"):
+        load_config(None, {"seed": -1})
