@@ -212,7 +212,7 @@ def new_archive(config: CampaignConfig, task: Task) -> Archive:
                             fitness_offset=task.fitness_lower, seed=config.seed,
                             tolerance=task.spec.fitness.tolerance, noise=FLOAT_NOISE, **config.archive.params)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"key 'archive.params' for archive kind {config.archive.kind!r}: {exc}") from None
+        raise ConfigError(f"key 'archive.params': {exc}") from None
 
 
 def create_run(db: ArchiveDB, config: CampaignConfig, task: Task, archive: Archive) -> CampaignConfig:

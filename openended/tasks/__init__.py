@@ -227,8 +227,9 @@ def _resolve(name: str) -> tuple[Path, str | None]:
     folder, _, variant = name.rpartition("-")
     if folder and (BUILTIN_DIR / folder / "task.toml").exists():
         return BUILTIN_DIR / folder, variant
-    raise TaskError(f"unknown task {name!r}: not a folder with task.toml and not a built-in "
-                    f"({', '.join(builtin_task_names())})")
+    raise TaskError(f"unknown task {name!r}: not a folder with task.toml (looked for "
+                    f"{(candidate / 'task.toml').absolute()}; a relative path is from the current folder) and not "
+                    f"a built-in ({', '.join(builtin_task_names())})")
 
 
 def load_ref(ref: TaskRef) -> Task:

@@ -78,3 +78,11 @@ def test_a_seed_is_read_by_the_genome_folder_rule(tmp_path):
     (folder / "seed" / "back\\slash.py").write_text("x = 1\n")
     with pytest.raises(TaskError, match=r"seed: .*back\\\\slash\.py.*backslash"):
         load_task(str(folder)).seed_files()
+
+
+def test_an_unknown_task_names_where_it_looked(tmp_path, monkeypatch):
+    """A relative task path is the current folder's, not a campaign file's: the error shows the path tried."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TaskError) as err:
+        load_task("./mytask")
+    assert str(tmp_path / "mytask" / "task.toml") in str(err.value) and "maze" in str(err.value)
