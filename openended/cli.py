@@ -188,6 +188,9 @@ def status(
             value = f"{value:.1%}"
         elif isinstance(value, float):
             value = show_number(value)
+        finished = info["children_done"] + info["children_failed"]
+        if key in ("coverage", "qd_score") and info["stats_at_children"] not in (None, finished):
+            value = f"{value} (measured at {info['stats_at_children']} children)"  # e.g. after a kill -9
         table.add_row(key.replace("_", " "), str(value))
     table.add_row("by status", ", ".join(f"{k} {v}" for k, v in info["by_status"].items()))
     table.add_row("duplicates", str(info["duplicates"]))

@@ -34,6 +34,9 @@ class CampaignStatus:
     nodes_lost: int = 0  # tasks whose Ray node died under them (their children went out again)
     # children evaluated per Ray node (openended.engine.nodes), most first; empty for a campaign run before it
     children_per_node: dict[str, int] = field(default_factory=dict)
+    # the children finished when coverage, QD score and mean fitness were last measured (the latest stats row;
+    # a campaign killed with kill -9 may have finished more since): None before the first
+    stats_at_children: int | None = None
 
     def as_dict(self) -> dict:
         """One flat mapping (what ``openended status --json`` prints)."""
@@ -60,22 +63,25 @@ def campaign_status(db_path: str | Path) -> CampaignStatus:
             db.conn.execute("COMMIT")
         config = run["config"]
         progress = db.progress_counts(counts)
+        status = _live_status(db_path, run["status"])
         standing = Standing(
             children_done=progress["done"], children_failed=progress["failed"],
-            children_in_flight=0 if run["status"] != "running" else int(last.get("children_in_flight") or 0),
+            children_in_flight=0 if status != "running" else int(last.get("children_in_flight") or 0),
             children_proposed=sum(counts.values()), max_children=config["budget"]["max_children"],
             archive_size=elites, coverage=last.get("coverage", 0.0), qd_score=last.get("qd_score", 0.0),
             best_fitness=None if best is None else best["fitness"], mean_fitness=last.get("mean_fitness"),
             elapsed_seconds=run["state"].get("elapsed_seconds", 0.0))
         return CampaignStatus(
             standing=standing, db=str(db_path), task=run["task"], seed=run["seed"],
-            status=_live_status(db_path, run["status"]), children_pending=progress["pending"], by_status=counts,
+            status=status, children_pending=progress["pending"], by_status=counts,
             archive=config["archive"]["kind"], selection=config["selection"]["strategy"],
             best_agent=None if best is None else best["id"], duplicates=duplicates, tokens=int(usage["tokens"]),
             cost=usage["cost"], operators=_success_rates(operators, "operator"),
             models=_success_rates(operators, "model"), updated_at=run["updated_at"],
             sandbox=str(run["state"].get("sandbox", "")), nodes_lost=int(run["state"].get("nodes_lost", 0)),
-            children_per_node=_per_node(run["state"].get("children_per_node")))
+            children_per_node=_per_node(run["state"].get("children_per_node")),
+            stats_at_children=None if not last else int(last.get("children_done") or 0)
+            + int(last.get("children_failed") or 0))
 
 
 def _per_node(stored: object) -> dict[str, int]:

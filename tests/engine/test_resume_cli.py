@@ -113,3 +113,21 @@ def test_a_campaign_that_reached_its_target_searches_on_with_no_stop_at_target(t
     status = json.loads(cli("status", db, "--json")[1])
     assert status["children_done"] + status["children_failed"] == done + 40
     assert _run_row(db)[2]["budget"]["stop_at_target"] is False
+
+
+def test_status_says_when_its_coverage_was_measured_if_children_finished_since(tmp_path, ray_address):
+    """After a kill -9 the latest stats row can lag the agents: status showed its coverage and QD score beside
+    the live counts without saying so."""
+    db = tmp_path / "s.db"
+    code, out, err = cli("run", "--task", toy(), "--db", db, "--budget", 12, "--sandbox", "inprocess", "--quiet")
+    assert code == 0, out + err
+    status = json.loads(cli("status", db, "--json")[1])
+    assert status["stats_at_children"] == 12 and status["children_in_flight"] == 0
+    assert "measured at" not in cli("status", db)[1]
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO stats(at, children_done, children_failed, coverage, qd_score) VALUES (0, 5, 0, 0.1, 2)")
+    con.commit()
+    con.close()
+    code, out, _ = cli("status", db)
+    assert code == 0 and json.loads(cli("status", db, "--json")[1])["stats_at_children"] == 5
+    assert out.count("(measured at 5 children)") == 2, out
