@@ -69,22 +69,23 @@ def _emit_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, default=_json_default))
 
 
-def _fmt(value: object) -> str:
+def _fmt(value: object, exact: bool = False) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
+        return repr(value) if exact or not math.isfinite(value) else f"{value:.6g}"
     if isinstance(value, (list, dict)):
         return json.dumps(value, default=_json_default)
     return str(value)
 
 
-def _table(rows: Sequence[Mapping[str, object]], columns: list[str], title: str | None = None) -> Table:
+def _table(rows: Sequence[Mapping[str, object]], columns: list[str], title: str | None = None,
+           exact: bool = False) -> Table:
     table = Table(title=title)
     for c in columns:
-        table.add_column(c.replace("_", " "), overflow="fold")
+        table.add_column(c if exact else c.replace("_", " "), overflow="fold")
     for r in rows:
-        table.add_row(*(_fmt(r.get(c)) for c in columns))
+        table.add_row(*(_fmt(r.get(c), exact) for c in columns))
     return table
 
 
@@ -93,12 +94,15 @@ def _table(rows: Sequence[Mapping[str, object]], columns: list[str], title: str 
 RICH_MAX_ROWS = 300
 
 
-def _print_rows(rows: Sequence[Mapping[str, object]], columns: list[str], title: str | None = None) -> None:
+def _print_rows(rows: Sequence[Mapping[str, object]], columns: list[str], title: str | None = None,
+                exact: bool = False) -> None:
+    """``exact``: column names as they are and every digit of a float (``query``'s output is pasted back
+    into SQL); otherwise headers with spaces and 6 significant digits."""
     if len(rows) <= RICH_MAX_ROWS:
-        _console().print(_table(rows, columns, title))
+        _console().print(_table(rows, columns, title, exact))
         return
-    header = [c.replace("_", " ") for c in columns]
-    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    header = [c if exact else c.replace("_", " ") for c in columns]
+    cells = [[_fmt(r.get(c), exact) for c in columns] for r in rows]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(header)]
     lines = [] if title is None else [title]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
@@ -282,7 +286,7 @@ def query(
     if as_json:
         return _emit_json([dict(zip(result["columns"], r, strict=True)) for r in result["rows"]])
     columns = result["columns"]
-    _print_rows([dict(zip(columns, r, strict=True)) for r in result["rows"]], columns)
+    _print_rows([dict(zip(columns, r, strict=True)) for r in result["rows"]], columns, exact=True)
     typer.echo(f"{len(result['rows'])} rows" + (" (more not shown: --max-rows)" if result["truncated"] else ""))
 
 

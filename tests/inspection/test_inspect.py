@@ -328,6 +328,10 @@ def test_query_cli_reads_and_refuses(maze_db):
     assert [c["name"] for c in cli_json("query", maze_db, "PRAGMA table_info(agents)")][:2] == ["id", "parent_id"]
     code, out, _ = cli("query", maze_db, "SELECT id FROM agents ORDER BY id", "--max-rows", "3")
     assert code == 0 and "3 rows (more not shown" in out
+    # the table keeps what SQL gave: column names to paste back, every digit of a float
+    finished, agent = rows(maze_db, "SELECT finished_at, id FROM agents WHERE finished_at IS NOT NULL LIMIT 1")[0]
+    code, out, _ = cli("query", maze_db, "SELECT finished_at FROM agents WHERE id = :i", "-p", f"i={agent}")
+    assert code == 0 and "finished_at" in out and repr(finished) in out, out
     code, _, err = cli("query", maze_db, "PRAGMA user_version=5")
     assert code == 2 and "query: refused: PRAGMA user_version = 5 is not allowed" in err
     code, _, err = cli("query", maze_db, "SELECT nope FROM agents")
