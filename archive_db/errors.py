@@ -47,10 +47,16 @@ class RegenerationError(ArchiveDBError):
         self.agent_id = agent_id
 
 
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether SQLite's error says the file's pages are damaged (not locked, full or missing)."""
+    text = str(exc)
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
 def unreadable(path: str | os.PathLike[str], exc: sqlite3.DatabaseError) -> ArchiveDBError:
     """What to tell a user when SQLite fails while reading ``path`` after it opened: damaged pages past a sound
     header (:class:`NotADatabaseError`, with the way to recover), or another database error, named."""
     text = str(exc)
-    if "malformed" in text or "not a database" in text or "corrupt" in text:
+    if is_damage(exc):
         return NotADatabaseError(f"{path} is damaged ({text}). Keep a copy, and try `sqlite3 {path} .recover`")
     return ArchiveDBError(f"{path}: the database could not be read ({text})")

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .connection import BUSY_TIMEOUT_MS, check_file, schema_version_of
-from .errors import ArchiveDBError, NotADatabaseError
+from .errors import ArchiveDBError, NotADatabaseError, is_damage
 
 #: How long the closing checkpoint waits for readers that still hold an older snapshot.
 CHECKPOINT_WAIT_S = 10.0
@@ -68,7 +68,7 @@ def _pragma(conn: sqlite3.Connection, name: str) -> int:
 
 def _failed(path: Path, exc: sqlite3.Error, what: str) -> ArchiveDBError:
     text = str(exc)
-    if "malformed" in text or "not a database" in text or "corrupt" in text:
+    if is_damage(exc):
         return NotADatabaseError(f"{path} is corrupt ({text}); {what} changed nothing. Keep a copy, and "
                                  f"try `sqlite3 {path} .recover`")
     if "locked" in text or "busy" in text:

@@ -340,15 +340,16 @@ def evaluation_runs(rows: Iterable[EvaluationRow], finished: Mapping[int, float 
     differ only in agent id and fitness, each fitness its finished agent's (``finished``: agent id -> stored
     fitness, for agents in a terminal status), become one run with no fitness of its own; any other row is a
     run of one agent, its fitness kept."""
-    runs: list[tuple[EvaluationRow, list[int], bool]] = []  # (first row, agents, shares the agents' fitness)
+    # (first row, its columns but agent and fitness, agents, shares the agents' fitness)
+    runs: list[tuple[EvaluationRow, tuple[object, ...], list[int], bool]] = []
     for row in rows:
         aid, fitness, rest = row[0], row[5], row[1:5] + row[6:]
         shared = aid in finished and finished[aid] == fitness
         if runs:
-            first, agents, was_shared = runs[-1]
-            if shared and was_shared and aid not in agents and first[1:5] + first[6:] == rest:
+            _, run_rest, agents, was_shared = runs[-1]
+            if shared and was_shared and aid not in agents and run_rest == rest:
                 agents.append(aid)
                 continue
-        runs.append((row, [aid], shared))
+        runs.append((row, rest, [aid], shared))
     return [EvaluationRun((*first[1:5], first[5] if len(agents) == 1 else None, *first[6:]), agents)
-            for first, agents, _ in runs]
+            for first, _, agents, _ in runs]

@@ -385,8 +385,9 @@ class ArchiveDB(StoreConnection, Reads):
             agents = self.conn.execute(
                 "SELECT id, status IN ('archived', 'rejected', 'failed'), fitness FROM agents "
                 "WHERE id IN (SELECT value FROM json_each(?))", (ids_json(ids),)).fetchall()
-            if ids - {r[0] for r in agents}:
-                raise UnknownAgentError(f"unknown agent id {min(ids - {r[0] for r in agents})}")
+            unknown = ids - {r[0] for r in agents}
+            if unknown:
+                raise UnknownAgentError(f"unknown agent id {min(unknown)}")
             finished = {aid: fitness for aid, terminal, fitness in agents if terminal}
             runs = evaluation_runs(rows, finished)
             first_id = self._count("SELECT COALESCE(MAX(id), 0) + 1 FROM evaluation_runs")

@@ -284,9 +284,8 @@ def selection_weights(strategy: str, archive: Archive, counts: LineageCounts, **
 
 
 def _recent_slots(archive: Archive, recent: int) -> np.ndarray | None:
-    """Positions (in ``members()``) of the ``recent`` most recently added members, or None for all."""
-    if recent < 0:
-        raise ValueError(f"recent must be >= 0, got {recent}")
+    """Positions (in ``members()``) of the ``recent`` most recently added members (>= 0, as
+    :func:`check_params` made sure), or None for all."""
     size = archive.size
     if recent == 0 or recent >= size:
         return None

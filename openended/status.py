@@ -64,6 +64,7 @@ def campaign_status(db_path: str | Path) -> CampaignStatus:
         config = run["config"]
         progress = db.progress_counts(counts)
         status = _live_status(db_path, run["status"])
+        measured_at = int(last.get("children_done") or 0) + int(last.get("children_failed") or 0) if last else None
         standing = Standing(
             children_done=progress["done"], children_failed=progress["failed"],
             children_in_flight=0 if status != "running" else int(last.get("children_in_flight") or 0),
@@ -80,8 +81,7 @@ def campaign_status(db_path: str | Path) -> CampaignStatus:
             models=_success_rates(operators, "model"), updated_at=run["updated_at"],
             sandbox=str(run["state"].get("sandbox", "")), nodes_lost=int(run["state"].get("nodes_lost", 0)),
             children_per_node=_per_node(run["state"].get("children_per_node")),
-            stats_at_children=None if not last else int(last.get("children_done") or 0)
-            + int(last.get("children_failed") or 0))
+            stats_at_children=measured_at)
 
 
 def _per_node(stored: object) -> dict[str, int]:

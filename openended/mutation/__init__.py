@@ -73,9 +73,9 @@ def check_params(operator: str, params: dict) -> None:
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for mutation operator {operator!r} "
                          f"(valid: {sorted(OPERATOR_PARAMS[operator]) or 'none'})")
-    for name in ("sigma", "scale"):  # gaussian, random; ast's scale is checked with its other parameters
-        if name in params and operator in ("gaussian", "random"):
-            check_scale(name, params[name])
+    if operator in ("gaussian", "random"):  # their one parameter (sigma, scale) is a noise scale
+        for name, value in params.items():
+            check_scale(name, value)
     if operator == "ast":
         check_edit_params(scale=params.get("scale", 0.2), edits=params.get("edits", 1),
                           kinds=params.get("kinds", EDIT_KINDS))

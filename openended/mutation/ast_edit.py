@@ -20,6 +20,7 @@ from itertools import pairwise
 
 import numpy as np
 
+from openended.mutation.gaussian import check_scale
 from openended.names import Files
 
 EDIT_KINDS = ("constant", "operator", "comparison", "swap")
@@ -145,8 +146,7 @@ def check_edit_params(*, scale: object, edits: object, kinds: object) -> tuple[s
         raise ValueError(f"AST edit kinds must be a non-empty subset of {list(EDIT_KINDS)}, got {list(kinds)}")
     if isinstance(edits, bool) or not (isinstance(edits, int) and edits >= 1):
         raise ValueError(f"edits must be an integer >= 1, got {edits!r}")
-    if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 0):
-        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    check_scale("scale", scale)
     return kinds
 
 
