@@ -42,7 +42,7 @@ class SelectionConfig(_Strict):
 
 class MutationConfig(_Strict):
     # None: the task's kind decides (gaussian for parameter genomes; for code, the LLM operators
-    # plus ast when a model is configured, else ast alone)
+    # plus ast and tune when a model is configured, else ast alone)
     operator: OperatorName | None = None
     portfolio: list[OperatorName] = Field(
         default_factory=list, description="operators shared out by a bandit on archive entries (x each model)"

@@ -98,7 +98,7 @@ def _event(code, fitness, model_child=True, evaluated=True):
 def test_run_figures_count_children_per_model_call_and_normalised_duplicates_once():
     seed = scoring.seed_code("circle-packing")
     seed_fitness = 26 / 12 * (1 - 1e-12)
-    reformatted = "# a comment\n" + seed.replace("r = 1.0 / 12.0", "r = 1.0/12.0")
+    reformatted = "# a comment\n" + seed.replace("1 / 12.0", "1/12.0")
     events = [
         _event(seed, seed_fitness, model_child=False),           # the seed's evaluation
         _event(reformatted, seed_fitness),                         # the seed up to formatting: not distinct

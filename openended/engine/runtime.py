@@ -42,7 +42,9 @@ def resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
         if not code:
             operator = "gaussian"
         elif has_model and not portfolio:
-            operator, portfolio = "llm_diff", ["llm_diff", "llm_rewrite", "llm_crossover", "ast"]
+            # the model proposes structure; tune judges it at its best constants (where tune can run)
+            tunable = not (task.gateway or task.spec.stages)
+            operator, portfolio = "llm_diff", ["llm_diff", "llm_rewrite", "llm_crossover", "ast"] + [TUNE] * tunable
         else:
             operator = portfolio[0] if portfolio else "ast"
     allowed = CODE_OPERATORS if code else PARAMS_OPERATORS

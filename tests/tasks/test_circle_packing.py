@@ -44,8 +44,9 @@ def test_a_builtin_task_whose_seed_is_the_grid_of_twelfths():
     seed = EV.evaluate_batch([TASK.seed_files()], TASK.evaluate_args)[0]
     assert seed["valid"], seed["feedback"]
     assert seed["fitness"] == pytest.approx(26 / 12, abs=1e-9) and seed["fitness"] < 26 / 12
-    # equal radii; the bottom row, the left column and the right column's other three touch a side: 13 of 26
-    assert seed["descriptors"] == [0.0, 0.5]
+    # equal radii (up to rounding: computed from the centres); the bottom row, the left column and the
+    # right column's other three touch a side: 13 of 26
+    assert seed["descriptors"] == pytest.approx([0.0, 0.5], abs=1e-12)
     checked = check_result(seed, 2, None)
     assert checked.fitness == seed["fitness"]
 

@@ -1,15 +1,38 @@
 import numpy as np
 
+# Rows of circles: (how many, the row's height y, the first centre's x, the step between centres).
+# The start is a grid of 6 columns: four full rows and a row of two.
+ROWS = [
+    (6, 1 / 12.0, 1 / 12.0, 1 / 6.0),
+    (6, 3 / 12.0, 1 / 12.0, 1 / 6.0),
+    (6, 5 / 12.0, 1 / 12.0, 1 / 6.0),
+    (6, 7 / 12.0, 1 / 12.0, 1 / 6.0),
+    (2, 9 / 12.0, 1 / 12.0, 1 / 6.0),
+]
+
+
+def centres(n: int) -> np.ndarray:
+    """The first n centres of ROWS, clipped into the unit square."""
+    points = [(x0 + k * dx, y) for count, y, x0, dx in ROWS for k in range(count)]
+    return np.clip(np.array(points[:n], dtype=float), 0.0, 1.0)
+
+
+def largest_radii(xy: np.ndarray) -> np.ndarray:
+    """Each circle in turn as large as the walls and the circles before it allow.
+
+    The radii are shrunk by a hair at the end: touching circles can overlap by a rounding error,
+    and any overlap is invalid.
+    """
+    r = np.zeros(len(xy))
+    for i, (x, y) in enumerate(xy):
+        room = min(x, y, 1.0 - x, 1.0 - y)
+        if i:
+            room = min(room, float((np.hypot(xy[:i, 0] - x, xy[:i, 1] - y) - r[:i]).min()))
+        r[i] = max(room, 0.0)
+    return r * (1 - 1e-12)
+
 
 def pack(n: int) -> np.ndarray:
-    """Place n circles in the unit square: one row [x, y, r] per circle.
-
-    A grid: 6 columns of equal circles of radius 1/12, row after row. The radii are shrunk by a
-    hair (1e-12) because touching circles can overlap by a rounding error, and overlap is invalid.
-    """
-    r = 1.0 / 12.0
-    rows = []
-    for i in range(n):
-        col, row = i % 6, i // 6
-        rows.append([(2 * col + 1) / 12.0, (2 * row + 1) / 12.0, r * (1 - 1e-12)])
-    return np.array(rows)
+    """Place n circles in the unit square: one row [x, y, r] per circle."""
+    xy = centres(n)
+    return np.column_stack([xy, largest_radii(xy)])
