@@ -43,8 +43,9 @@ def resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
             operator = "gaussian"
         elif has_model and not portfolio:
             # the model proposes structure; tune judges it at its best constants (where tune can run)
-            tunable = not (task.gateway or task.spec.stages)
-            operator, portfolio = "llm_diff", ["llm_diff", "llm_rewrite", "llm_crossover", "ast"] + [TUNE] * tunable
+            operator, portfolio = "llm_diff", ["llm_diff", "llm_rewrite", "llm_crossover", "ast", "tune"]
+            if task.gateway or task.spec.stages:
+                portfolio.remove(TUNE)
         else:
             operator = portfolio[0] if portfolio else "ast"
     allowed = CODE_OPERATORS if code else PARAMS_OPERATORS
