@@ -45,7 +45,7 @@ def resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
             # the model proposes structure; tune judges it at its best constants (where tune can run)
             operator, portfolio = "llm_diff", ["llm_diff", "llm_rewrite", "llm_crossover", "ast", "tune"]
             if task.gateway or task.spec.stages:
-                portfolio.remove(TUNE)
+                portfolio.remove("tune")
         else:
             operator = portfolio[0] if portfolio else "ast"
     allowed = CODE_OPERATORS if code else PARAMS_OPERATORS
