@@ -16,7 +16,9 @@ from openended.config import ConfigError, load_config
 from openended.engine import Campaign
 from openended.engine.dispatch import Dispatcher, TaskLost
 from openended.engine.jobs import Tune
+from openended.engine.runtime import resolve_operators
 from openended.mutation.tune import group_of
+from openended.tasks import load_task
 
 EVALUATIONS = 6
 
@@ -78,6 +80,15 @@ def test_tune_is_refused_where_it_cannot_run(tmp_path):
     with pytest.raises(ValueError, match="evaluations must be an integer"):
         start(task="circle-packing", **{"mutation.params": {"evaluations": 1000}})
     assert not (tmp_path / "x.db").exists()  # refused before the database was made
+
+
+def test_with_a_model_the_default_portfolio_tunes_where_tune_can_run(tmp_path):
+    llm_operators = ["llm_diff", "llm_rewrite", "llm_crossover", "ast"]
+    for task, expected in (("circle-packing", [*llm_operators, "tune"]), ("coding-agent-small", llm_operators)):
+        config = load_config(None, {"db": str(tmp_path / "x.db"), "task": task, "llm.local": True})
+        assert resolve_operators(config, load_task(task)).mutation.portfolio == expected
+    without_model = load_config(None, {"db": str(tmp_path / "x.db"), "task": "circle-packing"})
+    assert resolve_operators(without_model, load_task("circle-packing")).mutation.operator == "ast"
 
 
 def _cli(python, env, task, db, ray_address):
