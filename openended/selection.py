@@ -9,7 +9,9 @@ Strategies (weights are per archive member; a member is picked with probability 
     all fitnesses are equal), so negative fitness works and the worst member keeps a small chance.
 ``tournament``
     ``size`` members (default 3) drawn uniformly with replacement; the best fitness wins (ties: the
-    first drawn).
+    first drawn). With ``recent`` > 0 the entrants come from the ``recent`` most recently added
+    members only (default 0: every member): fitness-driven search over the same steady-state
+    population as ``novelty``'s, its matched control.
 ``score_child``
     Darwin Gödel Machine: f = min-max normalised fitness in [0, 1] (0.5 when all equal);
     weight = sigmoid(``lam`` * (f - ``midpoint``)) / (1 + children), lam = 10, midpoint = 0.5.
@@ -180,7 +182,7 @@ DEFAULT_POWER = 3.0
 STRATEGY_PARAMS: dict[str, dict[str, Any]] = {
     "uniform": {},
     "fitness": {},
-    "tournament": {"size": 3},
+    "tournament": {"size": 3, "recent": 0},
     "score_child": {"lam": 10.0, "midpoint": 0.5},
     "novelty": {"eps": 1e-9, "recent": DEFAULT_RECENT, "power": DEFAULT_POWER},
     "curiosity": {},
@@ -200,6 +202,7 @@ def _number(value: Any, *, integer: bool = False) -> bool:
 # What each strategy parameter's value must be: (test, the words for it).
 _PARAM_RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("tournament", "size"): (lambda v: _number(v, integer=True) and v >= 1, "an integer >= 1"),
+    ("tournament", "recent"): (lambda v: _number(v, integer=True) and v >= 0, "an integer >= 0"),
     ("score_child", "lam"): (_number, "a finite number"),
     ("score_child", "midpoint"): (_number, "a finite number"),
     ("novelty", "eps"): (lambda v: _number(v) and v >= 0, "a number >= 0"),
@@ -318,8 +321,11 @@ def select_parents(strategy: str, archive: Archive, counts: LineageCounts, rng: 
         check_params(strategy, params)
         return ids[rng.integers(0, size, size=n)].copy()
     if strategy == "tournament":
-        t = check_params(strategy, params)["size"]
-        entrants = rng.integers(0, size, size=(n, int(t)))
+        p = check_params(strategy, params)
+        pool = _recent_slots(archive, int(p["recent"]))
+        entrants = rng.integers(0, size if pool is None else len(pool), size=(n, int(p["size"])))
+        if pool is not None:
+            entrants = pool[entrants]
         fit = archive.members()["fitness"][entrants]
         winners = entrants[np.arange(n), np.argmax(fit, axis=1)]
         return ids[winners].copy()

@@ -72,6 +72,24 @@ def test_tournament_prefers_better_with_the_rank_law():
     assert chi2_ok(obs1, np.ones(n))
 
 
+def test_tournament_among_the_recent_members_follows_the_rank_law_within_them():
+    n, t, recent = 30, 4, 10
+    f = np.random.default_rng(2).permutation(n).astype(float)  # the best are spread over old and new members
+    a = archive_of(f)
+    obs = pick_counts("tournament", a, LineageCounts(), size=t, recent=recent)
+    assert obs[:n - recent].sum() == 0  # no entrant older than the window
+    r = stats.rankdata(f[n - recent:])
+    probs = (r / recent) ** t - ((r - 1) / recent) ** t
+    assert chi2_ok(obs[n - recent:], probs)
+    # recent = 0 (the default) is the whole archive, draw for draw the same as before the parameter
+    everyone = select_parents("tournament", a, LineageCounts(), np.random.default_rng(5), n=50, size=t, recent=0)
+    assert (everyone == select_parents("tournament", a, LineageCounts(), np.random.default_rng(5), n=50,
+                                       size=t)).all()
+    assert not np.isin(everyone, np.arange(n - recent, n)).all()
+    with pytest.raises(ValueError, match="tournament recent must be an integer >= 0"):
+        select_parents("tournament", a, LineageCounts(), np.random.default_rng(0), recent=-1)
+
+
 def test_score_child_matches_formula_and_penalises_many_children():
     f = np.array([0.0, 2.0, 5.0, 8.0, 10.0, 10.0])
     children = {4: 9, 5: 0, 3: 1}

@@ -19,11 +19,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TuneGroups:
-    """A campaign's tune settings: ``evaluations`` children per group, whether ints are tuned too."""
+    """A campaign's tune settings: ``evaluations`` children per group, whether ints are tuned too, and the
+    tournament that picks the tuned agent (0: the campaign's selection does)."""
 
     code_file: str
     evaluations: int
     ints: bool
+    tournament: int
 
     @classmethod
     def of(cls, task: Task, config: CampaignConfig) -> TuneGroups:
@@ -33,7 +35,7 @@ class TuneGroups:
         except ValueError as exc:
             raise ConfigError(f"the tune operator's parameters (task {task.name!r}'s [operators.tune] or "
                               f"mutation.params): {exc}") from None
-        return cls(task.spec.code_file, params.evaluations, params.ints)
+        return cls(task.spec.code_file, params.evaluations, params.ints, params.tournament)
 
     def size(self, parent: Files) -> int:
         """A group's children: ``evaluations``, or one (which fails, saying why) for a parent with nothing

@@ -11,6 +11,10 @@ A tune group's members are consecutive child ids whose seeds are the group's see
 member's index (:func:`group_of`): a resume re-runs a group from its recorded seeds, and candidate
 ``i`` depends only on the results of candidates before it, so the re-run makes the same candidates.
 
+The tuned agent is chosen by fitness (the best of ``tournament`` members drawn from the newest), not by
+the campaign's selection: a novelty-chosen parent is often a worse one, and tuning it rarely beats the
+archive's best.
+
 Literals are rewritten in place in the source text, so comments and formatting are kept.
 """
 
@@ -28,7 +32,7 @@ from openended.names import Files
 # Member index in a seed's low bits: a group has at most this many members.
 INDEX_BITS = 8
 MAX_EVALUATIONS = 1 << INDEX_BITS
-DEFAULTS = {"evaluations": 8, "batch": 4, "sigma": 0.1, "ints": False}
+DEFAULTS = {"evaluations": 8, "batch": 4, "sigma": 0.1, "ints": False, "tournament": 8}
 PARAMS = frozenset(DEFAULTS)
 
 
@@ -51,6 +55,9 @@ class TuneParams:
     batch: int = 4
     sigma: float = 0.1
     ints: bool = False
+    # The tuned agent: the fittest of this many drawn from the newest members (0: the campaign's selection
+    # picks it, as for any operator). Tuning is exploitation; novelty-chosen parents are often the worse.
+    tournament: int = 8
 
     @classmethod
     def of(cls, params: dict) -> TuneParams:
@@ -60,6 +67,7 @@ class TuneParams:
             raise ValueError(f"unknown parameter(s) {unknown} for operator tune (valid: {sorted(PARAMS)})")
         merged = {**DEFAULTS, **params}
         evaluations, batch, sigma, ints = merged["evaluations"], merged["batch"], merged["sigma"], merged["ints"]
+        tournament = merged["tournament"]
         if not isinstance(evaluations, int) or not 1 <= evaluations <= MAX_EVALUATIONS:
             raise ValueError(f"tune: evaluations must be an integer from 1 to {MAX_EVALUATIONS}, not {evaluations!r}")
         if not isinstance(batch, int) or batch < 1:
@@ -68,7 +76,9 @@ class TuneParams:
             raise ValueError(f"tune: sigma must be a number in (0, 10], not {sigma!r}")
         if not isinstance(ints, bool):
             raise ValueError(f"tune: ints must be true or false, not {ints!r}")
-        return cls(evaluations, batch, float(sigma), ints)
+        if isinstance(tournament, bool) or not isinstance(tournament, int) or tournament < 0:
+            raise ValueError(f"tune: tournament must be an integer >= 0, not {tournament!r}")
+        return cls(evaluations, batch, float(sigma), ints, tournament)
 
 
 @dataclass(frozen=True, slots=True)

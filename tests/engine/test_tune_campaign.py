@@ -60,6 +60,25 @@ def test_every_evaluation_is_a_child_of_the_tuned_agent_and_the_search_improves(
     assert _store(tmp_path / "a.db") == _store(tmp_path / "b.db")
 
 
+def test_the_tuned_agent_is_chosen_by_fitness_unless_tournament_is_0(tmp_path, ray_address):
+    task = _task(tmp_path)
+
+    def tuned_parents_fitness(tournament: int) -> list[float]:
+        db = tmp_path / f"t{tournament}.db"
+        params = {"evaluations": EVALUATIONS, "batch": 2, "sigma": 0.3, "tournament": tournament}
+        overrides = _overrides(task, db, ray_address, **{"mutation.params": params, "budget.max_children": 61,
+                                                         "selection.strategy": "novelty"})
+        assert Campaign(load_config(None, overrides)).run().status == "finished"
+        con = sqlite3.connect(db)
+        return [f for (f,) in con.execute("SELECT p.fitness FROM agents c JOIN agents p ON p.id = c.parent_id "
+                                          "WHERE c.id > 0 AND (c.seed & 255) = 0")]
+
+    by_novelty, by_fitness = tuned_parents_fitness(0), tuned_parents_fitness(16)
+    assert len(by_novelty) == len(by_fitness) == 10
+    # novelty picks the odd ones out, often the worse; the tournament picks the fittest it draws
+    assert sum(by_fitness) / 10 > sum(by_novelty) / 10 + 0.1
+
+
 def test_a_parent_with_nothing_to_tune_gets_one_child_that_fails_saying_why(tmp_path, ray_address):
     toycode = str(ROOT / "tests" / "tasks" / "toycode")  # its constants are ints: nothing to tune by default
     overrides = _overrides(toycode, tmp_path / "ints.db", ray_address, **{"budget.max_children": 4})

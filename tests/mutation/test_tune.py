@@ -100,6 +100,8 @@ def test_bad_parameters_and_sources_are_named():
         check_params("tune", {"evaluations": 0})
     with pytest.raises(ValueError, match="unknown parameter"):
         check_params("tune", {"steps": 3})
+    with pytest.raises(ValueError, match="tournament must be an integer >= 0"):
+        check_params("tune", {"tournament": -1})
     with pytest.raises(ValueError, match="no float literals"):
         TuneSearch(_files("a = 1\n"), "agent.py", None, TuneParams())
     with pytest.raises(ValueError, match="has no agent.py"):
