@@ -64,14 +64,13 @@ def _solved(fitness: float) -> bool:
 
 # Our engine's methods: (archive kind, selection strategy, selection params). "novelty" is the
 # engine's default (the `all` archive and `novelty` selection with its default parameters).
-# "fitness" is its matched control: the same population (the 250 newest members), parents chosen by
-# fitness (a tournament of 16) instead of novelty; "fitness_whole_archive" draws the tournament from
-# every child so far, which keeps old, diverse parents in play.
+# "fitness" draws a tournament of 16 from every child so far; "fitness_population" is novelty search's
+# matched control: the same population (the 250 newest members), parents chosen by fitness instead.
 METHODS: dict[str, tuple[str, str, dict]] = {
     "novelty": ("all", "novelty", {}),
     "map_elites_curiosity": ("grid", "curiosity", {}),
-    "fitness": ("all", "tournament", {"size": 16, "recent": 250}),
-    "fitness_whole_archive": ("all", "tournament", {"size": 16}),
+    "fitness": ("all", "tournament", {"size": 16}),
+    "fitness_population": ("all", "tournament", {"size": 16, "recent": 250}),
     "random": ("all", "uniform", {}),
 }
 
