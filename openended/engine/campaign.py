@@ -430,10 +430,12 @@ class Campaign:
                 seed = int(self.rng.integers(2**63))
                 members = 1
                 if arm.operator == TUNE:  # a group of children (openended.mutation.tune): seeds seed + index
+                    fittest = None
                     if self.tune.tournament:  # tuning exploits: the tuned agent is chosen by fitness
-                        parent = select_parents("tournament", self.archive, self.lineage, self.rng, n=1,
-                                                size=self.tune.tournament, recent=DEFAULT_RECENT)[0]
-                    seed, members = group_seed(seed), self.tune.size(self.genomes.get(int(parent)))
+                        fittest = int(select_parents("tournament", self.archive, self.lineage, self.rng, n=1,
+                                                     size=self.tune.tournament, recent=DEFAULT_RECENT)[0])
+                    parent, members = self.tune.tuned(int(parent), fittest, self.genomes.get)
+                    seed = group_seed(seed)
                     if limit is not None:
                         members = min(members, limit - agent_id)
                 for index in range(members):

@@ -3,6 +3,7 @@ group proposes, and the Ray jobs that make a group's unfinished children, fresh 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,15 @@ class TuneGroups:
         except (SyntaxError, ValueError, UnicodeDecodeError):
             tunable = False
         return self.evaluations if tunable else 1
+
+    def tuned(self, chosen: int, fittest: int | None, genome: Callable[[int], Files]) -> tuple[int, int]:
+        """The agent a group tunes and the group's size: ``fittest`` (the tournament's pick) when it has
+        something to tune, else ``chosen`` (the campaign's selection's)."""
+        if fittest is not None:
+            size = self.size(genome(fittest))
+            if size > 1:
+                return fittest, size
+        return chosen, self.size(genome(chosen))
 
     @staticmethod
     def jobs(members: list[Proposal], maker: JobMaker) -> list[Job]:

@@ -17,6 +17,7 @@ from openended.engine import Campaign
 from openended.engine.dispatch import Dispatcher, TaskLost
 from openended.engine.jobs import Tune
 from openended.engine.runtime import resolve_operators
+from openended.engine.tune_groups import TuneGroups
 from openended.mutation.tune import group_of
 from openended.tasks import load_task
 
@@ -77,6 +78,14 @@ def test_the_tuned_agent_is_chosen_by_fitness_unless_tournament_is_0(tmp_path, r
     assert len(by_novelty) == len(by_fitness) == 10
     # novelty picks the odd ones out, often the worse; the tournament picks the fittest it draws
     assert sum(by_fitness) / 10 > sum(by_novelty) / 10 + 0.1
+
+
+def test_the_fittest_is_tuned_only_when_it_has_something_to_tune():
+    groups = TuneGroups("agent.py", evaluations=EVALUATIONS, ints=False, tournament=8)
+    genomes = {1: {"agent.py": b"a = 1.0\n"}, 2: {"agent.py": b"a = 1\n"}, 3: {"agent.py": b"b = 2.5\n"}}
+    assert groups.tuned(3, 1, genomes.__getitem__) == (1, EVALUATIONS)
+    assert groups.tuned(3, 2, genomes.__getitem__) == (3, EVALUATIONS)  # best fit's like: nothing to tune
+    assert groups.tuned(2, None, genomes.__getitem__) == (2, 1)  # one child, which fails saying why
 
 
 def test_a_parent_with_nothing_to_tune_gets_one_child_that_fails_saying_why(tmp_path, ray_address):
