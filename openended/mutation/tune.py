@@ -127,7 +127,10 @@ def rewrite(source: str, sites: Sequence[Literal], values: Sequence[int | float]
     for site, value in zip(sites, values, strict=True):
         out.append(source[at:site.start])
         text = repr(value)
-        out.append(f"({text})" if text.startswith("-") else text)  # keeps precedence: x ** (-2.0)
+        # a negative value keeps precedence in brackets (-2.0 ** x is not (-2.0) ** x); once is enough, or
+        # a lineage of tuned children would wrap it once more each generation
+        bracketed = source[:site.start].rstrip().endswith("(") and source[site.end:].lstrip().startswith(")")
+        out.append(f"({text})" if text.startswith("-") and not bracketed else text)
         at = site.end
     out.append(source[at:])
     return "".join(out)
