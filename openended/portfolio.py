@@ -29,7 +29,7 @@ class Arm:
 class Portfolio:
     """A Thompson-sampling bandit over arms, counting archived vs finished children."""
 
-    def __init__(self, arms: list[Arm], *, explore: float = 0.1):
+    def __init__(self, arms: list[Arm], *, explore: float = 0.1, children_per_pick: dict[str, int] | None = None):
         if not arms:
             raise ValueError("a mutation portfolio needs at least one operator")
         self.arms = list(arms)
@@ -37,9 +37,15 @@ class Portfolio:
         self.archived = np.zeros(len(arms))
         self.finished = np.zeros(len(arms))
         self._index = {arm: i for i, arm in enumerate(self.arms)}
+        # An arm whose pick makes several children (a tune group) counts them as one trial: else its
+        # children, each nearly always valid, would outvote every one-child arm and take nearly all picks.
+        # The counts stay whole numbers (the same live and restored); the weight applies at each draw.
+        per_pick = children_per_pick or {}
+        self._weight = np.array([1.0 / per_pick.get(arm.operator, 1) for arm in self.arms])
 
     @classmethod
-    def build(cls, operators: list[str], models: list[str], *, explore: float = 0.1) -> Portfolio:
+    def build(cls, operators: list[str], models: list[str], *, explore: float = 0.1,
+              children_per_pick: dict[str, int] | None = None) -> Portfolio:
         arms = []
         for op in operators:
             if op in MODEL_OPERATORS:
@@ -48,7 +54,7 @@ class Portfolio:
                 arms.extend(Arm(op, m) for m in models)
             else:
                 arms.append(Arm(op))
-        return cls(arms, explore=explore)
+        return cls(arms, explore=explore, children_per_pick=children_per_pick)
 
     def restore(self, rows: list[dict]) -> None:
         """Counts from the store's operator_success rows (operator, model, finished, archived)."""
@@ -64,7 +70,7 @@ class Portfolio:
             return self.arms[0]
         if rng.random() < self.explore:
             return self.arms[int(rng.integers(len(self.arms)))]
-        draws = rng.beta(1.0 + self.archived, 1.0 + self.finished - self.archived)
+        draws = rng.beta(1.0 + self._weight * self.archived, 1.0 + self._weight * (self.finished - self.archived))
         return self.arms[int(np.argmax(draws))]
 
     def update(self, arm: Arm, archived: bool) -> None:
@@ -75,5 +81,5 @@ class Portfolio:
 
     def shares(self) -> dict[str, float]:
         """Each arm's expected success rate (posterior mean), by label."""
-        means = (1.0 + self.archived) / (2.0 + self.finished)
+        means = (1.0 + self._weight * self.archived) / (2.0 + self._weight * self.finished)
         return {arm.label: float(m) for arm, m in zip(self.arms, means, strict=True)}

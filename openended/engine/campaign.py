@@ -143,8 +143,9 @@ class Campaign:
         operator = self.config.mutation.operator
         assert operator is not None, "resolve_operators names the operator"
         operators: list[str] = list(self.config.mutation.portfolio) or [operator]
-        self.portfolio = Portfolio.build(operators, self.model_names, explore=llm.explore)
         self.tune = TuneGroups.of(self.task, self.config)
+        self.portfolio = Portfolio.build(operators, self.model_names, explore=llm.explore,
+                                         children_per_pick={TUNE: self.tune.evaluations})
         self.dispatcher: Dispatcher | None = None  # once run() has joined Ray
         self._restore()
         if run is not None:

@@ -41,20 +41,20 @@ class TuneGroups:
     def size(self, parent: Files) -> int:
         """A group's children: ``evaluations``, or one (which fails, saying why) for a parent with nothing
         to tune."""
-        code = parent.get(self.code_file, b"")
+        return self.evaluations if self.tunable(parent) else 1
+
+    def tunable(self, agent: Files) -> bool:
+        """Whether the agent's code file has literals to tune."""
         try:
-            tunable = bool(literals(code.decode("utf-8"), ints=self.ints))
+            return bool(literals(agent.get(self.code_file, b"").decode("utf-8"), ints=self.ints))
         except (SyntaxError, ValueError, UnicodeDecodeError):
-            tunable = False
-        return self.evaluations if tunable else 1
+            return False
 
     def tuned(self, chosen: int, fittest: int | None, genome: Callable[[int], Files]) -> tuple[int, int]:
         """The agent a group tunes and the group's size: ``fittest`` (the tournament's pick) when it has
         something to tune, else ``chosen`` (the campaign's selection's)."""
-        if fittest is not None:
-            size = self.size(genome(fittest))
-            if size > 1:
-                return fittest, size
+        if fittest is not None and self.tunable(genome(fittest)):
+            return fittest, self.evaluations
         return chosen, self.size(genome(chosen))
 
     @staticmethod

@@ -86,6 +86,8 @@ def test_the_fittest_is_tuned_only_when_it_has_something_to_tune():
     assert groups.tuned(3, 1, genomes.__getitem__) == (1, EVALUATIONS)
     assert groups.tuned(3, 2, genomes.__getitem__) == (3, EVALUATIONS)  # best fit's like: nothing to tune
     assert groups.tuned(2, None, genomes.__getitem__) == (2, 1)  # one child, which fails saying why
+    single = TuneGroups("agent.py", evaluations=1, ints=False, tournament=8)  # a group of one either way
+    assert single.tuned(2, 1, genomes.__getitem__) == (1, 1) and single.tuned(3, 2, genomes.__getitem__) == (3, 1)
 
 
 def test_a_parent_with_nothing_to_tune_gets_one_child_that_fails_saying_why(tmp_path, ray_address):

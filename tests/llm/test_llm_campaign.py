@@ -133,11 +133,29 @@ def test_portfolio_prefers_the_arm_whose_children_enter_the_archive():
     assert picks[-200:].count("llm_diff@b") > 140
 
 
+def test_a_pick_that_makes_a_group_of_children_counts_as_one_trial():
+    # tune's pick makes 8 children: counted child by child at the same success rate as llm_diff's single
+    # children, it would look 8 times surer and take nearly every pick (and nearly every child)
+    def tune_share(children_per_pick):
+        portfolio = Portfolio([Arm("llm_diff", "m"), Arm("tune")], explore=0.0, children_per_pick=children_per_pick)
+        rng = np.random.default_rng(1)
+        picks = []
+        for _ in range(400):
+            arm = portfolio.choose(rng)
+            picks.append(arm.operator)
+            for _ in range(8 if arm.operator == "tune" else 1):
+                portfolio.update(arm, rng.random() < 0.6)
+        return picks.count("tune") / len(picks)
+
+    assert 0.25 < tune_share({"tune": 8}) < 0.75
+    assert tune_share({}) > 0.75
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.booleans()), max_size=60))
 def test_portfolio_restored_from_store_counts_equals_the_live_one(events):
-    arms = [Arm("llm_diff", "m"), Arm("llm_rewrite", "m"), Arm("ast")]
-    live = Portfolio(arms)
+    arms = [Arm("llm_diff", "m"), Arm("tune"), Arm("ast")]
+    live = Portfolio(arms, children_per_pick={"tune": 6})
     rows: dict = {}
     for i, archived in events:
         live.update(arms[i], archived)
@@ -145,7 +163,7 @@ def test_portfolio_restored_from_store_counts_equals_the_live_one(events):
                                         "finished": 0, "archived": 0})
         row["finished"] += 1
         row["archived"] += archived
-    restored = Portfolio(arms)
+    restored = Portfolio(arms, children_per_pick={"tune": 6})
     restored.restore(list(rows.values()))
     assert restored.shares() == live.shares()
     a, b = np.random.default_rng(5), np.random.default_rng(5)

@@ -14,7 +14,7 @@ ROWS = [
 def centres(n: int) -> np.ndarray:
     """The first n centres of ROWS, clipped into the unit square."""
     points = [(x0 + k * dx, y) for count, y, x0, dx in ROWS for k in range(count)]
-    return np.clip(np.array(points[:n], dtype=float), 0.0, 1.0)
+    return np.clip(np.array(points[:n], dtype=float), 0, 1)
 
 
 def largest_radii(xy: np.ndarray) -> np.ndarray:
@@ -25,10 +25,10 @@ def largest_radii(xy: np.ndarray) -> np.ndarray:
     """
     r = np.zeros(len(xy))
     for i, (x, y) in enumerate(xy):
-        room = min(x, y, 1.0 - x, 1.0 - y)
+        room = min(x, y, 1 - x, 1 - y)
         if i:
             room = min(room, float((np.hypot(xy[:i, 0] - x, xy[:i, 1] - y) - r[:i]).min()))
-        r[i] = max(room, 0.0)
+        r[i] = max(room, 0)
     return r * (1 - 1e-12)
 
 
