@@ -58,7 +58,7 @@ from openended.qd import Archive, restore_archive
 from openended.sandbox import SandboxUnavailable
 from openended.sandbox import describe as describe_sandbox
 from openended.sandbox import resolve as resolve_sandbox
-from openended.selection import DEFAULT_RECENT, select_parents
+from openended.selection import select_parents
 from openended.standing import Standing, Summary
 from openended.tasks import load_task
 
@@ -431,11 +431,8 @@ class Campaign:
                 seed = int(self.rng.integers(2**63))
                 members = 1
                 if arm.operator == TUNE:  # a group of children (openended.mutation.tune): seeds seed + index
-                    fittest = None
-                    if self.tune.tournament:  # tuning exploits: the tuned agent is chosen by fitness
-                        fittest = int(select_parents("tournament", self.archive, self.lineage, self.rng, n=1,
-                                                     size=self.tune.tournament, recent=DEFAULT_RECENT)[0])
-                    parent, members = self.tune.tuned(int(parent), fittest, self.genomes.get)
+                    parent, members = self.tune.group(int(parent), self.archive, self.lineage, self.rng,
+                                                      self.genomes.get)
                     seed = group_seed(seed)
                     if limit is not None:
                         members = min(members, limit - agent_id)

@@ -7,10 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from archive_db import Proposal
 from openended.config import CampaignConfig, ConfigError
 from openended.mutation.tune import TuneParams, group_of, literals
 from openended.names import TUNE, Files
+from openended.qd import Archive
+from openended.selection import DEFAULT_RECENT, LineageCounts, select_parents
 from openended.tasks import Task
 
 if TYPE_CHECKING:
@@ -49,6 +53,16 @@ class TuneGroups:
             return bool(literals(agent.get(self.code_file, b"").decode("utf-8"), ints=self.ints))
         except (SyntaxError, ValueError, UnicodeDecodeError):
             return False
+
+    def group(self, chosen: int, archive: Archive, lineage: LineageCounts, rng: np.random.Generator,
+              genome: Callable[[int], Files]) -> tuple[int, int]:
+        """The agent a new group tunes and the group's size. Tuning exploits: with ``tournament`` set, the
+        fittest of that many drawn from the newest members, when it has something to tune."""
+        fittest = None
+        if self.tournament:
+            fittest = int(select_parents("tournament", archive, lineage, rng, n=1, size=self.tournament,
+                                         recent=DEFAULT_RECENT)[0])
+        return self.tuned(chosen, fittest, genome)
 
     def tuned(self, chosen: int, fittest: int | None, genome: Callable[[int], Files]) -> tuple[int, int]:
         """The agent a group tunes and the group's size: ``fittest`` (the tournament's pick) when it has
