@@ -117,7 +117,7 @@ def main() -> None:
         small, large, args.children = 200, 2000, 200
     import ray
 
-    ray.init(include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         result = {

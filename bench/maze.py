@@ -325,7 +325,7 @@ def main() -> None:
     if not args.inprocess:
         import ray
 
-        ray.init(include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", include_dashboard=False, logging_level="ERROR")
     report: dict = {"inprocess": args.inprocess, "sandbox": "replica" if args.inprocess else args.sandbox,
                     "novelty_params": args.novelty_params, "budget": args.budget,
                     "seeds": len(seeds), "seed_list": seeds,

@@ -122,7 +122,7 @@ def main() -> None:
 
     import ray
 
-    ray.init(include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR")
     report: dict = {"task": TASK, "budget": args.budget, "seeds": args.seeds, "smoke": args.smoke,
                     "selection": args.selection,
                     "pyribs_batch": PYRIBS_BATCH, "by_staleness": {}}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from pathlib import Path
 
 from conftest import ROOT, TOY
 
@@ -21,3 +23,20 @@ def test_run_py_passes_its_options_to_run(tmp_path, cli_env, python):
                          timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert db.exists() and "4 done" in out.stdout.strip().splitlines()[-1]
+
+
+def test_run_starts_its_own_ray_despite_a_dead_cluster_recorded_on_the_machine(tmp_path, cli_env, python):
+    # `ray start` records its cluster in <temp>/ray/ray_current_cluster and a bare ray.init() joins it,
+    # even after that cluster died. A campaign without --ray-address must start its own Ray instead.
+    import tempfile
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    (Path(ray_tmp) / "ray").mkdir()
+    (Path(ray_tmp) / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # nothing listens there
+    env = {k: v for k, v in cli_env.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp}
+    db = tmp_path / "toy.db"
+    out = subprocess.run([python, str(ROOT / "run.py"), "run", "--task", f"{TOY}:plain", "--db", str(db), "--budget",
+                          "4", "--sandbox", "inprocess", "--quiet"], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "4 done" in out.stdout.strip().splitlines()[-1]

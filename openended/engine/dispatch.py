@@ -9,6 +9,7 @@ real one (this is the only module that imports Ray), a test can hand it a fake.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections import deque
@@ -381,9 +382,13 @@ class RayExecutor:
 
 
 def ensure_ray(address: str | None) -> bool:
-    """Start a local Ray, or join ``address``; returns whether this call started it."""
+    """Start a private local Ray, or join ``address`` (else ``RAY_ADDRESS``); returns whether this call
+    started it."""
     if ray.is_initialized():
         return False
+    # Ray's own default (no address) joins the cluster the last `ray start` on this machine recorded,
+    # even one that has since died: a campaign would run on someone else's cluster, or hang and fail.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     # Workers' own log lines would garble the progress display; every failure is in the database.
     ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, configure_logging=True,
              log_to_driver=False)
