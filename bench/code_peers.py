@@ -26,6 +26,7 @@ openai) and is installed once into a virtual environment under ~/.cache/openende
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import signal
@@ -44,9 +45,17 @@ from peers.systems import Endpoint, run_ours, run_peer  # noqa: E402
 SYSTEMS = ("ours", "openevolve", "shinka")
 TASKS = ("circle-packing", "binpack")
 # The embedded model's context is 8,192 tokens: the peers' documented max_tokens (8,192 and 32,768) do not fit
-# beside a prompt there, and a 270M model rambles to any limit; with it they get what ours gets on these programs
-# (factor 2 x the parent's tokens, floor 256: the seeds are 70-130 tokens).
-EMBEDDED_PEER_MAX_TOKENS = 256
+# beside a prompt there, and a 270M model rambles to any limit; with it each peer's answers get the limit ours
+# gets for a rewrite of the task's seed (2 x its tokens, at least 256): see embedded_peer_max_tokens.
+
+
+def embedded_peer_max_tokens(task: str) -> int:
+    """The embedded model's answer limit for a whole-program rewrite of ``task``'s seed, as ours computes it."""
+    from openended.config import CampaignConfig
+    from openended.mutation.output_limits import max_output_tokens
+    from openended.names import LOCAL_MODEL
+
+    return max_output_tokens(CampaignConfig(), LOCAL_MODEL, "llm_rewrite", scoring.seed_code(task))
 
 
 # The scripted model's edit: the seed's line it changes, and the change (the n-th answer's variant).
@@ -111,6 +120,14 @@ def start_embedded(server: Any) -> Any:
         return server.start()
 
 
+def peer_limit(endpoint: Endpoint, task: str) -> int | None:
+    """The peers' max_tokens on ``task``: as given; else, with the embedded model, sized to the task's seed;
+    else None (their documented values)."""
+    if endpoint.peer_max_tokens is None and endpoint.embedded:
+        return embedded_peer_max_tokens(task)
+    return endpoint.peer_max_tokens
+
+
 def targets(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for task, systems in results.items():
@@ -145,7 +162,7 @@ def main() -> None:
     parser.add_argument("--api-key-env", metavar="VAR", help="NAME of the environment variable holding the key")
     parser.add_argument("--api", choices=("chat", "completion"), default="chat", help="how ours speaks to --base-url")
     parser.add_argument("--peer-max-tokens", type=int, help="the peers' max_tokens (default: their documented "
-                        f"values; {EMBEDDED_PEER_MAX_TOKENS} with the embedded model)")
+                        "values; with the embedded model, what ours gets to rewrite the task's seed)")
     parser.add_argument("--workdir", help="keep every run's files here (default: a temporary folder)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "openended" / "peers"),
                         help="where peers that cannot live beside us get their virtual environments")
@@ -167,13 +184,12 @@ def main() -> None:
         from openended.llm.local import LocalModelServer
 
         server = start_embedded(LocalModelServer())  # the peers' endpoint; ours starts its own, as `openended run` does
-        endpoint = Endpoint(server.base_url, server.model, embedded=True,
-                            peer_max_tokens=args.peer_max_tokens or EMBEDDED_PEER_MAX_TOKENS)
+        endpoint = Endpoint(server.base_url, server.model, embedded=True, peer_max_tokens=args.peer_max_tokens)
 
     result: dict[str, Any] = {
         "smoke": args.smoke, "calls": args.calls, "seeds": args.seeds,
         "endpoint": "scripted" if args.smoke else ("embedded" if endpoint.embedded else args.base_url),
-        "model": endpoint.model, "peer_max_tokens": endpoint.peer_max_tokens,
+        "model": endpoint.model, "peer_max_tokens": {t: peer_limit(endpoint, t) for t in args.tasks},
         "versions": {"openevolve": "0.4.1", "shinka-evolve": "0.0.7"}, "results": {}}
     runs: dict[str, dict[str, list]] = {t: {s: [] for s in args.systems} for t in args.tasks}
     started = time.monotonic()
@@ -191,7 +207,8 @@ def main() -> None:
                         if system == "ours":
                             run = run_ours(task, seed, args.calls, endpoint, workdir, sandbox=sandbox)
                         else:
-                            run = run_peer(system, task, seed, args.calls, endpoint, workdir, Path(args.cache))
+                            peer_endpoint = dataclasses.replace(endpoint, peer_max_tokens=peer_limit(endpoint, task))
+                            run = run_peer(system, task, seed, args.calls, peer_endpoint, workdir, Path(args.cache))
                         figures = {"seed_index": seed, **metrics.run_metrics(task, run)}
                         print(json.dumps(figures), flush=True)
                         runs[task][system].append(figures)

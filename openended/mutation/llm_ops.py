@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openended.mutation.prompts import MutationContext, build_prompt, code_of, example_edit, primed_suffix
+from openended.mutation.prompts import MutationContext, build_prompt, code_of, primed_suffix, prompt_example
 from openended.mutation.search_replace import NO_CHANGE, Block, PatchError, apply_blocks, parse_blocks
 from openended.names import LLM_OPERATORS, Files
 
@@ -253,7 +253,7 @@ def _behaviour_of(source: str) -> str | None:
 
 def _example_behaviour(ctx: MutationContext) -> str | None:
     """The behaviour of the parent with the prompt's example edit applied (None if it does not apply)."""
-    search, replace = example_edit(ctx.parent_code, ctx.entry_point)
+    search, replace = prompt_example(ctx)
     block = Block(1, tuple(search.split("\n")), tuple(replace.split("\n")))
     try:
         return _behaviour_of(apply_blocks(ctx.parent_code, [block]))

@@ -22,6 +22,8 @@ as a document to continue, and every part is truncated to fit ``max_chars``.
 from __future__ import annotations
 
 import ast
+import difflib
+import itertools
 import math
 import re
 import string
@@ -183,19 +185,56 @@ def example_edit(code: str, entry_point: str | None) -> tuple[str, str]:
     return line, f"{indent}result = {ast.unparse(returns[-1].value)}\n{indent}return result"
 
 
-def choose_focus(code: str, entry_point: str | None, rng) -> str | None:
-    """A statement of ``entry_point``'s body (its docstring left out), drawn with ``rng``, as the SEARCH
-    text of a focused diff; None when the function has no such statement."""
+def _is_docstring(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _table_rows(node: ast.stmt) -> list[ast.expr]:
+    """The elements of a module-level table written one per line (``ROWS = [\n (..),\n (..),\n]``)."""
+    value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+    if isinstance(value, (ast.List, ast.Tuple, ast.Set)):
+        rows = list(value.elts)
+    elif isinstance(value, ast.Dict):
+        rows = [v for v in value.values if v is not None]
+    else:
+        return []
+    lines = [(r.lineno, r.end_lineno) for r in rows]
+    # A row sharing a line with another (or with the assignment) is not a line of its own to edit.
+    if any(a[1] >= b[0] for a, b in itertools.pairwise(lines)) or (lines and lines[0][0] <= node.lineno):
+        return []
+    return rows
+
+
+def focus_candidates(code: str, entry_point: str | None) -> list[str]:
+    """What a focused diff may ask the model to rewrite: each statement of ``entry_point``'s body, of the
+    module's other functions, and each row of a module-level table (docstrings left out). Only text
+    that occurs once in ``code`` (a SEARCH text must be unambiguous); [] without the entry point."""
     node = _entry_def(code, entry_point)
     if node is None:
+        return []
+    tree = ast.parse(code)
+    functions = [node] + [n for n in tree.body
+                          if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not node]
+    spans = [(s.lineno, s.end_lineno) for f in functions for s in f.body if not _is_docstring(s)]
+    for stmt in tree.body:
+        for row in _table_rows(stmt):
+            spans.append((row.lineno, row.end_lineno))
+    lines = code.split("\n")
+    texts = ["\n".join(lines[a - 1: b]) for a, b in spans]
+    return [t for t in dict.fromkeys(texts) if _occurrences(lines, t.split("\n")) == 1]
+
+
+def _occurrences(lines: list[str], part: list[str]) -> int:
+    return sum(lines[i: i + len(part)] == part for i in range(len(lines) - len(part) + 1))
+
+
+def choose_focus(code: str, entry_point: str | None, rng) -> str | None:
+    """One of :func:`focus_candidates`, drawn with ``rng``, as the SEARCH text of a focused diff;
+    None when there is none."""
+    candidates = focus_candidates(code, entry_point)
+    if not candidates:
         return None
-    body = [n for n in node.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
-                                        and isinstance(n.value.value, str))]
-    if not body:
-        return None
-    lines = code.splitlines()
-    stmt = body[int(rng.integers(len(body)))]
-    return "\n".join(lines[stmt.lineno - 1: stmt.end_lineno])
+    return candidates[int(rng.integers(len(candidates)))]
 
 
 def primed_suffix(prompt: str) -> str:
@@ -252,12 +291,41 @@ def template_path(kind: str, templates_dir: str | Path | None = None) -> Path:
     return TEMPLATES_DIR / name
 
 
-def _values(ctx: MutationContext, task_chars: int, n_inspirations: int) -> dict[str, str]:
+_NUMBER = re.compile(r"(?<![\w.])(\d+\.\d*|\d+)(?![\w.])")
+
+
+def _number_edit(text: str) -> str | None:
+    """``text`` with its first number literal changed (an int by one, a float doubled); None without one."""
+    match = _NUMBER.search(text)
+    if match is None:
+        return None
+    number = match.group(1)
+    new = str(int(number) + 1) if number.isdigit() else repr(float(number) * 2)
+    return text[: match.start()] + new + text[match.end():]
+
+
+def prompt_example(ctx: MutationContext) -> tuple[str, str]:
+    """The example edit a diff prompt shows: :func:`example_edit`; in a focused diff, a number changed in the
+    parent's other editable text most like the focus (another row of the same table), so the example shows
+    an edit of the kind asked for without being the answer; else :data:`FOCUSED_EXAMPLE` when the example
+    would edit the focus itself."""
     code = ctx.parent_code
     search, replace = example_edit(code, ctx.entry_point)
-    if ctx.focus and ctx.focus.strip() == search.strip():
-        # The example would edit the very line the model is asked to edit: it would copy it.
-        search, replace = FOCUSED_EXAMPLE
+    if not ctx.focus:
+        return search, replace
+    others = [c for c in focus_candidates(code, ctx.entry_point) if c != ctx.focus and _number_edit(c)]
+    if others:
+        # Ties go to the earlier text: the choice is a function of the parent and the focus alone.
+        nearest = max(others, key=lambda c: difflib.SequenceMatcher(None, c, ctx.focus).ratio())
+        return nearest, _number_edit(nearest) or nearest
+    if ctx.focus.strip() == search.strip():
+        return FOCUSED_EXAMPLE  # the example would edit the very line the model is asked to edit
+    return search, replace
+
+
+def _values(ctx: MutationContext, task_chars: int, n_inspirations: int) -> dict[str, str]:
+    code = ctx.parent_code
+    search, replace = prompt_example(ctx)
     last_error = ""
     if ctx.last_error:
         last_error = ("The previous attempt to change this program failed: "

@@ -191,3 +191,59 @@ def test_focused_diff_primes_the_search_text_and_takes_a_replacement_only_answer
     child = llm_mutate("llm_diff", ctx, lambda p: Answer())
     assert "return -(bins - item) ** 2" in child.files["priority.py"].decode()
     assert "return -(bins - item)\n" not in child.files["priority.py"].decode().split('"""')[-1]
+
+
+def test_focus_candidates_include_the_rows_of_a_module_table_and_the_helpers_statements():
+    from openended.mutation.prompts import focus_candidates
+
+    task = load_task("circle-packing")
+    code = task.seed_files()["packing.py"].decode()
+    candidates = focus_candidates(code, task.spec.entry_point)
+    rows = [c for c in candidates if c.strip().startswith("(")]
+    assert rows == [line for line in code.splitlines() if line.startswith("    (") and line.endswith("),")]
+    assert len(rows) == 5
+    assert "    xy = centres(n)" in candidates  # the entry point's own statements
+    assert "    return r * (1 - 1e-12)" in candidates  # a helper's
+    assert not any('"""' in c for c in candidates)  # docstrings are never the text to rewrite
+    assert focus_candidates(code, "no_such_function") == []
+
+
+ROW = st.tuples(st.integers(0, 9), st.integers(0, 9)).map(lambda t: f"    ({t[0]}, {t[1]}),")
+
+
+@given(rows=st.lists(ROW, min_size=1, max_size=8), one_line=st.booleans())
+def test_property_every_focus_candidate_is_one_unambiguous_search_text(rows, one_line):
+    import numpy as np
+
+    from openended.mutation.prompts import choose_focus, focus_candidates
+    from openended.mutation.search_replace import Block, apply_block
+
+    inline = f"T = [{', '.join(r.strip().rstrip(',') for r in rows)}]"
+    table = inline if one_line else "T = [\n" + "\n".join(rows) + "\n]"
+    code = f"{table}\n\n\ndef f(n):\n    \"\"\"Doc.\"\"\"\n    return T[:n]\n"
+    candidates = focus_candidates(code, "f")
+    # A row written twice is ambiguous as a SEARCH text, and a one-line table has no rows of its own.
+    expected_rows = [] if one_line else [r for r in dict.fromkeys(rows) if rows.count(r) == 1]
+    assert candidates == ["    return T[:n]"] + expected_rows
+    for text in candidates:  # each applies in exactly one place: replacing it by itself changes nothing
+        lines = tuple(text.split("\n"))
+        assert apply_block(code, Block(1, lines, lines)) == code
+    assert choose_focus(code, "f", np.random.default_rng(0)) in candidates
+
+
+def test_a_focused_diff_on_a_table_row_shows_another_row_with_a_number_changed():
+    from openended.mutation.prompts import focus_candidates, prompt_example
+
+    task = load_task("circle-packing")
+    ctx = MutationContext.for_task(task, task.seed_files(), parent_fitness=2.1667)
+    rows = [c for c in focus_candidates(ctx.parent_code, "pack") if c.strip().startswith("(")]
+    for focus in rows:
+        ctx.focus = focus
+        search, replace = prompt_example(ctx)
+        assert search in rows and search != focus  # a sibling row, never the text the model must rewrite
+        assert replace != search and replace.count(",") == search.count(",")  # one number changed, same shape
+        prompt = build_prompt("llm_diff", ctx)
+        assert f"<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE" in prompt
+        assert prompt.endswith(f"<<<<<<< SEARCH\n{focus}\n=======\n")
+    ctx.focus = None  # unfocused: the example rewrites the entry point's return through a variable
+    assert prompt_example(ctx)[1].strip().startswith("result = ")

@@ -44,9 +44,9 @@ def test_a_builtin_task_whose_seed_is_the_grid_of_twelfths():
     seed = EV.evaluate_batch([TASK.seed_files()], TASK.evaluate_args)[0]
     assert seed["valid"], seed["feedback"]
     assert seed["fitness"] == pytest.approx(26 / 12, abs=1e-9) and seed["fitness"] < 26 / 12
-    # equal radii (up to rounding: computed from the centres); the bottom row, the left column and the
-    # right column's other three touch a side: 13 of 26
-    assert seed["descriptors"] == pytest.approx([0.0, 0.5], abs=1e-12)
+    # equal radii (up to rounding: computed from the centres); the bottom row and the three full rows' ends
+    # above it touch a side (the row of two is centred, at x = 1/4 and 3/4): 12 of 26
+    assert seed["descriptors"] == pytest.approx([0.0, 12 / 26], abs=1e-12)
     checked = check_result(seed, 2, None)
     assert checked.fitness == seed["fitness"]
 

@@ -1,19 +1,20 @@
 import numpy as np
 
-# Rows of circles: (how many, the row's height y, the first centre's x, the step between centres).
+# Rows of circles: (how many, the row's height y, the margin left free at each side). A row's centres
+# are spread evenly across the width between its margins, so any count makes a row that fits.
 # The start is a grid of 6 columns: four full rows and a row of two.
 ROWS = [
-    (6, 1 / 12.0, 1 / 12.0, 1 / 6.0),
-    (6, 3 / 12.0, 1 / 12.0, 1 / 6.0),
-    (6, 5 / 12.0, 1 / 12.0, 1 / 6.0),
-    (6, 7 / 12.0, 1 / 12.0, 1 / 6.0),
-    (2, 9 / 12.0, 1 / 12.0, 1 / 6.0),
+    (6, 1 / 12.0, 0.0),
+    (6, 3 / 12.0, 0.0),
+    (6, 5 / 12.0, 0.0),
+    (6, 7 / 12.0, 0.0),
+    (2, 9 / 12.0, 0.0),
 ]
 
 
 def centres(n: int) -> np.ndarray:
     """The first n centres of ROWS, clipped into the unit square."""
-    points = [(x0 + k * dx, y) for count, y, x0, dx in ROWS for k in range(count)]
+    points = [(margin + (1 - 2 * margin) * (k + 0.5) / count, y) for count, y, margin in ROWS for k in range(count)]
     return np.clip(np.array(points[:n], dtype=float), 0, 1)
 
 
