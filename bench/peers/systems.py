@@ -30,6 +30,7 @@ from peers.proxy import CountingProxy
 OPENEVOLVE = ("openevolve", "0.4.1", "openevolve")       # (PyPI name, pinned version, module)
 SHINKA = ("shinka-evolve", "0.0.7", "shinka")
 TERMINAL = ("evaluated", "archived", "rejected", "failed")
+CHILDREN_PER_CALL_CAP = 200
 
 
 @dataclass
@@ -76,7 +77,10 @@ def run_ours(task: str, seed: int, calls: int, endpoint: Endpoint, workdir: Path
     from openended.names import MODEL_OPERATORS
 
     db_path = workdir / "ours.db"
-    lines = [f'task = "{task}"', f'db = "{db_path}"', f"seed = {seed}", "[budget]", f"max_children = {calls * 50}"]
+    # The run stops at ``calls`` model children; the children cap is only a backstop. tune's groups make about
+    # 50 children a model call in the default portfolio, so a cap of 50 a call stopped ours short of its calls.
+    lines = [f'task = "{task}"', f'db = "{db_path}"', f"seed = {seed}", "[budget]",
+             f"max_children = {calls * CHILDREN_PER_CALL_CAP}"]
     if sandbox:
         lines += ["[sandbox]", f'kind = "{sandbox}"']
     proxy = None
