@@ -320,17 +320,9 @@ class Campaign:
 
     def _start_models(self) -> None:
         """The model specs this session's LLM operators call; the embedded model is started here."""
-        if self.config.llm.local and self._llm_server is None:
-            from openended.llm.local import LocalModelServer, local_spec
-
-            self._llm_server = LocalModelServer()
-            self._llm_server.start()
-            self.models[LOCAL_MODEL] = local_spec(self._llm_server, max_tokens=self.config.llm.local_max_tokens)
-            if self.progress is not None:
-                self.progress.note(f"embedded model {LOCAL_MODEL} serving at {self._llm_server.base_url} "
-                                   f"(started in {self._llm_server.startup_seconds:.1f}s)")
-        for m in self.config.llm.models:
-            self.models[m.name] = ModelSpec(**m.model_dump(exclude={"max_output"}))  # the operators' limits: per job
+        if self._llm_server is None:
+            self._llm_server = runtime.start_embedded_model(self.config, self.progress)
+        self.models.update(runtime.model_specs(self.config, self._llm_server))
 
     def _start_gateway(self, executor: Any) -> Any:
         """The model gateway for a task whose agents call a model: every evaluation gets its socket."""

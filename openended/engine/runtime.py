@@ -7,7 +7,7 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,7 +15,16 @@ from archive_db import ArchiveDB, check_file, holds_run
 from openended.config import CampaignConfig, ConfigError, validate_config
 from openended.engine.ordering import deterministic_staleness
 from openended.genome_folder import GenomeFolderError, read_genome_folder
-from openended.names import CODE_OPERATORS, MODEL_OPERATORS, PARAMS_OPERATORS, SELF_IMPROVE, TUNE, Files
+from openended.llm.spec import ModelSpec
+from openended.names import (
+    CODE_OPERATORS,
+    LOCAL_MODEL,
+    MODEL_OPERATORS,
+    PARAMS_OPERATORS,
+    SELF_IMPROVE,
+    TUNE,
+    Files,
+)
 from openended.qd import Archive, DescriptorSpace, make_archive
 from openended.qd.archive import FLOAT_NOISE
 from openended.sandbox import SandboxSpec, sweep
@@ -26,6 +35,7 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from openended.engine.recorder import Counters
+    from openended.llm.local import LocalModelServer
 
 # Settings a resumed campaign may change; anything else must match what the run started with.
 RESUMABLE_OVERRIDES = ("max_in_flight", "batch_size", "ray_address", "grace_seconds", "stats_every_seconds", "budget",
@@ -238,3 +248,29 @@ def create_run(db: ArchiveDB, config: CampaignConfig, task: Task, archive: Archi
     db.create_run(name=f"{task.name}-seed{config.seed}", task=config.task, seed=config.seed,
                   config=config.model_dump(), descriptor_schema=archive.schema(), state=state)
     return config
+
+
+def start_embedded_model(config: CampaignConfig, progress: Any = None) -> LocalModelServer | None:
+    """The embedded model's server, started, when the config asks for it (``llm.local``); else None."""
+    if not config.llm.local:
+        return None
+    from openended.llm.local import LocalModelServer
+
+    server = LocalModelServer()
+    server.start()
+    if progress is not None:
+        progress.note(f"embedded model {LOCAL_MODEL} serving at {server.base_url} "
+                      f"(started in {server.startup_seconds:.1f}s)")
+    return server
+
+
+def model_specs(config: CampaignConfig, server: LocalModelServer | None) -> dict[str, ModelSpec]:
+    """The specs of every model the campaign may call, by name: the embedded one (if ``server``) and the config's."""
+    from openended.llm.local import local_spec
+
+    specs = {}
+    if server is not None:
+        specs[LOCAL_MODEL] = local_spec(server, max_tokens=config.llm.local_max_tokens)
+    for m in config.llm.models:
+        specs[m.name] = ModelSpec(**m.model_dump(exclude={"max_output"}))  # the operators' limits: per job
+    return specs
