@@ -170,6 +170,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the systems' processes on the way out
     if args.base_url and not args.model:
         parser.error("--base-url needs --model")
+    if args.peer_max_tokens is not None and args.peer_max_tokens < 1:
+        parser.error(f"--peer-max-tokens must be at least 1, not {args.peer_max_tokens}")
     if args.smoke:
         args.calls, args.seeds = 3, 1
 

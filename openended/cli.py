@@ -75,7 +75,8 @@ def run(
     batch_size: Annotated[int | None, typer.Option(metavar="N", help="children per Ray task (batchable tasks)")] = None,
     max_seconds: Annotated[float | None, typer.Option(metavar="S", help="wall-time budget in seconds")] = None,
     ray_address: Annotated[str | None, typer.Option(metavar="ADDRESS",
-                                                      help="join a running Ray cluster (ray start --head)")] = None,
+                                                      help="join a running Ray cluster (ray start --head); default: "
+                                                           "$RAY_ADDRESS, else a local Ray")] = None,
     sandbox: Annotated[str | None, typer.Option(metavar="KIND",
                                                 help=f"where children are evaluated: {', '.join(SANDBOX_KINDS)} "
                                                      "(auto: docker if an engine answers; process does not "
@@ -134,7 +135,8 @@ def resume(
     grace_seconds: Annotated[float | None, typer.Option(
         metavar="S", help="after SIGINT/SIGTERM, wait this long for children in flight")] = None,
     ray_address: Annotated[str | None, typer.Option(
-        metavar="ADDRESS", help="join a running Ray cluster (ray start --head); default: a local Ray")] = None,
+        metavar="ADDRESS",
+        help="join a running Ray cluster (ray start --head); default: $RAY_ADDRESS, else a local Ray")] = None,
     sandbox: Annotated[str | None, typer.Option(
         metavar="KIND", help=f"where children are evaluated: {', '.join(SANDBOX_KINDS)}")] = None,
     stop_at_target: Annotated[bool | None, typer.Option(

@@ -32,11 +32,13 @@ def test_run_starts_its_own_ray_despite_a_dead_cluster_recorded_on_the_machine(t
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
     (Path(ray_tmp) / "ray").mkdir()
     (Path(ray_tmp) / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # nothing listens there
-    env = {k: v for k, v in cli_env.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp}
+    env = cli_env | {"RAY_TMPDIR": ray_tmp}  # cli_env has no RAY_ADDRESS
     db = tmp_path / "toy.db"
-    out = subprocess.run([python, str(ROOT / "run.py"), "run", "--task", f"{TOY}:plain", "--db", str(db), "--budget",
-                          "4", "--sandbox", "inprocess", "--quiet"], env=env, capture_output=True, text=True,
-                         timeout=300, cwd=tmp_path)
-    shutil.rmtree(ray_tmp, ignore_errors=True)
+    try:
+        out = subprocess.run([python, str(ROOT / "run.py"), "run", "--task", f"{TOY}:plain", "--db", str(db),
+                              "--budget", "4", "--sandbox", "inprocess", "--quiet"], env=env, capture_output=True,
+                             text=True, timeout=300, cwd=tmp_path)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "4 done" in out.stdout.strip().splitlines()[-1]

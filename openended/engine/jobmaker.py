@@ -131,8 +131,8 @@ class JobMaker:
 
     def _context(self, parent_id: int, parent_files: Files, parent2_id: int | None, rng: np.random.Generator,
                  focused: bool = False) -> MutationContext:
-        """What an LLM operator's prompt is built from. ``focused``: the driver picks the statement to edit
-        (the SEARCH text) and the model writes its replacement."""
+        """What an LLM operator's prompt is built from. ``focused``: the driver picks the text to edit (a
+        statement or a table row: the SEARCH text) and the model writes its replacement."""
         parent = self.db.agent(parent_id)
         inspirations = []
         if self.config.llm.inspirations and self.archive.size > 1:

@@ -15,7 +15,6 @@ from archive_db import ArchiveDB, check_file, holds_run
 from openended.config import CampaignConfig, ConfigError, validate_config
 from openended.engine.ordering import deterministic_staleness
 from openended.genome_folder import GenomeFolderError, read_genome_folder
-from openended.llm.spec import ModelSpec
 from openended.names import (
     CODE_OPERATORS,
     LOCAL_MODEL,
@@ -36,6 +35,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from openended.engine.recorder import Counters
     from openended.llm.local import LocalModelServer
+    from openended.llm.spec import ModelSpec
 
 # Settings a resumed campaign may change; anything else must match what the run started with.
 RESUMABLE_OVERRIDES = ("max_in_flight", "batch_size", "ray_address", "grace_seconds", "stats_every_seconds", "budget",
@@ -267,6 +267,7 @@ def start_embedded_model(config: CampaignConfig, progress: Any = None) -> LocalM
 def model_specs(config: CampaignConfig, server: LocalModelServer | None) -> dict[str, ModelSpec]:
     """The specs of every model the campaign may call, by name: the embedded one (if ``server``) and the config's."""
     from openended.llm.local import local_spec
+    from openended.llm.spec import ModelSpec
 
     specs = {}
     if server is not None:

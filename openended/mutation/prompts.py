@@ -12,8 +12,10 @@ them by file name. Placeholders (all strings, empty when the context has nothing
 - ``last_error``: why the previous LLM child of this parent failed, as one line, or nothing;
 - ``primed_code``: the parent's code up to the body of the entry point (``def`` line and
   docstring), for templates that end inside a code block so that a base model writes the body next;
-- ``example_search`` / ``example_replace``: a one-line SEARCH/REPLACE example built from the
-  parent's own ``return`` line, so a small model sees the format on real code.
+- ``example_search`` / ``example_replace``: a SEARCH/REPLACE example on the parent's own code (its
+  ``return`` line rewritten through a variable; in a focused diff on a table row, another row with a
+  number changed), so a small model sees the format on real lines;
+- ``focus``: in a focused diff, the text the model is asked to rewrite and the divider after it.
 
 The embedded model is a 270M *base* model with a 2048-token context: templates frame the prompt
 as a document to continue, and every part is truncated to fit ``max_chars``.
@@ -189,39 +191,55 @@ def _is_docstring(node: ast.stmt) -> bool:
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
 
 
-def _table_rows(node: ast.stmt) -> list[ast.expr]:
-    """The elements of a module-level table written one per line (``ROWS = [\n (..),\n (..),\n]``)."""
+def _table_rows(node: ast.stmt, lines: list[str]) -> list[ast.expr]:
+    """The rows of a module-level data table written one per line (``ROWS = [\n (..),\n (..),\n]``): each
+    holds a number and has its lines to itself (nothing after it but a comma or a comment)."""
     value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
     if isinstance(value, (ast.List, ast.Tuple, ast.Set)):
         rows = list(value.elts)
     elif isinstance(value, ast.Dict):
-        rows = [v for v in value.values if v is not None]
+        rows = [v for k, v in zip(value.keys, value.values, strict=True) if k is not None]  # not a **spread
     else:
         return []
-    lines = [(r.lineno, r.end_lineno) for r in rows]
-    # A row sharing a line with another (or with the assignment) is not a line of its own to edit.
-    if any(a[1] >= b[0] for a, b in itertools.pairwise(lines)) or (lines and lines[0][0] <= node.lineno):
+    spans = [(r.lineno, r.end_lineno or r.lineno) for r in rows]
+    if not rows or spans[0][0] <= node.lineno or any(a[1] >= b[0] for a, b in itertools.pairwise(spans)):
+        return []  # a row sharing a line with another, or with the assignment, is not a line of its own
+    for row in rows:
+        after = lines[(row.end_lineno or row.lineno) - 1][row.end_col_offset or 0:].strip().removeprefix(",").strip()
+        if after and not after.startswith("#"):
+            return []  # e.g. the last row's closing bracket on its line: a rewrite of the row would drop it
+    return [r for r in rows if any(isinstance(n, ast.Constant) and isinstance(n.value, (int, float))
+                                   and not isinstance(n.value, bool) for n in ast.walk(r))]
+
+
+def _candidates(code: str, entry_point: str | None) -> list[tuple[str, int | None]]:
+    """(text, the line of the table it is a row of, or None for a statement), in the order of
+    :func:`focus_candidates`."""
+    node = _entry_def(code, entry_point)
+    if node is None:
         return []
-    return rows
+    lines = code.replace("\r\n", "\n").split("\n")
+    tree = ast.parse(code)
+    functions = [node] + [n for n in tree.body
+                          if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not node]
+    spans: list[tuple[int, int, int | None]] = [
+        (s.lineno, s.end_lineno or s.lineno, None) for f in functions for s in f.body
+        if not _is_docstring(s) and s.lineno > f.lineno]  # a one-line def's body is not a line of its own
+    for stmt in tree.body:
+        spans += [(r.lineno, r.end_lineno or r.lineno, stmt.lineno) for r in _table_rows(stmt, lines)]
+    found: dict[str, int | None] = {}
+    for a, b, table in spans:
+        text = "\n".join(lines[a - 1: b])
+        if text not in found and _occurrences(lines, text.split("\n")) == 1:
+            found[text] = table
+    return list(found.items())
 
 
 def focus_candidates(code: str, entry_point: str | None) -> list[str]:
     """What a focused diff may ask the model to rewrite: each statement of ``entry_point``'s body, of the
-    module's other functions, and each row of a module-level table (docstrings left out). Only text
+    module's other functions, and each row of a module-level data table (docstrings left out). Only text
     that occurs once in ``code`` (a SEARCH text must be unambiguous); [] without the entry point."""
-    node = _entry_def(code, entry_point)
-    if node is None:
-        return []
-    tree = ast.parse(code)
-    functions = [node] + [n for n in tree.body
-                          if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not node]
-    spans = [(s.lineno, s.end_lineno) for f in functions for s in f.body if not _is_docstring(s)]
-    for stmt in tree.body:
-        for row in _table_rows(stmt):
-            spans.append((row.lineno, row.end_lineno))
-    lines = code.split("\n")
-    texts = ["\n".join(lines[a - 1: b]) for a, b in spans]
-    return [t for t in dict.fromkeys(texts) if _occurrences(lines, t.split("\n")) == 1]
+    return [text for text, _ in _candidates(code, entry_point)]
 
 
 def _occurrences(lines: list[str], part: list[str]) -> int:
@@ -291,7 +309,7 @@ def template_path(kind: str, templates_dir: str | Path | None = None) -> Path:
     return TEMPLATES_DIR / name
 
 
-_NUMBER = re.compile(r"(?<![\w.])(\d+\.\d*|\d+)(?![\w.])")
+_NUMBER = re.compile(r"(?<![\w.])(?<![eE][+-])(\d+\.\d*|\d+)(?![\w.])")
 
 
 def _number_edit(text: str) -> str | None:
@@ -300,23 +318,26 @@ def _number_edit(text: str) -> str | None:
     if match is None:
         return None
     number = match.group(1)
-    new = str(int(number) + 1) if number.isdigit() else repr(float(number) * 2)
+    new = str(int(number) + 1) if number.isdigit() else repr(float(number) * 2 or 0.5)
     return text[: match.start()] + new + text[match.end():]
 
 
 def prompt_example(ctx: MutationContext) -> tuple[str, str]:
-    """The example edit a diff prompt shows: :func:`example_edit`; in a focused diff, a number changed in the
-    parent's other editable text most like the focus (another row of the same table), so the example shows
-    an edit of the kind asked for without being the answer; else :data:`FOCUSED_EXAMPLE` when the example
+    """The example edit a diff prompt shows: :func:`example_edit`; in a focused diff on a row of a table,
+    another row of that table (the one most like the focus) with a number changed, so the example shows an
+    edit of the kind asked for without being the answer; else :data:`FOCUSED_EXAMPLE` when the example
     would edit the focus itself."""
     code = ctx.parent_code
     search, replace = example_edit(code, ctx.entry_point)
     if not ctx.focus:
         return search, replace
-    others = [c for c in focus_candidates(code, ctx.entry_point) if c != ctx.focus and _number_edit(c)]
-    if others:
-        # Ties go to the earlier text: the choice is a function of the parent and the focus alone.
-        nearest = max(others, key=lambda c: difflib.SequenceMatcher(None, c, ctx.focus).ratio())
+    candidates = _candidates(code, ctx.entry_point)
+    table = dict(candidates).get(ctx.focus)
+    siblings = [text for text, t in candidates if table is not None and t == table and text != ctx.focus
+                and _number_edit(text) not in (None, text)]
+    if siblings:
+        # Ties go to the earlier row: the choice is a function of the parent and the focus alone.
+        nearest = max(siblings, key=lambda c: difflib.SequenceMatcher(None, c, ctx.focus).ratio())
         return nearest, _number_edit(nearest) or nearest
     if ctx.focus.strip() == search.strip():
         return FOCUSED_EXAMPLE  # the example would edit the very line the model is asked to edit

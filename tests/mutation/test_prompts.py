@@ -247,3 +247,39 @@ def test_a_focused_diff_on_a_table_row_shows_another_row_with_a_number_changed()
         assert prompt.endswith(f"<<<<<<< SEARCH\n{focus}\n=======\n")
     ctx.focus = None  # unfocused: the example rewrites the entry point's return through a variable
     assert prompt_example(ctx)[1].strip().startswith("result = ")
+
+
+@pytest.mark.parametrize("table, rows", [
+    ("T = [\n    (1, 2),\n    (3, 4)]", []),                       # the last row shares its line with the bracket
+    ("T = {\n    'a': (1, 2),\n    **E,\n}", ["    'a': (1, 2),"]),  # a spread is not a row
+    ("__all__ = [\n    'f',\n    'g',\n]", []),                    # no number: not data to tune the layout of
+    ("T = [\n    (1, 2),  # one\n    (3, 4),\n]", ["    (1, 2),  # one", "    (3, 4),"]),
+])
+def test_focus_candidates_take_only_rows_that_have_their_lines_to_themselves(table, rows):
+    from openended.mutation.prompts import focus_candidates
+
+    code = f"E = {{}}\n{table}\n\n\ndef g(x): return x + 1\n\n\ndef f(n):\n    return T\n"
+    for text in (code, code.replace("\n", "\r\n")):
+        # a one-line helper's body is not a line of its own; CRLF files give the same texts
+        assert focus_candidates(text, "f") == ["    return T", *rows]
+
+
+def test_a_focused_diff_on_a_statement_keeps_the_return_line_example():
+    from openended.mutation.prompts import example_edit, prompt_example
+
+    task = load_task("circle-packing")
+    ctx = MutationContext.for_task(task, task.seed_files(), parent_fitness=2.1667)
+    ctx.focus = "    xy = centres(n)"  # not a table row: no sibling's number edit (it could break the packing)
+    assert prompt_example(ctx) == example_edit(ctx.parent_code, "pack")
+
+
+@pytest.mark.parametrize("text, edited", [
+    ("    (6, 1 / 12.0),", "    (7, 1 / 12.0),"),
+    ("    (0.0, 2),", "    (0.5, 2),"),        # a zero float still changes
+    ("    (1e-12, 2),", "    (1e-12, 3),"),     # an exponent's digits are not a number of their own
+    ("    ('x1', a.b2),", None),
+])
+def test_the_example_number_edit_changes_one_whole_number(text, edited):
+    from openended.mutation.prompts import _number_edit
+
+    assert _number_edit(text) == edited
