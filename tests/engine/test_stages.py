@@ -5,7 +5,9 @@ running a finished stage again; the same seed gives the same store."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import time
@@ -143,8 +145,13 @@ def test_kill_9_between_stages_then_resume(tmp_path, ray_address, python, cli_en
     killed_between: set[int] = set()
     while proc.poll() is None and time.monotonic() < deadline:
         if _between_stages(db) >= 1 and len(_read(db)[0]) >= 20:
-            proc.kill()
-            break
+            # Frozen (the driver is the database's only writer), the store cannot move on to the child's
+            # next stage between this check and the kill, as it did on a loaded machine.
+            os.kill(proc.pid, signal.SIGSTOP)
+            if _between_stages(db) >= 1:
+                proc.kill()
+                break
+            os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.01)
     assert proc.wait(timeout=30) != 0, "the campaign ended before the kill"
     agents, stages = _read(db)
