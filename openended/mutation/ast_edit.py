@@ -21,6 +21,7 @@ from itertools import pairwise
 import numpy as np
 
 from openended.mutation.gaussian import check_scale
+from openended.mutation.normalise import is_docstring
 from openended.names import Files
 
 EDIT_KINDS = ("constant", "operator", "comparison", "swap")
@@ -40,10 +41,6 @@ _UNSWAPPABLE = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDe
 
 def _is_number(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and type(node.value) in (int, float)
-
-
-def _is_docstring(node: ast.stmt) -> bool:
-    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
 
 
 def _sites(tree: ast.AST) -> list[tuple[str, int]]:
@@ -69,7 +66,7 @@ def _statement_lists(node: ast.AST) -> Iterable[tuple[str, list]]:
 
 
 def _swappable(a: ast.stmt, b: ast.stmt) -> bool:
-    if isinstance(a, _UNSWAPPABLE) or isinstance(b, _UNSWAPPABLE) or _is_docstring(a) or _is_docstring(b):
+    if isinstance(a, _UNSWAPPABLE) or isinstance(b, _UNSWAPPABLE) or is_docstring(a) or is_docstring(b):
         return False
     return ast.dump(a) != ast.dump(b)
 

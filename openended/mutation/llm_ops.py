@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openended.mutation.normalise import is_docstring
 from openended.mutation.prompts import MutationContext, build_prompt, code_of, primed_suffix, prompt_example
 from openended.mutation.search_replace import NO_CHANGE, Block, PatchError, apply_blocks, parse_blocks
 from openended.names import LLM_OPERATORS, Files
@@ -238,8 +239,7 @@ def _behaviour(tree: ast.Module) -> str:
         body = getattr(node, "body", None)
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body:
             first = body[0]
-            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-                    and isinstance(first.value.value, str)):
+            if is_docstring(first):
                 node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree)
 

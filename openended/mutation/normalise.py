@@ -24,7 +24,8 @@ import hashlib
 from openended.names import Files
 
 
-def _is_string_statement(node: ast.stmt) -> bool:
+def is_docstring(node: ast.stmt) -> bool:
+    """Whether ``node`` is a statement that is only a string literal (a docstring, where it comes first)."""
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
 
 
@@ -40,7 +41,7 @@ def normalise_python(source: str) -> str | None:
             body = getattr(node, field, None)
             if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
                 continue
-            kept = [statement for statement in body if not _is_string_statement(statement)]
+            kept = [statement for statement in body if not is_docstring(statement)]
             if len(kept) != len(body):
                 setattr(node, field, kept or [ast.Pass()])  # a block cannot be empty
     try:

@@ -32,6 +32,7 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openended.mutation.normalise import is_docstring
 from openended.names import Files
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -161,9 +162,7 @@ def primed_code(code: str, entry_point: str | None) -> str:
     if node is None or node.body[0].lineno <= node.lineno:
         return ""  # no entry point, or a one-line def: nothing safe to prime with
     first = node.body[0]
-    has_doc = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-               and isinstance(first.value.value, str))
-    if has_doc and len(node.body) > 1:
+    if is_docstring(first) and len(node.body) > 1:
         end = first.end_lineno  # keep the docstring, stop before the first statement after it
     else:
         end = first.lineno - 1
@@ -185,10 +184,6 @@ def example_edit(code: str, entry_point: str | None) -> tuple[str, str]:
     line = code.splitlines()[returns[-1].lineno - 1]
     indent = line[: len(line) - len(line.lstrip())]
     return line, f"{indent}result = {ast.unparse(returns[-1].value)}\n{indent}return result"
-
-
-def _is_docstring(node: ast.stmt) -> bool:
-    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
 
 
 def _table_rows(node: ast.stmt, lines: list[str]) -> list[ast.expr]:
@@ -224,7 +219,7 @@ def _candidates(code: str, entry_point: str | None) -> list[tuple[str, int | Non
                           if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not node]
     spans: list[tuple[int, int, int | None]] = [
         (s.lineno, s.end_lineno or s.lineno, None) for f in functions for s in f.body
-        if not _is_docstring(s) and s.lineno > f.lineno]  # a one-line def's body is not a line of its own
+        if not is_docstring(s) and s.lineno > f.lineno]  # a one-line def's body is not a line of its own
     for stmt in tree.body:
         spans += [(r.lineno, r.end_lineno or r.lineno, stmt.lineno) for r in _table_rows(stmt, lines)]
     found: dict[str, int | None] = {}
