@@ -16,7 +16,7 @@ from openended import inspect_cli
 from openended.cli_help import Command, Group
 from openended.config import FLAG_KEYS, ConfigError, load_config
 from openended.dgm import DGM_CONFIGURATIONS, dgm_overrides
-from openended.names import ARCHIVE_KINDS, OPERATORS, SANDBOX_KINDS, SELECTION_STRATEGIES
+from openended.names import ARCHIVE_KINDS, MODEL_SERVER_ENDED, OPERATORS, SANDBOX_KINDS, SELECTION_STRATEGIES
 from openended.standing import show_number
 from openended.tasks import TaskError, builtin_task_names
 
@@ -57,7 +57,7 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
         except ConfigError as exc:  # found once it joined Ray: e.g. no node of the cluster can run the sandbox
             _fail(str(exc))
     typer.echo(summary.line())
-    if summary.status == "failed":
+    if summary.status == "failed" or summary.stop_reason.startswith(MODEL_SERVER_ENDED):
         raise typer.Exit(1)
     return summary
 

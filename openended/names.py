@@ -41,6 +41,9 @@ SandboxMode = Literal["pool", "fresh"]
 LOCAL_MODEL = "local-gemma3-270m"
 """The embedded model's name in configs, the store and reports."""
 
+MODEL_SERVER_ENDED = "the embedded model's server ended"
+"""How a session's stop reason starts when the embedded model's server ended on its own (a crash)."""
+
 MAX_GENOME_PATH_CHARS = 1_000
 
 

@@ -52,7 +52,7 @@ from openended.engine.tune_groups import TuneGroups
 from openended.gateway.campaign import forget_unfinished_transcripts
 from openended.llm import ModelSpec
 from openended.mutation.tune import group_seed
-from openended.names import LOCAL_MODEL, TUNE
+from openended.names import LOCAL_MODEL, MODEL_SERVER_ENDED, TUNE
 from openended.portfolio import Portfolio
 from openended.qd import Archive, restore_archive
 from openended.sandbox import SandboxUnavailable
@@ -245,7 +245,7 @@ class Campaign:
             self._queue.clear()
             stop_reason = self._loop(self.dispatcher)
             status = {"signal": "stopped", "every root agent failed": "failed"}.get(stop_reason, "finished")
-            if self.dispatcher.pending and status == "finished":
+            if status == "finished" and (self.dispatcher.pending or stop_reason.startswith(MODEL_SERVER_ENDED)):
                 status = "stopped"
             return self._finish(status, stop_reason)
         except Exception as exc:  # an error in the driver's own code: the run is marked failed, never left running
@@ -350,6 +350,9 @@ class Campaign:
         budget, counters = self.config.budget, self.counters
         if self._stop_requested:
             return "signal"
+        ended = self._llm_server.exited() if self._llm_server is not None else None
+        if ended is not None:  # its children would all fail on a refused connection: stop, resumable
+            return f"{MODEL_SERVER_ENDED}: it {ended}"
         target = budget.target_fitness if budget.target_fitness is not None else self.task.fitness_target
         if budget.stop_at_target and target is not None and counters.best_fitness is not None:
             if counters.best_fitness >= target:

@@ -257,7 +257,10 @@ def start_embedded_model(config: CampaignConfig, progress: Any = None) -> LocalM
     from openended.llm.local import LocalModelServer
 
     server = LocalModelServer()
-    server.start()
+    try:
+        server.start()
+    except (RuntimeError, FileNotFoundError) as exc:  # it did not start, or crashed on its first token
+        raise ConfigError(f"key 'llm.local': the embedded model cannot run here: {exc}") from None
     if progress is not None:
         progress.note(f"embedded model {LOCAL_MODEL} serving at {server.base_url} "
                       f"(started in {server.startup_seconds:.1f}s)")

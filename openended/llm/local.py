@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -39,6 +40,31 @@ _REQUIRED_MODULES = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "pydant
 # names llama_cpp.server's pydantic settings would read as options (API_KEY, MODEL, PORT, ...).
 _ENV_ALLOWED = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TMP", "TEMP",
                 "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SYSTEMROOT")
+
+
+# A llama.cpp built for this machine's own instructions (llama-cpp-python's default) crashed with SIGSEGV in
+# its AMX kernel (ggml_backend_amx_mul_mat) on the first token of Gemma 3 270M, on a CPU with AMX (Intel Xeon
+# 4th generation and later), llama-cpp-python 0.3.36. A build for AVX2 runs there; .ci/run builds it so.
+PORTABLE_BUILD = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
+                  "pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python")
+
+
+def _how_it_ended(code: int) -> str:
+    """A server's exit status in words."""
+    if code >= 0:
+        return f"exited with status {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
+def _crash_hint(code: int) -> str:
+    """For a crash (SIGSEGV, SIGILL, SIGBUS), the portable build that avoids the known one; else nothing."""
+    if code in (-signal.SIGSEGV, -signal.SIGILL, -signal.SIGBUS):
+        return (" (llama.cpp built for instructions this CPU mishandles crashes so; "
+                f"build it portable: {PORTABLE_BUILD})")
+    return ""
 
 
 def local_model_unavailable() -> str | None:
@@ -166,6 +192,7 @@ class LocalModelServer:
         atexit.register(self.stop)
         try:
             self._wait_ready(began)
+            self._check_decodes()
         except BaseException:
             self.stop()
             raise
@@ -178,8 +205,8 @@ class LocalModelServer:
         while True:
             code = self.process.poll()
             if code is not None:
-                raise RuntimeError(f"the local model server exited with status {code} while "
-                                   f"starting; log {self.log_path}:\n{self.log_tail()}")
+                raise RuntimeError(f"the local model server {_how_it_ended(code)} while starting"
+                                   f"{_crash_hint(code)}; log {self.log_path}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=2.0) as response:
                     if response.status == 200:
@@ -191,6 +218,34 @@ class LocalModelServer:
                                    f"{self.startup_timeout_s:g}s; log {self.log_path}:\n"
                                    f"{self.log_tail()}")
             time.sleep(0.2)
+
+    def _check_decodes(self) -> None:
+        """One token of one completion: a server that answers GET /v1/models can still crash on its first
+        decode, and then every child of a campaign would fail on a refused connection instead."""
+        request = urllib.request.Request(self.base_url + "/completions", method="POST",
+                                         data=json.dumps({"prompt": "def", "max_tokens": 1}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.startup_timeout_s) as response:
+                response.read()
+            return
+        except (urllib.error.URLError, OSError) as exc:
+            error = exc
+        try:
+            code = self.process.wait(5.0) if self.process is not None else None
+        except subprocess.TimeoutExpired:
+            code = None
+        ended, hint = ("failed", "") if code is None else (_how_it_ended(code), _crash_hint(code))
+        raise RuntimeError(f"the local model server {ended} on its first completion ({error}){hint}; "
+                           f"log {self.log_path}:\n{self.log_tail()}")
+
+    def exited(self) -> str | None:
+        """How the started server ended, with its log's path, if it ended on its own; None while it runs
+        (or when it was never started or was stopped)."""
+        code = self.process.poll() if self.process is not None else None
+        if code is None:
+            return None
+        return f"{_how_it_ended(code)}{_crash_hint(code)}; log {self.log_path}"
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the server's log (empty when there is none)."""
@@ -208,8 +263,9 @@ class LocalModelServer:
         atexit.unregister(self.stop)
         if process is None:
             return
+        ended_itself = process.poll() is not None  # a crash's log stays for the user to read
         self._reap(process)
-        if self._own_log and self._started_cleanly and self.log_path:
+        if self._own_log and self._started_cleanly and not ended_itself and self.log_path:
             self.log_path.unlink(missing_ok=True)
             self.log_path = None
 

@@ -4,6 +4,7 @@ remote models (the embedded_model fixture: skipped without it by hand, a failure
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import urllib.request
 
@@ -57,3 +58,19 @@ def test_stop_closes_the_port_and_reaps_the_process(embedded_model):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     server.stop()  # idempotent
+
+
+def test_a_server_that_crashes_is_named_by_its_signal_and_keeps_its_log(embedded_model):
+    server = LocalModelServer().start()  # start() has had one token back: the model decodes here
+    assert server.exited() is None
+    os.kill(server.process.pid, signal.SIGSEGV)  # how a crash of llama.cpp looks from outside
+    server.process.wait(30)
+    ended = server.exited()
+    assert ended is not None and "killed by SIGSEGV" in ended and f"log {server.log_path}" in ended
+    assert "GGML_NATIVE=OFF" in ended  # a crash names the portable build that avoids the known one
+    with pytest.raises(RuntimeError, match=r"killed by SIGSEGV on its first completion \(.*GGML_NATIVE=OFF"):
+        server._check_decodes()  # what start() says when the first token crashes it
+    log = server.log_path
+    server.stop()
+    assert log is not None and log.exists() and log.read_text(), "a crashed server's log is kept"
+    log.unlink()
