@@ -113,10 +113,15 @@ def test_tune_is_refused_where_it_cannot_run(tmp_path):
 
 
 def test_with_a_model_the_default_portfolio_tunes_where_tune_can_run(tmp_path):
+    hosted = [{"name": "m", "base_url": "http://127.0.0.1:9/v1", "model": "x"}]
     llm_operators = ["llm_diff", "llm_rewrite", "llm_crossover", "ast"]
     for task, expected in (("circle-packing", [*llm_operators, "tune"]), ("coding-agent-small", llm_operators)):
-        config = load_config(None, {"db": str(tmp_path / "x.db"), "task": task, "llm.local": True})
+        config = load_config(None, {"db": str(tmp_path / "x.db"), "task": task, "llm.models": hosted})
         assert resolve_operators(config, load_task(task)).mutation.portfolio == expected
+        # The embedded model alone only edits: its whole programs hardly ever run.
+        embedded = load_config(None, {"db": str(tmp_path / "x.db"), "task": task, "llm.local": True})
+        edits = [op for op in expected if op not in ("llm_rewrite", "llm_crossover")]
+        assert resolve_operators(embedded, load_task(task)).mutation.portfolio == edits
     without_model = load_config(None, {"db": str(tmp_path / "x.db"), "task": "circle-packing"})
     assert resolve_operators(without_model, load_task("circle-packing")).mutation.operator == "ast"
 
