@@ -194,6 +194,8 @@ def status(
         if key in ("coverage", "qd_score") and info["stats_at_children"] not in (None, finished):
             value = f"{value} (measured at {info['stats_at_children']} children)"  # e.g. after a kill -9
         table.add_row(key.replace("_", " "), str(value))
+    if info["stop_reason"]:
+        table.add_row("stop reason", info["stop_reason"])
     table.add_row("by status", ", ".join(f"{k} {v}" for k, v in info["by_status"].items()))
     table.add_row("duplicates", str(info["duplicates"]))
     if info["nodes_lost"]:

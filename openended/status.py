@@ -37,6 +37,9 @@ class CampaignStatus:
     # the children finished when coverage, QD score and mean fitness were last measured (the latest stats row;
     # a campaign killed with kill -9 may have finished more since): None before the first
     stats_at_children: int | None = None
+    # why the latest session ended, e.g. "children budget" or a crashed model's signal and log ("" while one runs,
+    # or for a campaign that ended before this was recorded)
+    stop_reason: str = ""
 
     def as_dict(self) -> dict:
         """One flat mapping (what ``openended status --json`` prints)."""
@@ -81,7 +84,8 @@ def campaign_status(db_path: str | Path) -> CampaignStatus:
             models=_success_rates(operators, "model"), updated_at=run["updated_at"],
             sandbox=str(run["state"].get("sandbox", "")), nodes_lost=int(run["state"].get("nodes_lost", 0)),
             children_per_node=_per_node(run["state"].get("children_per_node")),
-            stats_at_children=measured_at)
+            stats_at_children=measured_at,
+            stop_reason="" if status == "running" else str(run["state"].get("stop_reason", "")))
 
 
 def _per_node(stored: object) -> dict[str, int]:

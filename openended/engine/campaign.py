@@ -228,6 +228,7 @@ class Campaign:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         # what this session runs with, so `status` shows e.g. a budget raised on resume, and its sandbox
         self.state["sandbox"] = self.sandbox_in_use
+        self.state.pop("stop_reason", None)  # the last session's, kept for `status` until this one ends
         self.db.update_run(status="running", config=self.config.model_dump(), state=self._driver_state())
         try:
             self._start_models()
@@ -481,7 +482,8 @@ class Campaign:
 
     def _finish(self, status: str, stop_reason: str) -> Summary:
         standing = self._snapshot()
-        self.db.update_run(status=status, state={**self.state, "elapsed_seconds": self._elapsed()})
+        self.db.update_run(status=status, state={**self.state, "elapsed_seconds": self._elapsed(),
+                                                 "stop_reason": stop_reason})
         summary = Summary(**standing.as_dict(), db_path=str(self.db.path), status=status, stop_reason=stop_reason,
                           sandbox=self.sandbox_in_use,
                           children_pending=self.db.progress_counts()["pending"],

@@ -112,6 +112,8 @@ def test_a_campaign_that_reached_its_target_searches_on_with_no_stop_at_target(t
     assert code == 0 and "finished (children budget)" in out, out + err
     status = json.loads(cli("status", db, "--json")[1])
     assert status["children_done"] + status["children_failed"] == done + 40
+    assert status["stop_reason"] == "children budget"  # the latest session's, not the first's (target reached)
+    assert "stop reason" in cli("status", db)[1]
     assert _run_row(db)[2]["budget"]["stop_at_target"] is False
 
 

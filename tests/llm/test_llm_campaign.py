@@ -22,6 +22,7 @@ from archive_db import ArchiveDB
 from openended import inspection
 from openended.config import ConfigError, load_config
 from openended.portfolio import Arm, Portfolio
+from openended.status import campaign_status
 
 KEY_ENV = "OPENENDED_FAULT_TEST_KEY"
 # Continues the diff prompt of a chat model, which ends with an opened "<<<<<<< SEARCH" line
@@ -297,6 +298,7 @@ def test_a_campaign_whose_model_server_crashes_stops_and_resumes(tmp_path, cli_e
                                          "OR fail_reason LIKE 'model %: unexpected response%'").fetchone()[0]
         answered = store.conn.execute("SELECT COUNT(*) FROM agents WHERE tokens_out > 0").fetchone()[0]
         out_at_once = store.get_run()["config"]["staleness"]  # the most children out at a time
+    assert "killed by SIGSEGV" in campaign_status(db).stop_reason  # `openended status` says why it stopped
     # It stopped at the crash: at most the children already out met the dead server, not the rest of the budget.
     assert total < 400 and dead_server <= out_at_once
     # Resumed, the server starts again and the model answers again.
