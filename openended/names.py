@@ -20,6 +20,8 @@ SELECTION_STRATEGIES: tuple[str, ...] = get_args(SelectionStrategy)
 
 LLMOperator = Literal["llm_diff", "llm_rewrite", "llm_crossover"]
 LLM_OPERATORS: tuple[str, ...] = get_args(LLMOperator)
+# The model writes the whole program: the embedded model's hardly ever run (cut off, or changing nothing).
+WHOLE_PROGRAM_OPERATORS: tuple[str, ...] = ("llm_rewrite", "llm_crossover")
 # The Darwin Gödel Machine's operator: a model diagnoses the parent, then the parent agent edits its own code
 # (in a sandbox, through the model gateway; openended.mutation.self_improve).
 SELF_IMPROVE = "self_improve"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from openended.names import MODEL_OPERATORS
+from openended.names import MODEL_OPERATORS, WHOLE_PROGRAM_OPERATORS
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,18 @@ class Portfolio:
 
     @classmethod
     def build(cls, operators: list[str], models: list[str], *, explore: float = 0.1,
-              children_per_pick: dict[str, int] | None = None) -> Portfolio:
+              children_per_pick: dict[str, int] | None = None, edits_only: frozenset[str] = frozenset()) -> Portfolio:
+        """One arm per LLM-free operator and one per model operator x model; a model in ``edits_only`` gets
+        no whole-program arm (llm_rewrite, llm_crossover) while another model does them."""
         arms = []
         for op in operators:
             if op in MODEL_OPERATORS:
                 if not models:
                     raise ValueError(f"operator {op!r} needs a model: set [llm] local = true or add [[llm.models]]")
-                arms.extend(Arm(op, m) for m in models)
+                writers = models
+                if op in WHOLE_PROGRAM_OPERATORS:
+                    writers = [m for m in models if m not in edits_only] or models
+                arms.extend(Arm(op, m) for m in writers)
             else:
                 arms.append(Arm(op))
         return cls(arms, explore=explore, children_per_pick=children_per_pick)
@@ -65,13 +70,19 @@ class Portfolio:
                 self.finished[i] = row["finished"] or 0
                 self.archived[i] = row["archived"] or 0
 
-    def choose(self, rng: np.random.Generator) -> Arm:
-        if len(self.arms) == 1:
-            return self.arms[0]
+    def choose(self, rng: np.random.Generator, *, without: str | None = None) -> Arm:
+        """The next child's arm; ``without``: an operator that cannot make this child (at least one other arm
+        must be left)."""
+        arms = [i for i, arm in enumerate(self.arms) if arm.operator != without]
+        if not arms:
+            raise ValueError(f"the portfolio has no operator but {without!r}")
+        if len(arms) == 1:
+            return self.arms[arms[0]]
         if rng.random() < self.explore:
-            return self.arms[int(rng.integers(len(self.arms)))]
-        draws = rng.beta(1.0 + self._weight * self.archived, 1.0 + self._weight * (self.finished - self.archived))
-        return self.arms[int(np.argmax(draws))]
+            return self.arms[arms[int(rng.integers(len(arms)))]]
+        draws = rng.beta(1.0 + self._weight[arms] * self.archived[arms],
+                         1.0 + self._weight[arms] * (self.finished[arms] - self.archived[arms]))
+        return self.arms[arms[int(np.argmax(draws))]]
 
     def update(self, arm: Arm, archived: bool) -> None:
         i = self._index.get(arm)

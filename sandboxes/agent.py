@@ -100,10 +100,20 @@ from sandboxes.wire import MAX_DEPTH, MAX_FRAME_BYTES, U32, WireError, decode, d
 MODEL_SOCKET_ENV = "OPENENDED_MODEL_SOCKET"  # the gateway's socket (sandboxes.model), passed on to the agent
 
 __all__ = ["MAX_DEPTH", "MAX_FRAME_BYTES", "Agent", "AgentError", "AgentTimeout", "ForgedResult",
-           "WireError", "decode", "encode", "run_agent"]
+           "WireError", "decode", "encode", "exit_in_words", "run_agent"]
 
 MAX_TEXT = 2000  # longest feedback text taken from the agent
 _POLL_S = 0.1  # while waiting on a reply: how often to check that the agent process still lives
+
+
+def exit_in_words(status: int) -> str:
+    """A process's exit status (``Popen.returncode``) in words: "exited with status 3", "was killed by SIGSEGV"."""
+    if status >= 0:
+        return f"exited with status {status}"
+    try:
+        return f"was killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"was killed by signal {-status}"
 
 
 class AgentError(Exception):
@@ -377,14 +387,7 @@ class Agent:
         status = self._proc.returncode if exited else None
         if status is None:
             return AgentError(f"the agent's process closed its reply channel {doing}")
-        if status < 0:
-            try:
-                sig = signal.Signals(-status).name
-            except ValueError:
-                sig = str(-status)
-            how = f"was killed by signal {sig}" + (" (most likely out of memory)" if -status == signal.SIGKILL else "")
-        else:
-            how = f"exited with status {status}"
+        how = exit_in_words(status) + (" (most likely out of memory)" if status == -signal.SIGKILL else "")
         return AgentError(f"the agent's process died {doing}: it {how}")
 
     def _send(self, frame: bytes, started: float, doing: str) -> None:

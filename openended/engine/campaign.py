@@ -12,7 +12,8 @@ outcomes. A kill at any moment loses nothing: resume rebuilds the archive from t
 re-dispatches ``proposed`` children with their recorded seeds and sends ``mutated`` ones
 straight to evaluation.
 
-A child's path: :meth:`Campaign._propose` (here) -> :mod:`.proposal_jobs` and :mod:`.jobmaker` (its job) ->
+A child's path: :meth:`Campaign._propose` (here) and :mod:`.offspring` (parent, operator, seed) ->
+:mod:`.proposal_jobs` and :mod:`.jobmaker` (its job) ->
 :mod:`.dispatch` (out to a worker and back) -> :mod:`.worker` (mutate, evaluate in the sandbox)
 -> :mod:`.recorder` (checked, archived, committed).
 """
@@ -36,6 +37,7 @@ from openended.engine.dedupe import Dedupe
 from openended.engine.dispatch import Dispatcher, RayExecutor, ensure_ray, shutdown_ray
 from openended.engine.jobmaker import GenomeCache, JobMaker
 from openended.engine.jobs import ChildResult, Job
+from openended.engine.offspring import OffspringMaker
 from openended.engine.ordering import DETERMINISTIC_STALENESS, Blocks, free_limit
 from openended.engine.proposal_jobs import proposal_jobs, requeue_unfinished
 from openended.engine.recorder import (
@@ -51,14 +53,12 @@ from openended.engine.stages import attach as attach_stages
 from openended.engine.tune_groups import TuneGroups
 from openended.gateway.campaign import forget_unfinished_transcripts
 from openended.llm import ModelSpec
-from openended.mutation.tune import group_seed
 from openended.names import LOCAL_MODEL, MODEL_SERVER_ENDED, TUNE
 from openended.portfolio import Portfolio
 from openended.qd import Archive, restore_archive
 from openended.sandbox import SandboxUnavailable
 from openended.sandbox import describe as describe_sandbox
 from openended.sandbox import resolve as resolve_sandbox
-from openended.selection import select_parents
 from openended.standing import Standing, Summary
 from openended.tasks import load_task
 
@@ -144,8 +144,10 @@ class Campaign:
         assert operator is not None, "resolve_operators names the operator"
         operators: list[str] = list(self.config.mutation.portfolio) or [operator]
         self.tune = TuneGroups.of(self.task, self.config)
+        # beside a hosted model the embedded one only edits: its whole programs hardly ever run
         self.portfolio = Portfolio.build(operators, self.model_names, explore=llm.explore,
-                                         children_per_pick={TUNE: self.tune.evaluations})
+                                         children_per_pick={TUNE: self.tune.evaluations},
+                                         edits_only=frozenset({LOCAL_MODEL}))
         self.dispatcher: Dispatcher | None = None  # once run() has joined Ray
         self._restore()
         if run is not None:
@@ -193,6 +195,8 @@ class Campaign:
             dedupe=Dedupe.from_store(self.db) if code else None, driver_state=self._driver_state,
             requeue=self._requeue, remember=self.genomes.put, fitness_upper=self.task.spec.fitness.upper,
             ordered=ordered, per_node=self.state.setdefault("children_per_node", {}))
+        self.offspring = OffspringMaker(self.config.selection, self.archive, self.lineage, self.portfolio, self.tune,
+                                        self.genomes.get)
         self.jobs = JobMaker(self.task, self.config, self.db, self.archive, self.lineage, self.genomes,
                              self.recorder.last_errors)
         if not code:  # parameter children: the store keeps those it can regenerate as recipes (archive_db.recipes)
@@ -413,32 +417,9 @@ class Campaign:
             proposals.append(Proposal(agent_id, None, operator, int(self.rng.integers(2**63))))
         n_children = n - len(proposals)
         if n_children > 0 and self.archive.size > 0:
-            selection = self.config.selection
-            parents = select_parents(selection.strategy, self.archive, self.lineage, self.rng, n=n_children,
-                                     **selection.params)
-            for parent in parents:
-                agent_id = self.next_id + len(proposals)
-                # tune groups count as their children: a block holds n (the last group whole, so up to
-                # evaluations - 1 more), never beyond the budget
-                if len(proposals) >= n or (limit is not None and agent_id >= limit):
-                    break
-                arm = self.portfolio.choose(self.rng)
-                parent2 = None
-                if arm.operator == "llm_crossover":
-                    parent2 = int(select_parents(selection.strategy, self.archive, self.lineage, self.rng, n=1,
-                                                 **selection.params)[0])
-                seed = int(self.rng.integers(2**63))
-                members = 1
-                if arm.operator == TUNE:  # a group of children (openended.mutation.tune): seeds seed + index
-                    parent, members = self.tune.group(int(parent), self.archive, self.lineage, self.rng,
-                                                      self.genomes.get)
-                    seed = group_seed(seed)
-                    if limit is not None:
-                        members = min(members, limit - agent_id)
-                for index in range(members):
-                    self.recorder.children[agent_id + index] = Child(int(parent), arm)
-                    proposals.append(Proposal(agent_id + index, int(parent), arm.operator, seed + index,
-                                              model=arm.model, parent2_id=parent2))
+            for child in self.offspring.make(self.rng, self.next_id + len(proposals), n_children, limit):
+                self.recorder.children[child.proposal.id] = Child(child.proposal.parent_id, child.arm)
+                proposals.append(child.proposal)
         if not proposals:
             return []
         for p in proposals:

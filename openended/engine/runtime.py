@@ -22,6 +22,7 @@ from openended.names import (
     PARAMS_OPERATORS,
     SELF_IMPROVE,
     TUNE,
+    WHOLE_PROGRAM_OPERATORS,
     Files,
 )
 from openended.qd import Archive, DescriptorSpace, make_archive
@@ -57,7 +58,7 @@ def resolve_operators(config: CampaignConfig, task: Task) -> CampaignConfig:
             # (0 valid of 15 rewrites of circle packing: cut off at their limit, or an edit to nothing).
             operator, portfolio = "llm_diff", ["llm_diff", "llm_rewrite", "llm_crossover", "ast", "tune"]
             if not config.llm.models:
-                portfolio = [op for op in portfolio if op not in ("llm_rewrite", "llm_crossover")]
+                portfolio = [op for op in portfolio if op not in WHOLE_PROGRAM_OPERATORS]
             if task.gateway or task.spec.stages:
                 portfolio.remove("tune")
         else:

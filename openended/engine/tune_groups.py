@@ -42,11 +42,6 @@ class TuneGroups:
                               f"mutation.params): {exc}") from None
         return cls(task.spec.code_file, params.evaluations, params.ints, params.tournament)
 
-    def size(self, parent: Files) -> int:
-        """A group's children: ``evaluations``, or one (which fails, saying why) for a parent with nothing
-        to tune."""
-        return self.evaluations if self.tunable(parent) else 1
-
     def tunable(self, agent: Files) -> bool:
         """Whether the agent's code file has literals to tune."""
         try:
@@ -55,21 +50,22 @@ class TuneGroups:
             return False
 
     def group(self, chosen: int, archive: Archive, lineage: LineageCounts, rng: np.random.Generator,
-              genome: Callable[[int], Files]) -> tuple[int, int]:
-        """The agent a new group tunes and the group's size. Tuning exploits: with ``tournament`` set, the
-        fittest of that many drawn from the newest members, when it has something to tune."""
+              genome: Callable[[int], Files]) -> tuple[int, int] | None:
+        """The agent a new group tunes and the group's size (None: neither has anything to tune). Tuning
+        exploits: with ``tournament`` set, the fittest of that many drawn from the newest members."""
         fittest = None
         if self.tournament:
             fittest = int(select_parents("tournament", archive, lineage, rng, n=1, size=self.tournament,
                                          recent=DEFAULT_RECENT)[0])
         return self.tuned(chosen, fittest, genome)
 
-    def tuned(self, chosen: int, fittest: int | None, genome: Callable[[int], Files]) -> tuple[int, int]:
+    def tuned(self, chosen: int, fittest: int | None, genome: Callable[[int], Files]) -> tuple[int, int] | None:
         """The agent a group tunes and the group's size: ``fittest`` (the tournament's pick) when it has
-        something to tune, else ``chosen`` (the campaign's selection's)."""
-        if fittest is not None and self.tunable(genome(fittest)):
-            return fittest, self.evaluations
-        return chosen, self.size(genome(chosen))
+        something to tune, else ``chosen`` (the campaign's selection's) when it has, else None."""
+        for agent in (fittest, chosen):
+            if agent is not None and self.tunable(genome(agent)):
+                return agent, self.evaluations
+        return None
 
     @staticmethod
     def jobs(members: list[Proposal], maker: JobMaker) -> list[Job]:

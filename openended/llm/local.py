@@ -31,6 +31,7 @@ from pathlib import Path
 
 from openended.llm.spec import ModelSpec
 from openended.names import LOCAL_MODEL
+from sandboxes.agent import exit_in_words
 
 MODEL_ALIAS = "gemma-3-270m-q4_k_m"
 
@@ -58,16 +59,6 @@ def rebuild_command() -> str:
         version = ""
     return (f'CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install --no-cache-dir --force-reinstall --no-deps '
             f"llama-cpp-python{version}")
-
-
-def _how_it_ended(code: int) -> str:
-    """A server's exit status in words."""
-    if code >= 0:
-        return f"exited with status {code}"
-    try:
-        return f"was killed by {signal.Signals(-code).name}"
-    except ValueError:
-        return f"was killed by signal {-code}"
 
 
 def _crash_hint(code: int) -> str:
@@ -216,7 +207,7 @@ class LocalModelServer:
         while True:
             code = self.process.poll()
             if code is not None:
-                raise RuntimeError(f"the local model server {_how_it_ended(code)} while starting"
+                raise RuntimeError(f"the local model server {exit_in_words(code)} while starting"
                                    f"{_crash_hint(code)}; log {self.log_path}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=2.0) as response:
@@ -246,7 +237,7 @@ class LocalModelServer:
             code = self.process.wait(5.0) if self.process is not None else None
         except subprocess.TimeoutExpired:
             code = None
-        ended, hint = ("failed", "") if code is None else (_how_it_ended(code), _crash_hint(code))
+        ended, hint = ("failed", "") if code is None else (exit_in_words(code), _crash_hint(code))
         raise RuntimeError(f"the local model server {ended} on its first completion ({error}){hint}; "
                            f"log {self.log_path}:\n{self.log_tail()}")
 
@@ -256,7 +247,7 @@ class LocalModelServer:
         code = self.process.poll() if self.process is not None else None
         if code is None:
             return None
-        return f"{_how_it_ended(code)}{_crash_hint(code)}; log {self.log_path}"
+        return f"{exit_in_words(code)}{_crash_hint(code)}; log {self.log_path}"
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the server's log (empty when there is none)."""

@@ -85,7 +85,7 @@ def test_the_fittest_is_tuned_only_when_it_has_something_to_tune():
     genomes = {1: {"agent.py": b"a = 1.0\n"}, 2: {"agent.py": b"a = 1\n"}, 3: {"agent.py": b"b = 2.5\n"}}
     assert groups.tuned(3, 1, genomes.__getitem__) == (1, EVALUATIONS)
     assert groups.tuned(3, 2, genomes.__getitem__) == (3, EVALUATIONS)  # best fit's like: nothing to tune
-    assert groups.tuned(2, None, genomes.__getitem__) == (2, 1)  # one child, which fails saying why
+    assert groups.tuned(2, None, genomes.__getitem__) is None  # nothing to tune at all
     single = TuneGroups("agent.py", evaluations=1, ints=False, tournament=8)  # a group of one either way
     assert single.tuned(2, 1, genomes.__getitem__) == (1, 1) and single.tuned(3, 2, genomes.__getitem__) == (3, 1)
 
@@ -97,6 +97,26 @@ def test_a_parent_with_nothing_to_tune_gets_one_child_that_fails_saying_why(tmp_
     con = sqlite3.connect(tmp_path / "ints.db")
     rows = con.execute("SELECT seed & 255, status, fail_stage, fail_reason FROM agents WHERE id > 0").fetchall()
     assert rows == [(0, "failed", "mutation", "tune: agent.py has no float literals to tune")] * 3
+
+
+def test_in_a_portfolio_tune_gives_way_to_another_operator_when_nothing_has_literals(tmp_path, ray_address):
+    toycode = str(ROOT / "tests" / "tasks" / "toycode")  # ints only: tune (floats by default) finds nothing
+    for in_flight, db in ((4, tmp_path / "ints.db"), (1, tmp_path / "again.db")):
+        overrides = _overrides(toycode, db, ray_address, **{"budget.max_children": 40, "max_in_flight": in_flight,
+                                                            "mutation.portfolio": ["ast", "tune"]})
+        assert Campaign(load_config(None, overrides)).run().status == "finished"
+    con = sqlite3.connect(tmp_path / "ints.db")
+    operators = con.execute("SELECT operator, count(*) FROM agents WHERE id > 0 GROUP BY operator").fetchall()
+    assert operators == [("ast", 39)]  # no child that fails at once for want of literals
+    assert _store(tmp_path / "ints.db") == _store(tmp_path / "again.db")  # the redraw comes from the seed too
+    # with ints tuned, the same campaign tunes: the bandit's picks of tune make whole groups again
+    overrides = _overrides(toycode, tmp_path / "tuned.db", ray_address, **{
+        "budget.max_children": 40, "mutation.portfolio": ["ast", "tune"],
+        "mutation.params": {"evaluations": EVALUATIONS, "batch": 2, "sigma": 0.3, "ints": True}})
+    assert Campaign(load_config(None, overrides)).run().status == "finished"
+    con = sqlite3.connect(tmp_path / "tuned.db")
+    tuned = con.execute("SELECT count(*) FROM agents WHERE operator = 'tune' AND status != 'failed'").fetchone()[0]
+    assert tuned >= EVALUATIONS
 
 
 def test_tune_is_refused_where_it_cannot_run(tmp_path):

@@ -174,6 +174,30 @@ def test_portfolio_restored_from_store_counts_equals_the_live_one(events):
     assert [live.choose(a) for _ in range(20)] == [restored.choose(b) for _ in range(20)]
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.booleans()), max_size=40), st.integers(0, 2**32 - 1))
+def test_an_arm_left_out_is_never_chosen_and_the_others_are_chosen_as_before(events, seed):
+    arms = [Arm("llm_diff", "m"), Arm("tune"), Arm("ast")]
+    portfolio = Portfolio(arms, explore=0.3)
+    for i, archived in events:
+        portfolio.update(arms[i], archived)
+    a, b, c = (np.random.default_rng(seed) for _ in range(3))
+    assert all(portfolio.choose(a, without="tune").operator != "tune" for _ in range(30))
+    # leaving out an operator the portfolio does not hold changes nothing, draw for draw
+    assert [portfolio.choose(b, without="gaussian") for _ in range(30)] == [portfolio.choose(c) for _ in range(30)]
+    with pytest.raises(ValueError, match="no operator but 'ast'"):
+        Portfolio([Arm("ast")]).choose(a, without="ast")
+
+
+def test_beside_a_hosted_model_the_embedded_one_gets_no_whole_program_arms():
+    operators = ["llm_diff", "llm_rewrite", "llm_crossover", "ast"]
+    both = Portfolio.build(operators, ["local", "hosted"], edits_only=frozenset({"local"}))
+    assert [arm.label for arm in both.arms] == ["llm_diff@local", "llm_diff@hosted", "llm_rewrite@hosted",
+                                                "llm_crossover@hosted", "ast"]
+    alone = Portfolio.build(operators, ["local"], edits_only=frozenset({"local"}))  # asked for: it gets them
+    assert [arm.label for arm in alone.arms] == ["llm_diff@local", "llm_rewrite@local", "llm_crossover@local", "ast"]
+
+
 def test_embedded_model_binpack_campaign(tmp_path, cli_env, python, docker_engine, embedded_model):
     db = tmp_path / "local.db"
     # llm_diff alone: about 14 proposals before the token budget, each applying about half the time.
