@@ -51,21 +51,17 @@ class TuneGroups:
 
     def group(self, chosen: int, archive: Archive, lineage: LineageCounts, rng: np.random.Generator,
               genome: Callable[[int], Files]) -> tuple[int, int] | None:
-        """The agent a new group tunes and the group's size (None: neither has anything to tune). Tuning
-        exploits: with ``tournament`` set, the fittest of that many drawn from the newest members."""
-        fittest = None
+        """The agent a new group tunes and the group's size, or None when it has nothing to tune. Tuning
+        exploits: with ``tournament`` set, the fittest of that many drawn from the newest members, else
+        ``chosen`` (the campaign's selection's pick)."""
         if self.tournament:
-            fittest = int(select_parents("tournament", archive, lineage, rng, n=1, size=self.tournament,
-                                         recent=DEFAULT_RECENT)[0])
-        return self.tuned(chosen, fittest, genome)
+            chosen = int(select_parents("tournament", archive, lineage, rng, n=1, size=self.tournament,
+                                        recent=DEFAULT_RECENT)[0])
+        return self.tuned(chosen, genome)
 
-    def tuned(self, chosen: int, fittest: int | None, genome: Callable[[int], Files]) -> tuple[int, int] | None:
-        """The agent a group tunes and the group's size: ``fittest`` (the tournament's pick) when it has
-        something to tune, else ``chosen`` (the campaign's selection's) when it has, else None."""
-        for agent in (fittest, chosen):
-            if agent is not None and self.tunable(genome(agent)):
-                return agent, self.evaluations
-        return None
+    def tuned(self, agent: int, genome: Callable[[int], Files]) -> tuple[int, int] | None:
+        """(agent, the group's size) when the agent has something to tune, else None."""
+        return (agent, self.evaluations) if self.tunable(genome(agent)) else None
 
     @staticmethod
     def jobs(members: list[Proposal], maker: JobMaker) -> list[Job]:

@@ -80,14 +80,14 @@ def test_the_tuned_agent_is_chosen_by_fitness_unless_tournament_is_0(tmp_path, r
     assert sum(by_fitness) / 10 > sum(by_novelty) / 10 + 0.1
 
 
-def test_the_fittest_is_tuned_only_when_it_has_something_to_tune():
+def test_only_an_agent_with_literals_is_tuned():
     groups = TuneGroups("agent.py", evaluations=EVALUATIONS, ints=False, tournament=8)
-    genomes = {1: {"agent.py": b"a = 1.0\n"}, 2: {"agent.py": b"a = 1\n"}, 3: {"agent.py": b"b = 2.5\n"}}
-    assert groups.tuned(3, 1, genomes.__getitem__) == (1, EVALUATIONS)
-    assert groups.tuned(3, 2, genomes.__getitem__) == (3, EVALUATIONS)  # best fit's like: nothing to tune
-    assert groups.tuned(2, None, genomes.__getitem__) is None  # nothing to tune at all
-    single = TuneGroups("agent.py", evaluations=1, ints=False, tournament=8)  # a group of one either way
-    assert single.tuned(2, 1, genomes.__getitem__) == (1, 1) and single.tuned(3, 2, genomes.__getitem__) == (3, 1)
+    genomes = {1: {"agent.py": b"a = 1.0\n"}, 2: {"agent.py": b"a = 1\n"}, 3: {"agent.py": b"b = (\n"}}
+    assert groups.tuned(1, genomes.__getitem__) == (1, EVALUATIONS)
+    assert groups.tuned(2, genomes.__getitem__) is None  # best fit's like: nothing to tune
+    assert groups.tuned(3, genomes.__getitem__) is None  # code that does not parse
+    with_ints = TuneGroups("agent.py", evaluations=1, ints=True, tournament=8)
+    assert with_ints.tuned(2, genomes.__getitem__) == (2, 1)
 
 
 def test_a_parent_with_nothing_to_tune_gets_one_child_that_fails_saying_why(tmp_path, ray_address):
