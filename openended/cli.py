@@ -49,6 +49,12 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
         progress.note("free mode: outcomes applied as they arrive (not reproducible)")
     if campaign.sandbox_note and campaign.sandbox_note not in campaign.sandbox_in_use:
         progress.note(f"sandbox: {campaign.sandbox_note}")
+    if campaign.next_id > 0:  # an existing database: `run` continues its campaign rather than starting another
+        progress.note(f"continuing the campaign in {campaign.db.path}: {campaign.counters.done} children done "
+                      "(another --db starts a new one)")
+    progress.note(f"operators: {', '.join(arm.label for arm in campaign.portfolio.arms)}"
+                  + (" (no model configured: --llm local or [[llm.models]] adds the model's)"
+                     if campaign.task.genome_kind == "code" and not campaign.model_names else ""))
     if campaign.resumed_pending:
         progress.note(f"resuming: {campaign.resumed_pending} children left in flight will be re-dispatched")
     with progress:

@@ -243,7 +243,8 @@ def diff(
 def tree(
     db: Annotated[Path, DB_ARG],
     max_nodes: Annotated[int, typer.Option(
-        metavar="N", help="prune to this many agents (best lineage, archived branches)")] = 200,
+        metavar="N", help="prune to this many agents, or to the best agent's whole lineage where that is longer "
+        "(then elites' and archived branches while they fit)")] = 200,
     show_all: Annotated[bool, typer.Option("--all", help="every agent, no pruning")] = False,
     as_json: Annotated[bool, JSON_OPT] = False,
 ):

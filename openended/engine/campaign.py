@@ -285,7 +285,7 @@ class Campaign:
             if interrupted and reason:
                 if self.progress is not None:
                     why = "stop requested" if reason == "signal" else reason
-                    self.progress.note(f"{why}: finishing in-flight children, then stopping")
+                    self.progress.note(f"{why}: finishing in-flight children, then stopping (again: at once)")
                 self._drain(dispatcher, grace=self.config.grace_seconds)
                 return reason
             if reason is None or reason in SPENT:
@@ -440,6 +440,10 @@ class Campaign:
         deadline = time.monotonic() + grace
         while dispatcher.in_flight and time.monotonic() < deadline and self._stop_requested < 2:
             dispatcher.collect(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+        if dispatcher.in_flight and self.progress is not None:
+            why = "a second stop request" if self._stop_requested >= 2 else f"after {grace:g} s"
+            self.progress.note(f"{why}: stopping now; {dispatcher.children_in_flight} children in flight are left "
+                               "for resume")
         dispatcher.cancel_all()
 
     # ------------------------------------------------------------ reporting

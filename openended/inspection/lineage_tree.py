@@ -14,7 +14,8 @@ def tree(db: ArchiveDB, *, max_nodes: int = 200, show_all: bool = False) -> dict
     """The lineage tree (forest: one tree per root), pruned for big runs.
 
     Without ``show_all``, when the campaign holds more than ``max_nodes`` agents the tree keeps
-    the branches that matter: the best agent's lineage first, then the paths from a root to the
+    the branches that matter: the best agent's lineage first (whole, even where it is longer than
+    ``max_nodes``), then the paths from a root to the
     current elites (fittest first), then to other archived agents, while they fit in ``max_nodes``.
     Each node says how many of its children were left out (``hidden_children``).
     """

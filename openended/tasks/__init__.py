@@ -189,7 +189,9 @@ def load_task(name: str) -> Task:
     if variant is not None and variant not in variants:
         raise TaskError(f"task {folder.name!r} has no variant {variant!r}; variants in {toml_path}: {sorted(variants)}")
     if variant is None and variants:
-        names = ", ".join(f"{folder.name}-{v}" for v in variants)
+        builtin = folder.resolve().parent == BUILTIN_DIR.resolve()
+        asked = name.partition(":")[0]
+        names = ", ".join(f"{folder.name}-{v}" if builtin else f"{asked}:{v}" for v in variants)
         raise TaskError(f"task {folder.name!r} needs a variant, one of: {names}")
     chosen = parsed[variant]
     if chosen.genome == "code" and (folder / "seed").is_dir() and not (folder / "seed" / chosen.code_file).is_file():

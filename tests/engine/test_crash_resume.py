@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -100,6 +101,31 @@ def test_sigint_exits_zero_and_resumes(tmp_path, ray_address, python, cli_env):
     rows = _rows(db)
     assert [r[0] for r in rows] == list(range(BUDGET))
     assert all(r[4] in ("archived", "rejected") for r in rows)
+
+
+def test_a_second_sigint_stops_at_once_and_says_so(tmp_path, ray_address, python, cli_env):
+    db = tmp_path / "twice.db"
+    # one task out at a time, and a child that never returns: the campaign stalls with children in flight
+    config = tmp_path / "grace.toml"
+    config.write_text("grace_seconds = 120\n")
+    proc = _start(python, cli_env, db, ray_address, str(config), variant="hangy")
+    _wait_for_rows(db, 1, proc)
+    seen, still_since = -1, time.monotonic()
+    while time.monotonic() - still_since < 1.5:
+        assert proc.poll() is None, proc.stdout.read()
+        n = _count(db)
+        if n != seen:
+            seen, still_since = n, time.monotonic()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert time.monotonic() - started < 30, "the second signal did not cut the 120 s grace short"
+    assert proc.returncode == 0, out
+    assert "stop requested: finishing in-flight children, then stopping (again: at once)" in out
+    assert re.search(r"a second stop request: stopping now; \d+ children in flight are left for resume", out), out
 
 
 def test_status_json_while_running(tmp_path, ray_address, python, cli_env):

@@ -34,6 +34,16 @@ def test_a_variant_sets_its_own_floor_and_args():
     assert hard.limits == {"timeout_s": 60, "memory_mb": 512, "cpus": 1.0}
 
 
+def test_a_task_without_its_variant_names_each_as_it_can_be_typed():
+    with pytest.raises(TaskError, match="needs a variant") as folder_error:
+        load_task(str(TOY))
+    message = str(folder_error.value)
+    for typed in message.split("one of: ")[1].split(", "):  # a folder's variant goes after a colon
+        assert typed.startswith(f"{TOY}:") and load_task(typed).variant == typed.split(":")[1]
+    with pytest.raises(TaskError, match="one of: maze-medium, maze-hard"):  # a built-in's after a dash
+        load_task("maze")
+
+
 def test_an_unknown_key_is_named_with_the_file(tmp_path):
     folder = _task(tmp_path, TOY, lambda t: t.replace("batchable = true", "batchable = true\nbatchsize = 4"))
     with pytest.raises(TaskError, match=r"task\.toml \(variant plain\): key 'batchsize' \(line \d+\): unknown key"):
