@@ -25,6 +25,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 
 
+# What lets a campaign that stopped for each reason go on.
+IDLE_HINTS = {"children budget": "--budget N above the children it has finished",
+              "wall-time budget": "--max-seconds S above the seconds it has run",
+              "token budget": "--max-tokens N above the tokens it has spent",
+              "target fitness reached": "--no-stop-at-target and a --budget N above the children it has finished"}
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -40,6 +47,14 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
         _fail(str(exc))
     except sqlite3.DatabaseError as exc:  # damaged pages past a sound header, found while restoring
         _fail(str(unreadable(config.db_path(), exc)))
+    idle = campaign.nothing_to_do()
+    if idle is not None:  # run() ends at once, without Ray: say how to go on instead of a summary of nothing
+        summary = campaign.run()
+        more = IDLE_HINTS.get(idle, "a larger budget")
+        finished = campaign.counters.done + campaign.counters.failed
+        typer.echo(f"nothing to do: the campaign in {config.db_path()} has stopped ({idle}; {finished} children "
+                   f"finished); to go on, resume it with {more}: openended resume {config.db_path()} ...")
+        return summary
     progress = Progress(title=f"{campaign.task.name} -> {campaign.db.path}", live=False if quiet else None)
     campaign.progress = progress
     progress.note(f"sandbox: {campaign.sandbox_in_use}")

@@ -19,6 +19,19 @@ def test_unknown_key_names_key_and_file(tmp_path):
     assert "budget.max_childs" in str(err.value) and str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("key, value, near", [
+    ("max_inflight", 3, "max_in_flight"), ("budget.max_childen", 3, "max_children"),
+    ("sandbox.memmory_mb", 64, "memory_mb"), ("llm.models", [{"name": "a", "base_url": "http://h/v1", "model": "m",
+                                                              "timout_s": 3}], "timeout_s"),
+    ("zzz", 1, None)])
+def test_a_misspelt_key_gets_the_nearest_valid_one_of_its_table(key, value, near):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {key: value})
+    message = str(err.value)
+    assert "unknown key" in message
+    assert (f"(did you mean '{near}'?)" in message) if near else ("did you mean" not in message)
+
+
 def test_wrong_type_names_key_and_file(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('max_in_flight = "many"\n')

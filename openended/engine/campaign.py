@@ -224,8 +224,8 @@ class Campaign:
     # ------------------------------------------------------------ the loop
     def run(self) -> Summary:
         """Drive the campaign until a budget is spent, the target is reached, or a signal asks it to stop."""
-        spent = self._stop_reason()
-        if spent is not None and not self._queue:  # nothing to do (e.g. a finished campaign resumed): no Ray
+        spent = self.nothing_to_do()
+        if spent is not None:  # e.g. a finished campaign resumed: no Ray, only the run's status made final
             return self._finish("finished", spent)
         runtime.sweep_containers(self.sandbox)  # leftovers of an earlier session of this campaign (e.g. a kill -9)
         started_ray = ensure_ray(self.config.ray_address)
@@ -375,6 +375,11 @@ class Campaign:
         if ended is not None:  # more children would all fail on a refused connection: stop, resumable
             return f"{MODEL_SERVER_ENDED}: it {ended}"
         return None
+
+    def nothing_to_do(self) -> str | None:
+        """Why a session would end at once with no child to make or finish (a spent budget, a reached target),
+        or None when it has work."""
+        return None if self._queue else self._stop_reason()
 
     def _all_proposed(self) -> bool:
         limit = self.config.budget.max_children

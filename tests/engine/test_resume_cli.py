@@ -45,7 +45,8 @@ def test_resume_budget_is_stored_and_a_spent_one_is_refused(tmp_path, ray_addres
     # a later resume without --budget keeps the raised budget; with nothing left to do it never reaches
     # for Ray (here an address where no cluster answers)
     code, out, err = cli("resume", db, "--quiet", "--ray-address", "127.0.0.1:9")
-    assert code == 0 and "finished (children budget)" in out, out + err
+    assert code == 0 and out.startswith("nothing to do:") and "(children budget; 20 children finished)" in out, \
+        out + err
     assert json.loads(cli("status", db, "--json")[1])["max_children"] == 20
 
     before = _run_row(db)
@@ -115,6 +116,20 @@ def test_a_campaign_that_reached_its_target_searches_on_with_no_stop_at_target(t
     assert status["stop_reason"] == "children budget"  # the latest session's, not the first's (target reached)
     assert "stop reason" in cli("status", db)[1]
     assert _run_row(db)[2]["budget"]["stop_at_target"] is False
+
+
+def test_a_campaign_with_nothing_left_to_do_says_how_to_go_on_without_a_session(tmp_path, ray_address):
+    db = tmp_path / "done.db"
+    assert cli("run", "--task", toy(), "--db", db, "--budget", 12, "--sandbox", "inprocess", "--quiet")[0] == 0
+    before = json.loads(cli("status", db, "--json")[1])
+    for command in (("resume", db), ("run", "--task", toy(), "--db", db, "--sandbox", "inprocess")):
+        code, out, err = cli(*command)
+        assert code == 0, out + err
+        assert out.startswith(f"nothing to do: the campaign in {db} has stopped (children budget; 12 children "
+                              "finished); to go on, resume it with --budget N above"), out
+    after = json.loads(cli("status", db, "--json")[1])
+    assert {k: after[k] for k in ("status", "stop_reason", "children_done", "children_failed", "best_fitness")} == \
+        {k: before[k] for k in ("status", "stop_reason", "children_done", "children_failed", "best_fitness")}
 
 
 def test_status_says_when_its_coverage_was_measured_if_children_finished_since(tmp_path, ray_address):
