@@ -288,8 +288,10 @@ def tasks():
     """List the built-in tasks."""
     from openended.tasks import load_task
 
-    for name in builtin_task_names():
-        typer.echo(f"{name:14} {load_task(name).spec.description}")
+    names = builtin_task_names()
+    width = max(map(len, names))
+    for name in names:
+        typer.echo(f"{name:{width}}  {load_task(name).spec.description}")
 
 
 sandbox_app = typer.Typer(no_args_is_help=True, cls=Group, help="Build and check the Docker sandbox image.")
