@@ -29,7 +29,16 @@ console = Console()
 IDLE_HINTS = {"children budget": "--budget N above the children it has finished",
               "wall-time budget": "--max-seconds S above the seconds it has run",
               "token budget": "--max-tokens N above the tokens it has spent",
-              "target fitness reached": "--no-stop-at-target and a --budget N above the children it has finished"}
+              "cost budget": "a larger budget.max_cost in a campaign file (openended run FILE --db DB)"}
+
+
+def _idle_hint(campaign) -> str:
+    """How a campaign with nothing left to do goes on."""
+    if campaign.nothing_to_do() == "target fitness reached":
+        budget = campaign.config.budget.max_children
+        spent = budget is not None and campaign.next_id >= budget
+        return "--no-stop-at-target" + (" and a --budget N above the children it has finished" if spent else "")
+    return IDLE_HINTS.get(campaign.nothing_to_do(), "a larger budget")
 
 
 def _fail(message: str) -> None:
@@ -49,8 +58,8 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
         _fail(str(unreadable(config.db_path(), exc)))
     idle = campaign.nothing_to_do()
     if idle is not None:  # run() ends at once, without Ray: say how to go on instead of a summary of nothing
+        more = _idle_hint(campaign)
         summary = campaign.run()
-        more = IDLE_HINTS.get(idle, "a larger budget")
         finished = campaign.counters.done + campaign.counters.failed
         typer.echo(f"nothing to do: the campaign in {config.db_path()} has stopped ({idle}; {finished} children "
                    f"finished); to go on, resume it with {more}: openended resume {config.db_path()} ...")
@@ -64,11 +73,11 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
         progress.note("free mode: outcomes applied as they arrive (not reproducible)")
     if campaign.sandbox_note and campaign.sandbox_note not in campaign.sandbox_in_use:
         progress.note(f"sandbox: {campaign.sandbox_note}")
-    if campaign.next_id > 0:  # an existing database: `run` continues its campaign rather than starting another
+    if campaign.next_id > 0 and not resume_only:  # `run` on an existing database continues its campaign
         progress.note(f"continuing the campaign in {campaign.db.path}: {campaign.counters.done} children done "
                       "(another --db starts a new one)")
     progress.note(f"operators: {', '.join(arm.label for arm in campaign.portfolio.arms)}"
-                  + (" (no model configured: --llm local or [[llm.models]] adds the model's)"
+                  + (" (no model configured: --llm local or [[llm.models]] adds the model's operators)"
                      if campaign.task.genome_kind == "code" and not campaign.model_names else ""))
     if campaign.resumed_pending:
         progress.note(f"resuming: {campaign.resumed_pending} children left in flight will be re-dispatched")

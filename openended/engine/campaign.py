@@ -284,8 +284,11 @@ class Campaign:
                 in_order.release_all()  # no child will be proposed again: nothing is left to hold back for
             if interrupted and reason:
                 if self.progress is not None:
-                    why = "stop requested" if reason == "signal" else reason
-                    self.progress.note(f"{why}: finishing in-flight children, then stopping (again: at once)")
+                    if reason == "signal":
+                        self.progress.note("stop requested: finishing in-flight children, then stopping "
+                                           "(Ctrl-C again stops at once)")
+                    else:
+                        self.progress.note(f"{reason}: finishing in-flight children, then stopping")
                 self._drain(dispatcher, grace=self.config.grace_seconds)
                 return reason
             if reason is None or reason in SPENT:

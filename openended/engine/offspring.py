@@ -56,14 +56,14 @@ class OffspringMaker:
             seed = int(rng.integers(2**63))
             members = 1
             if arm.operator == TUNE:  # a group of children (openended.mutation.tune): seeds seed + index
-                tuned = self.tune.group(int(parent), self.archive, self.lineage, rng, self.genome)
-                if tuned is None and len(self.portfolio.arms) > 1:
+                tuned, members = self.tune.group(int(parent), self.archive, self.lineage, rng, self.genome)
+                if members == 0 and len(self.portfolio.arms) > 1:
                     # nothing to tune: another operator makes this child instead of one that fails at once
-                    arm = self.portfolio.choose(rng, without=TUNE)
+                    arm, members = self.portfolio.choose(rng, without=TUNE), 1
                     parent2 = self._second_parent(arm, rng)
                 else:
-                    # tune alone and nothing to tune: one child, which fails saying why
-                    parent, members = tuned if tuned is not None else (int(parent), 1)
+                    # tune alone and nothing to tune: one child of that agent, which fails saying why
+                    parent, members = tuned, max(members, 1)
                     seed = group_seed(seed)
                     if limit is not None:
                         members = min(members, limit - agent_id)

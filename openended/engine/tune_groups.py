@@ -50,18 +50,18 @@ class TuneGroups:
             return False
 
     def group(self, chosen: int, archive: Archive, lineage: LineageCounts, rng: np.random.Generator,
-              genome: Callable[[int], Files]) -> tuple[int, int] | None:
-        """The agent a new group tunes and the group's size, or None when it has nothing to tune. Tuning
+              genome: Callable[[int], Files]) -> tuple[int, int]:
+        """The agent a new group tunes and the group's size, 0 when that agent has nothing to tune. Tuning
         exploits: with ``tournament`` set, the fittest of that many drawn from the newest members, else
         ``chosen`` (the campaign's selection's pick)."""
         if self.tournament:
             chosen = int(select_parents("tournament", archive, lineage, rng, n=1, size=self.tournament,
                                         recent=DEFAULT_RECENT)[0])
-        return self.tuned(chosen, genome)
+        return chosen, self.size(genome(chosen))
 
-    def tuned(self, agent: int, genome: Callable[[int], Files]) -> tuple[int, int] | None:
-        """(agent, the group's size) when the agent has something to tune, else None."""
-        return (agent, self.evaluations) if self.tunable(genome(agent)) else None
+    def size(self, agent: Files) -> int:
+        """A group's size for this agent: ``evaluations``, or 0 when it has nothing to tune."""
+        return self.evaluations if self.tunable(agent) else 0
 
     @staticmethod
     def jobs(members: list[Proposal], maker: JobMaker) -> list[Job]:

@@ -124,7 +124,7 @@ def test_a_second_sigint_stops_at_once_and_says_so(tmp_path, ray_address, python
     out, _ = proc.communicate(timeout=60)
     assert time.monotonic() - started < 30, "the second signal did not cut the 120 s grace short"
     assert proc.returncode == 0, out
-    assert "stop requested: finishing in-flight children, then stopping (again: at once)" in out
+    assert "stop requested: finishing in-flight children, then stopping (Ctrl-C again stops at once)" in out
     assert re.search(r"a second stop request: stopping now; \d+ children in flight are left for resume", out), out
 
 

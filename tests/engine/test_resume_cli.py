@@ -109,6 +109,8 @@ def test_a_campaign_that_reached_its_target_searches_on_with_no_stop_at_target(t
     assert done < 3000
     code, out, err = cli("resume", db, "--budget", 3000, "--quiet")
     assert code == 0 and json.loads(cli("status", db, "--json")[1])["children_done"] == done, out + err
+    # its budget is not spent: the target alone ends it
+    assert "(target fitness reached;" in out and "resume it with --no-stop-at-target: openended resume" in out, out
     code, out, err = cli("resume", db, "--budget", done + 40, "--no-stop-at-target", "--quiet")
     assert code == 0 and "finished (children budget)" in out, out + err
     status = json.loads(cli("status", db, "--json")[1])

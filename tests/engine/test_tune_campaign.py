@@ -83,11 +83,23 @@ def test_the_tuned_agent_is_chosen_by_fitness_unless_tournament_is_0(tmp_path, r
 def test_only_an_agent_with_literals_is_tuned():
     groups = TuneGroups("agent.py", evaluations=EVALUATIONS, ints=False, tournament=8)
     genomes = {1: {"agent.py": b"a = 1.0\n"}, 2: {"agent.py": b"a = 1\n"}, 3: {"agent.py": b"b = (\n"}}
-    assert groups.tuned(1, genomes.__getitem__) == (1, EVALUATIONS)
-    assert groups.tuned(2, genomes.__getitem__) is None  # best fit's like: nothing to tune
-    assert groups.tuned(3, genomes.__getitem__) is None  # code that does not parse
-    with_ints = TuneGroups("agent.py", evaluations=1, ints=True, tournament=8)
-    assert with_ints.tuned(2, genomes.__getitem__) == (2, 1)
+    assert groups.size(genomes[1]) == EVALUATIONS
+    assert groups.size(genomes[2]) == 0  # best fit's like: nothing to tune
+    assert groups.size(genomes[3]) == 0  # code that does not parse
+    assert TuneGroups("agent.py", evaluations=1, ints=True, tournament=8).size(genomes[2]) == 1
+
+
+def test_tune_alone_tunes_the_tournaments_pick_or_fails_never_the_selections(tmp_path, ray_address):
+    toycode = str(ROOT / "tests" / "tasks" / "toycode")  # its seed, the fitter root, has ints only
+    floats = tmp_path / "floats"
+    floats.mkdir()
+    (floats / "agent.py").write_text("a = -10.0\nb = -10.0\n")  # the worse root, with literals to tune
+    overrides = _overrides(toycode, tmp_path / "alone.db", ray_address, **{
+        "budget.max_children": 14, "mutation.initial_agents": [str(floats)]})
+    assert Campaign(load_config(None, overrides)).run().status == "finished"
+    con = sqlite3.connect(tmp_path / "alone.db")
+    rows = con.execute("SELECT parent_id, status, fail_reason FROM agents WHERE id > 1").fetchall()
+    assert rows == [(0, "failed", "tune: agent.py has no float literals to tune")] * 12
 
 
 def test_a_parent_with_nothing_to_tune_gets_one_child_that_fails_saying_why(tmp_path, ray_address):
