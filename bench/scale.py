@@ -4,7 +4,7 @@
                                                       # children, and a synthetic 10^7-agent database (~5 GB)
     python bench/scale.py --only bytes --out s.json   # the bytes figures alone (about 3 minutes)
     python bench/scale.py --only inspection --agents 1000000 --tmp /big/disk --out s.json
-    python bench/scale.py --smoke --out scale.json    # CI: 300 maze children (twice), 200 code children,
+    python bench/scale.py --smoke --out scale.json    # CI: 300 maze children (three times), 200 code children,
                                                       # 2,000 synthetic agents (under a minute)
 
 Writes:
@@ -36,6 +36,10 @@ Writes:
   (``bench/scale_share.py``). ``maze_engine_share_of_simulator_at_task_size``: the same over the simulator
   in batches of the children the campaign actually sends a task (``maze_children_per_task``: 32, a proposal
   block of the reproducible mode; the simulator's cost is mostly per step, so 32 robots cost ~70% of 64).
+  ``maze_loop_share_of_simulator``: the same campaign evaluated in the Ray workers' own processes (the
+  ``inprocess`` sandbox: the simulator on the host's numpy, no container) in the free mode (tasks of the batch
+  size, 64), between the same two simulator measures: the loop alone (Ray, serialisation, the store, the
+  archive, selection), without the Docker image's older numpy and the reproducible mode's half-size tasks.
 """
 
 from __future__ import annotations
@@ -107,14 +111,20 @@ def by_table(path: Path, children: int) -> dict[str, float]:
     return {name: round(size / children, 1) for name, size in rows if size / children >= 0.5}
 
 
-def maze_campaign(db: Path, children: int, ray_address: str, every: int) -> int:
-    """Run a real maze campaign of ``children`` with the store materialising every ``every`` hops; its children."""
+# The loop alone: evaluation in the worker's process (a maze genome is numbers; its evaluator is the task's own),
+# outcomes applied as they arrive, so a task carries the batch, not half a proposal block.
+LOOP_ONLY = {"sandbox.kind": "inprocess", "deterministic": False}
+
+
+def maze_campaign(db: Path, children: int, ray_address: str, every: int, **extra: Any) -> int:
+    """Run a real maze campaign of ``children`` with the store materialising every ``every`` hops (``extra``:
+    more config overrides); its children."""
     from openended.config import load_config
     from openended.engine import Campaign
 
     ArchiveDB.materialise_every = every
     overrides = {"task": "maze-medium", "db": str(db), "seed": 0, "budget.max_children": children,
-                 "budget.stop_at_target": False, "ray_address": ray_address, "stats_every_seconds": 60.0}
+                 "budget.stop_at_target": False, "ray_address": ray_address, "stats_every_seconds": 60.0, **extra}
     summary = Campaign(load_config(None, overrides)).run()
     if summary.status != "finished":
         raise RuntimeError(f"the maze campaign did not finish: {summary}")
@@ -140,6 +150,7 @@ def params_figures(tmp: Path, children: int) -> dict[str, Any]:
         started = time.monotonic()
         n = maze_campaign(tmp / "maze.db", children, address, default_every)
         seconds = time.monotonic() - started
+        maze_campaign(tmp / "maze-loop.db", children, address, default_every, **LOOP_ONLY)
         raw.append(simulator_evals_per_s(sim_seconds, batch))
         at_task.append(simulator_evals_per_s(sim_seconds, per_task))
         full = maze_campaign(tmp / "maze-full.db", children, address, 1)
@@ -155,6 +166,8 @@ def params_figures(tmp: Path, children: int) -> dict[str, Any]:
         "maze_engine_share_of_simulator": round(engine / float(np.mean(raw)), 3),
         "maze_engine_children_per_s": round(engine, 1), "maze_simulator_evals_per_s": [round(r, 1) for r in raw],
         "maze_engine_share_of_simulator_at_task_size": round(engine / float(np.mean(at_task)), 3),
+        "maze_loop_share_of_simulator": round(
+            engine_children_per_s(tmp / "maze-loop.db", min(500, n // 4)) / float(np.mean(raw)), 3),
         "maze_simulator_evals_per_s_at_task_size": [round(r, 1) for r in at_task], "maze_children_per_task": per_task,
         "params_children": n, "params_campaign_seconds": round(seconds, 1), "params_compact_children": recipes,
         "bytes_per_child_params": round(per_child, 1),
