@@ -6,15 +6,14 @@ value of the wrong type is a ConfigError naming the key and the file.
 
 from __future__ import annotations
 
-import difflib
 import tomllib
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from openended.keys import closest_key
 from openended.names import LOCAL_MODEL, ArchiveKind, OperatorName, SandboxKind, SandboxMode, SelectionStrategy
 
 if TYPE_CHECKING:
@@ -230,22 +229,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return validate_config(data, source)
 
 
-def _keys_beside(loc: tuple[int | str, ...]) -> list[str]:
-    """The valid keys of the table that holds the key at ``loc`` (a list's index skipped)."""
-    model: Any = CampaignConfig
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            return []
-        model = field.annotation
-        for inner in typing.get_args(model) or ():  # list[ModelConfig], X | None: the model inside
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                model = inner
-    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-
-
 def validate_config(data: dict[str, Any], source: str = "config") -> CampaignConfig:
     """Validate a config dict; ConfigError names each bad key (parameter tables included) and ``source``."""
     from openended import mutation, selection  # the operators and strategies own their parameter lists
@@ -257,8 +240,8 @@ def validate_config(data: dict[str, Any], source: str = "config") -> CampaignCon
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             if err["type"] == "extra_forbidden":
-                near = difflib.get_close_matches(str(err["loc"][-1]), _keys_beside(err["loc"]), n=1)
-                problems.append(f"unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
+                near = closest_key(CampaignConfig, tuple(err["loc"]))
+                problems.append(f"unknown key '{key}'" + (f" (did you mean '{near}'?)" if near else ""))
             else:
                 problems.append(f"key '{key}': {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
-import typing
 from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from openended.keys import closest_key
 
 
 class _Strict(BaseModel):
@@ -141,33 +141,6 @@ class TaskSpec(_Strict):
         return self.fitness.lower if self.fitness_lower is None else self.fitness_lower
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The model whose keys hold the last part of ``loc`` (a table's path, list indices included)."""
-    model: type[BaseModel] = TaskSpec
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return None
-        inner = [a for a in (field.annotation, *typing.get_args(field.annotation))
-                 if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not inner:
-            return None
-        model = inner[0]
-    return model
-
-
-def _closest(key: str, loc: tuple[int | str, ...]) -> str | None:
-    """The valid key closest to a misspelt ``key`` at ``loc``, if one is close."""
-    model = _model_at(loc)
-    if model is None:
-        return None
-    valid = list(model.model_fields) + (["variants"] if model is TaskSpec else [])
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
 def describe_error(error: Any, locate: Callable[[tuple[int | str, ...]], str] | None = None) -> str:
     """One pydantic error of a task.toml as text: ``key 'limits.timout_s' (line 12): unknown key (did
     you mean 'timeout_s'?)``; ``locate`` says where the key is written (``loc`` is its path)."""
@@ -178,7 +151,7 @@ def describe_error(error: Any, locate: Callable[[tuple[int | str, ...]], str] | 
     key = f"key '{'.'.join(str(p) for p in loc)}'" + (f" ({at})" if at else "")
     if error["type"] != "extra_forbidden":
         return f"{key}: {error['msg']}"
-    hint = _closest(str(loc[-1]), loc)
+    hint = closest_key(TaskSpec, loc, extra=("variants",))
     return f"{key}: unknown key" + (f" (did you mean '{hint}'?)" if hint else "")
 
 
