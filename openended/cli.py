@@ -32,13 +32,12 @@ IDLE_HINTS = {"children budget": "--budget N above the children it has finished"
               "cost budget": "a larger budget.max_cost in a campaign file (openended run FILE --db DB)"}
 
 
-def _idle_hint(campaign) -> str:
-    """How a campaign with nothing left to do goes on."""
-    if campaign.nothing_to_do() == "target fitness reached":
-        budget = campaign.config.budget.max_children
-        spent = budget is not None and campaign.next_id >= budget
+def _idle_hint(campaign, idle: str) -> str:
+    """How a campaign that stopped for ``idle`` and has nothing left to do goes on."""
+    if idle == "target fitness reached":
+        spent = campaign.all_proposed()
         return "--no-stop-at-target" + (" and a --budget N above the children it has finished" if spent else "")
-    return IDLE_HINTS.get(campaign.nothing_to_do(), "a larger budget")
+    return IDLE_HINTS.get(idle, "a larger budget")
 
 
 def _fail(message: str) -> None:
@@ -58,7 +57,7 @@ def _start(config, *, quiet: bool = False, resume_only: bool = False):
         _fail(str(unreadable(config.db_path(), exc)))
     idle = campaign.nothing_to_do()
     if idle is not None:  # run() ends at once, without Ray: say how to go on instead of a summary of nothing
-        more = _idle_hint(campaign)
+        more = _idle_hint(campaign, idle)
         summary = campaign.run()
         finished = campaign.counters.done + campaign.counters.failed
         typer.echo(f"nothing to do: the campaign in {config.db_path()} has stopped ({idle}; {finished} children "

@@ -280,7 +280,7 @@ class Campaign:
             reason = self._stop_reason()
             # A stop resume continues (a signal, a crashed model): held outcomes are redone on resume, not released
             interrupted = reason is not None and (reason == "signal" or reason.startswith(MODEL_SERVER_ENDED))
-            if in_order is not None and not interrupted and (reason is not None or self._all_proposed()):
+            if in_order is not None and not interrupted and (reason is not None or self.all_proposed()):
                 in_order.release_all()  # no child will be proposed again: nothing is left to hold back for
             if interrupted and reason:
                 if self.progress is not None:
@@ -372,7 +372,7 @@ class Campaign:
         if budget.max_cost is not None and counters.cost >= budget.max_cost:
             return "cost budget"
         pending = self.dispatcher.pending if self.dispatcher is not None else self._queue
-        if self._all_proposed() and not pending:
+        if self.all_proposed() and not pending:
             return "children budget"
         ended = self._llm_server.exited() if self._llm_server is not None else None
         if ended is not None:  # more children would all fail on a refused connection: stop, resumable
@@ -384,7 +384,8 @@ class Campaign:
         or None when it has work."""
         return None if self._queue else self._stop_reason()
 
-    def _all_proposed(self) -> bool:
+    def all_proposed(self) -> bool:
+        """Whether the children budget's every child has been proposed."""
         limit = self.config.budget.max_children
         return limit is not None and self.next_id >= limit
 
