@@ -32,8 +32,9 @@ LABEL = "openended.campaign"
 HOST_LABEL = "openended.host"
 PID_LABEL = "openended.pid"
 # Only a change of this version asks users to rebuild the image (nothing of openended is baked in).
-IMAGE_VERSION = "2"  # 2: no setuid or setgid file
+IMAGE_VERSION = "3"  # 2: no setuid or setgid file; 3: the host's numpy (PyPI's wheel), not Debian's 1.24
 VERSION_LABEL = "openended.sandbox.version"
+NUMPY_LABEL = "openended.sandbox.numpy"  # the numpy version in the image
 PYTHON = "/usr/bin/python3"
 # container_options keys that belong to the engine's HostConfig (the rest go to create_container)
 HOST_CONFIG_KEYS = ("network_mode", "read_only", "mem_limit", "memswap_limit", "nano_cpus", "pids_limit", "cap_drop",

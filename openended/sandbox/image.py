@@ -1,20 +1,24 @@
 """The sandbox image: build it (from the Dockerfile, or with no registry via debootstrap) and check it.
 
-The image is a minimal Debian with python3 and python3-numpy, labelled
-``openended.sandbox.version``. Nothing of openended is baked in (the runner travels with each
-evaluation), so only a change of this version asks users to rebuild.
+The image is a minimal Debian with python3 and the host's numpy (the PyPI wheel of the version installed
+beside openended, so a Docker campaign rounds as a ``process`` or ``inprocess`` one does), labelled
+``openended.sandbox.version`` and ``openended.sandbox.numpy``. Nothing of openended is baked in (the runner
+travels with each evaluation), so only a change of this version asks users to rebuild.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,7 @@ from typing import Any
 
 from openended.sandbox.engine import (
     IMAGE_VERSION,
+    NUMPY_LABEL,
     PYTHON,
     SHM_MB,
     VERSION_LABEL,
@@ -34,6 +39,7 @@ from openended.sandbox.spec import Limits, SandboxSpec
 
 SANDBOXES_DIR = RUNNER.parent
 DEBIAN_SUITE = "bookworm"
+DEBIAN_PYTHON = "3.11"  # bookworm's python3: the numpy wheel's tag
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # Files a sandbox never needs: smaller image, faster import.
 SLIM_PATHS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt",
@@ -50,20 +56,55 @@ def build_image(image: str = "openended-sandbox:latest", *, method: str = "auto"
     runs as root) or ``auto`` (the Dockerfile, then debootstrap if that fails). Returns the method used."""
     api = client(timeout=600)
     api.ping()
+    numpy = host_numpy()
     if method in ("auto", "dockerfile"):
         try:
-            log(f"building {image} from {SANDBOXES_DIR / 'Dockerfile'} ...")
-            api.images.build(path=str(SANDBOXES_DIR), dockerfile="Dockerfile", tag=image, rm=True, pull=False)
+            log(f"building {image} from {SANDBOXES_DIR / 'Dockerfile'} (numpy {numpy}) ...")
+            api.images.build(path=str(SANDBOXES_DIR), dockerfile="Dockerfile", tag=image, rm=True, pull=False,
+                             buildargs={"NUMPY": numpy})
             return "dockerfile"
         except Exception as exc:  # no registry, most often
             if method == "dockerfile":
                 raise ImageBuildError(f"docker build from {SANDBOXES_DIR / 'Dockerfile'} failed: {exc}") from None
             log(f"Dockerfile build failed ({str(exc).splitlines()[0][:160]}); building with debootstrap instead")
-    _build_with_debootstrap(api, image, mirror, log)
+    _build_with_debootstrap(api, image, mirror, numpy, log)
     return "debootstrap"
 
 
-def _build_with_debootstrap(api: Any, image: str, mirror: str, log: Callable[[str], object]) -> None:
+def host_numpy() -> str:
+    """The numpy version installed beside openended: the one the image gets."""
+    import numpy
+
+    return str(numpy.__version__)
+
+
+def unpack_numpy(rootfs: Path, version: str, downloads: Path) -> str:
+    """Download numpy ``version``'s wheel for the image's Python and machine from the package index pip uses, and
+    unpack it into ``rootfs``'s /usr/local (on the image's ``sys.path``); the wheel's name."""
+    machine = platform.machine()
+    tags = [f"--platform=manylinux_2_{n}_{machine}" for n in (28, 17)] + [f"--platform=manylinux2014_{machine}"]
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+               f"--python-version={DEBIAN_PYTHON}", "--implementation=cp", *tags, "-d", str(downloads),
+               f"numpy=={version}"]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(downloads.glob(f"numpy-{version}-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise ImageBuildError(f"could not download numpy {version} for Python {DEBIAN_PYTHON} on {machine} "
+                              f"(the image takes the host's numpy, so that Docker campaigns round as the host's "
+                              f"do; pip download exit {proc.returncode}): {tail or 'no wheel'}")
+    target = rootfs / "usr" / "local" / "lib" / f"python{DEBIAN_PYTHON}" / "dist-packages"
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        for member in wheel.infolist():
+            wheel.extract(member, target)
+            mode = member.external_attr >> 16  # the wheel keeps its shared libraries' permission bits
+            if mode:
+                (target / member.filename).chmod(stat.S_IMODE(mode))
+    return wheels[0].name
+
+
+def _build_with_debootstrap(api: Any, image: str, mirror: str, numpy: str, log: Callable[[str], object]) -> None:
     if shutil.which("debootstrap") is None:
         raise ImageBuildError("debootstrap is not installed (Debian: apt-get install -y debootstrap)")
     repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
@@ -71,7 +112,7 @@ def _build_with_debootstrap(api: Any, image: str, mirror: str, log: Callable[[st
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None  # kill: as Ctrl-C
     try:
-        _debootstrap_and_import(api, Path(tmp), image, repository, tag, mirror, log)
+        _debootstrap_and_import(api, Path(tmp), image, repository, tag, mirror, numpy, log)
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
@@ -92,18 +133,19 @@ def remove_rootfs(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _debootstrap_and_import(api: Any, tmp: Path, image: str, repository: str, tag: str, mirror: str,
+def _debootstrap_and_import(api: Any, tmp: Path, image: str, repository: str, tag: str, mirror: str, numpy: str,
                             log: Callable[[str], object]) -> None:
     rootfs = tmp / "rootfs"
-    log(f"debootstrap {DEBIAN_SUITE} with python3 and python3-numpy into {rootfs} (about a minute) ...")
+    log(f"debootstrap {DEBIAN_SUITE} with python3 into {rootfs} (about a minute) ...")
     started = time.monotonic()
     proc = subprocess.run(
-        ["debootstrap", "--variant=minbase", "--include=python3,python3-numpy", DEBIAN_SUITE, str(rootfs), mirror],
+        ["debootstrap", "--variant=minbase", "--include=python3", DEBIAN_SUITE, str(rootfs), mirror],
         capture_output=True, text=True,
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise ImageBuildError(f"debootstrap failed (exit {proc.returncode}): " + " | ".join(tail))
+    log(f"numpy {numpy}: {unpack_numpy(rootfs, numpy, tmp)}")
     for rel in SLIM_PATHS:
         shutil.rmtree(rootfs / rel, ignore_errors=True)
     stripped = strip_setuid(rootfs)
@@ -114,6 +156,7 @@ def _debootstrap_and_import(api: Any, tmp: Path, image: str, repository: str, ta
         f"importing {tarball.stat().st_size / 1e6:.0f} MB as {image}")
     api.api.import_image_from_file(str(tarball), repository=repository, tag=tag,
                                    changes=[f'LABEL {VERSION_LABEL}="{IMAGE_VERSION}"',
+                                            f'LABEL {NUMPY_LABEL}="{numpy}"',
                                             "ENV PATH=/usr/local/bin:/usr/bin:/bin"])
 
 
@@ -220,6 +263,9 @@ def check_sandbox(image: str = "openended-sandbox:latest") -> list[Check]:
     checks.append(Check("image", label == IMAGE_VERSION,
                         f"{image} {img.short_id}, {img.attrs.get('Size', 0) / 1e6:.0f} MB, version {label} "
                         f"(expected {IMAGE_VERSION}{rebuild})"))
+    numpy, host = (img.labels or {}).get(NUMPY_LABEL), host_numpy()
+    checks.append(Check("numpy", numpy == host, f"{numpy} in the image, {host} on the host" + (
+        "" if numpy == host else ": rebuild with `openended sandbox build`, or Docker campaigns round differently")))
     spec = SandboxSpec(kind="docker", image=image, limits=Limits(memory_mb=64, pids=32), campaign_label="check")
     root, task, agents = neutral_folders()
     try:
