@@ -140,6 +140,52 @@ def _is_forgery(exc):
     return forged is not None and isinstance(exc, forged)
 
 
+# A serving runner compiles the task folder's modules once (``compile`` parses, it runs nothing) and every
+# evaluation forked from it takes the compiled code of a file whose bytes are unchanged: a maze evaluation
+# spent about 3 ms of its ~12 ms import compiling maze_sim.py and evaluate.py again.
+MAX_COMPILED_FILES = 64
+MAX_COMPILED_BYTES = 1 << 20
+_compiled = {}  # path -> (source bytes, code object)
+
+
+def _compile_task(task_dir):
+    """Compile the task folder's top-level ``.py`` files into :data:`_compiled` where their bytes changed."""
+    if not isinstance(task_dir, str) or not task_dir:  # a job without a task folder, which run() reports
+        return
+    try:
+        entries = sorted((e for e in os.scandir(task_dir) if e.name.endswith(".py") and e.is_file()),
+                         key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries[:MAX_COMPILED_FILES]:
+        try:
+            if entry.stat().st_size > MAX_COMPILED_BYTES:
+                continue
+            with open(entry.path, "rb") as fh:
+                data = fh.read()
+            if _compiled.get(entry.path, (None,))[0] != data:
+                _compiled[entry.path] = (data, compile(data, entry.path, "exec", dont_inherit=True))
+        except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+            _compiled.pop(entry.path, None)  # the evaluation compiles it itself, and reports what fails
+
+
+def _use_compiled():
+    """In the forked child: importing a file the runner compiled, with the same bytes, takes its code."""
+    if not _compiled:
+        return
+    from importlib.machinery import SourceFileLoader
+
+    compile_source = SourceFileLoader.source_to_code
+
+    def source_to_code(self, data, path, *, _optimize=-1):
+        hit = _compiled.get(path)
+        if hit is not None and _optimize == -1 and hit[0] == data:
+            return hit[1]
+        return compile_source(self, data, path, _optimize=_optimize)
+
+    SourceFileLoader.source_to_code = source_to_code
+
+
 def _child(job, job_dir, work, token):
     """In the forked child: import the task's evaluator, evaluate, send the results on fd 3."""
     os.chdir(work)
@@ -152,6 +198,7 @@ def _child(job, job_dir, work, token):
     sys.path.insert(0, task_dir)
     import importlib.util
 
+    _use_compiled()
     try:
         spec = importlib.util.spec_from_file_location("task_evaluate", os.path.join(task_dir, "evaluate.py"))
         module = importlib.util.module_from_spec(spec)
@@ -470,6 +517,7 @@ def serve():
         try:
             job = load_job(job_dir)
             work_root = job.get("work_root")
+            _compile_task(job.get("task_dir"))
             report = run(job_dir, job)
         except Exception as exc:  # noqa: BLE001 - a broken job must not end the runner
             report = _failed(f"runner: {type(exc).__name__}: {exc}")

@@ -80,7 +80,7 @@ if "--serve" in sys.argv:
         _os.register_at_fork(after_in_child=numpy.random.seed)
     except ImportError:
         pass
-    for _m in ("argparse", "dataclasses"):
+    for _m in ("argparse", "dataclasses", "pathlib"):
         __import__(_m)
     globals().pop("_m", None)
     for _v in _set:

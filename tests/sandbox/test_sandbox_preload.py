@@ -1,6 +1,7 @@
 """A serving runner imports numpy once and forks every evaluation from it (openended/sandbox/jobdir.py's
-preload): evaluations inherit the import but nothing else of each other, and the process sandbox, which
-starts a runner per evaluation, is unchanged."""
+preload), and compiles the task's modules once (sandboxes/runner.py): evaluations inherit the import and the
+compiled code but nothing else of each other, and the process sandbox, which starts a runner per evaluation,
+is unchanged. The image's numpy is the host's."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ PROBE = {"child.py": textwrap.dedent("""
         preloaded = 'numpy' in sys.modules
         import numpy
         seen = {'preloaded': preloaded, 'threads': len(os.listdir('/proc/self/task')), 'host': socket.gethostname(),
-                'env': sorted(os.environ), 'draw': float(numpy.random.random())}
+                'env': sorted(os.environ), 'draw': float(numpy.random.random()), 'numpy': numpy.__version__,
+                'compiled': sorted(getattr(sys.modules['__main__'], '_compiled', {})),
+                'evaluator_compiled': sys.modules['__main__'].__dict__.get('_compiled', {}).get(
+                    '/task/evaluate.py', (None, None))[1] is not None}
         return {'fitness': 0.0, 'descriptors': [0, 0], 'feedback': json.dumps(seen)}
     """).encode()}
 
@@ -52,6 +56,10 @@ def test_pool_evaluations_inherit_numpy_but_not_its_random_state(docker_engine):
     assert all(s["env"] == ["HOME", "PATH", "PYTHONDONTWRITEBYTECODE", "TMPDIR"] for s in seen)
     assert all(s["threads"] == 1 for s in seen)
     assert len({s["host"] for s in seen}) == 1, "the runner's larger idle memory does not retire its container"
+    import numpy
+
+    assert all(s["numpy"] == numpy.__version__ for s in seen), "the image carries the host's numpy"
+    assert all(s["evaluator_compiled"] for s in seen), "the task's evaluate.py was compiled by the runner"
 
 
 def test_a_runner_of_one_job_preloads_nothing(tmp_path):
@@ -61,4 +69,5 @@ def test_a_runner_of_one_job_preloads_nothing(tmp_path):
     finally:
         box.close()
     assert seen["preloaded"] is False
+    assert seen["compiled"] == [], "a runner of one job compiles nothing ahead"
     assert "--serve" in runner_source(), "the preload is keyed on the serving runner's flag"
