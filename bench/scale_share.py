@@ -22,6 +22,8 @@ rate moves 2x within minutes, so take the median of several runs.
                                                         # tasks carry the batch (64), not a block's half (32)
     python bench/scale_share.py --children 3000 --free --sandbox inprocess --out s.json   # the loop alone:
                                                         # evaluated in Ray's workers, on the host's numpy
+    python bench/scale_share.py --children 3000 --staleness 128 --out s.json   # the reproducible mode at another
+                                                        # staleness (blocks of half of it)
     python bench/scale_share.py --smoke --out s.json    # CI: 1 s
 """
 
@@ -90,7 +92,7 @@ def engine_children_per_s(db: Path, skip: int) -> float:
 
 
 def share_run(children: int, sim_seconds: float, batch: int, db: Path, *, free: bool = False,
-              sandbox: str = "auto") -> dict[str, Any]:
+              sandbox: str = "auto", staleness: int | None = None) -> dict[str, Any]:
     """The share on the running Ray: the raw simulator, a real maze-medium campaign of ``children`` with the
     defaults ``run.py`` uses (seed 0, the task's novelty search, the auto sandbox unless ``sandbox`` names one),
     the raw simulator again."""
@@ -102,6 +104,8 @@ def share_run(children: int, sim_seconds: float, batch: int, db: Path, *, free: 
     overrides = {"task": "maze-medium", "db": str(db), "seed": 0, "budget.max_children": children,
                  "budget.stop_at_target": False, "ray_address": ray.get_runtime_context().gcs_address,
                  "stats_every_seconds": 60.0, "deterministic": not free, "sandbox.kind": sandbox}
+    if staleness is not None:
+        overrides["staleness"] = staleness
     config = load_config(None, overrides)
     per_task = task_children(config)
     raw, at_task = [simulator_evals_per_s(sim_seconds, batch)], [simulator_evals_per_s(sim_seconds, per_task)]
@@ -146,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--free", action="store_true", help="the campaign in the free mode (deterministic = false)")
     ap.add_argument("--sandbox", default="auto", choices=("auto", "docker", "process", "inprocess"),
                     help="where the campaign evaluates (inprocess with --free: the loop alone, no container)")
+    ap.add_argument("--staleness", type=int, default=None, help="the campaign's staleness (default: its mode's)")
     ap.add_argument("--children", type=int, default=0, help="also run a maze campaign of this many children "
                     "between two simulator measures: the share itself")
     args = ap.parse_args(argv)
@@ -159,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.children:
             with tempfile.TemporaryDirectory() as tmp:
                 result: dict[str, Any] = share_run(args.children, sim_seconds, args.batch, Path(tmp) / "maze.db",
-                                                           free=args.free, sandbox=args.sandbox)
+                                                           free=args.free, sandbox=args.sandbox,
+                                                           staleness=args.staleness)
         else:
             result = {"maze_simulator_evals_per_s": round(simulator_evals_per_s(sim_seconds, args.batch), 1)}
     finally:
