@@ -123,12 +123,18 @@ def run(
     free: Annotated[bool, typer.Option(
         help="apply each outcome as it arrives: faster when evaluation times vary, but the same seed no "
              "longer gives the same campaign")] = False,
+    stop_at_target: Annotated[bool | None, typer.Option(
+        "--stop-at-target/--no-stop-at-target",
+        help="end once a child reaches the task's target (--no-stop-at-target: search on past it)")] = None,
+    grace_seconds: Annotated[float | None, typer.Option(
+        metavar="S", help="after SIGINT/SIGTERM, wait this long for children in flight")] = None,
     quiet: Annotated[bool, typer.Option(help="plain log lines even on a terminal")] = False,
 ):
     """Start a campaign, or continue the one already in --db."""
     flags = dict(task=task, db=db, budget=budget, seed=seed, selection=selection, archive=archive,
                  max_in_flight=max_in_flight, batch_size=batch_size, ray_address=ray_address, max_seconds=max_seconds,
-                 sandbox=sandbox, operator=operator, max_tokens=max_tokens, staleness=staleness)
+                 sandbox=sandbox, operator=operator, max_tokens=max_tokens, staleness=staleness,
+                 stop_at_target=stop_at_target, grace_seconds=grace_seconds)
     if llm not in (None, "local"):
         _fail(f"--llm takes 'local' (hosted or self-hosted models go in the config's [[llm.models]]), not {llm!r}")
     try:

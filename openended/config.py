@@ -199,6 +199,8 @@ FLAG_KEYS = {
     "operator": "mutation.operator",
     "max_tokens": "budget.max_tokens",
     "staleness": "staleness",
+    "grace_seconds": "grace_seconds",
+    "stop_at_target": "budget.stop_at_target",
 }
 
 

@@ -150,3 +150,20 @@ def test_status_says_when_its_coverage_was_measured_if_children_finished_since(t
     code, out, _ = cli("status", db)
     assert code == 0 and json.loads(cli("status", db, "--json")[1])["stats_at_children"] == 5
     assert out.count("(measured at 5 children)") == 2, out
+
+
+def test_run_takes_the_target_and_grace_flags_resume_takes(tmp_path, ray_address):
+    """`run --no-stop-at-target` searches on past the task's target from the start, and `--grace-seconds` is
+    stored as `resume --grace-seconds` is (both were config-only for `run`)."""
+    db = tmp_path / "past.db"
+    code, out, err = cli("run", "--task", toy("target"), "--db", db, "--budget", 600, "--sandbox", "inprocess",
+                         "--no-stop-at-target", "--grace-seconds", 2.5, "--quiet")
+    assert code == 0 and "finished (children budget)" in out, out + err
+    status = json.loads(cli("status", db, "--json")[1])
+    assert status["children_done"] + status["children_failed"] == 600
+    config = _run_row(db)[2]
+    assert config["budget"]["stop_at_target"] is False and config["grace_seconds"] == 2.5
+    # the same campaign with the target on stops early: the flag is what let it go on
+    code, out, err = cli("run", "--task", toy("target"), "--db", tmp_path / "stops.db", "--budget", 600,
+                         "--sandbox", "inprocess", "--quiet")
+    assert code == 0 and "target fitness reached" in out, out + err
