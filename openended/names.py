@@ -6,6 +6,7 @@ name is added here once.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal, get_args
 
 Files = dict[str, bytes]
@@ -58,6 +59,13 @@ def genome_path_problem(name: object) -> str | None:
     and no NUL, newline or lone surrogate."""
     if not isinstance(name, str) or not name:
         return f"file name {repr(name)[:80]} is not a non-empty string"
+    # every child of a campaign names the same few files, each checked on its way through the driver, the worker
+    # and the store (a maze child's weights.npy 3 times, ~10 us each)
+    return _str_path_problem(str(name))  # str(): a str subclass may redefine what the checks below call
+
+
+@lru_cache(maxsize=4096)
+def _str_path_problem(name: str) -> str | None:
     shown = repr(name[:80])
     if len(name) > MAX_GENOME_PATH_CHARS:
         return f"file name {shown}... is {len(name)} characters long, over the {MAX_GENOME_PATH_CHARS} cap"
