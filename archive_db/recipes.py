@@ -58,6 +58,12 @@ class Recipe:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
+def method_key(recipe: Recipe, made_with: str) -> tuple[str, int, str, str]:
+    """A ``recipe_methods`` row's identity: operator, version, the parameters as canonical JSON, what made it."""
+    params = json.dumps(dict(recipe.params), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return recipe.operator, int(recipe.version), params, made_with
+
+
 class Method(NamedTuple):
     """A row of ``recipe_methods``."""
 
@@ -240,8 +246,7 @@ class Genomes:
     def method_id(self, recipe: Recipe, made_with: str) -> int:
         """The ``recipe_methods`` row of ``recipe`` (inserted on first use). The caller holds the transaction;
         nothing is cached here, so a rolled-back insert leaves no stale id behind."""
-        params = json.dumps(dict(recipe.params), sort_keys=True, separators=(",", ":"), allow_nan=False)
-        key = (recipe.operator, int(recipe.version), params, made_with)
+        key = method_key(recipe, made_with)
         self.conn.execute("INSERT OR IGNORE INTO recipe_methods(operator, version, params, made_with) "
                           "VALUES (?, ?, ?, ?)", key)
         return int(self.conn.execute(

@@ -26,7 +26,7 @@ from .genomes import GenomeParts, genome_parts, store_genomes
 from .integrity import IntegrityReport, check_integrity
 from .lineage import Counts, lineage_counts
 from .reads import Reads
-from .recipes import MATERIALISE_EVERY, CompactCandidate, Genomes, Recipe, RecipeRow, regenerator
+from .recipes import MATERIALISE_EVERY, CompactCandidate, Genomes, RecipeRow, method_key, regenerator
 from .records import (
     NEEDS_FITNESS,
     NEEDS_GENOME,
@@ -199,7 +199,7 @@ class ArchiveDB(StoreConnection, Reads):
         items: list[CompactCandidate] = []
         full: set[str] = set()
         batch_hash: dict[int, str] = {}
-        methods: list[tuple[Recipe, str, int]] = []  # this transaction's: a batch's children share one or two
+        methods: dict[tuple[str, int, str, str], int] = {}  # this transaction's: a batch's children share one or two
         for c in checked:
             if c.genome is None:
                 continue
@@ -208,11 +208,10 @@ class ArchiveDB(StoreConnection, Reads):
             if c.recipe is None or found is None:
                 full.add(c.genome.hash)
                 continue
-            method = next((m for r, w, m in methods if w == found[1] and r == c.recipe), None)
-            if method is None:
-                method = self.genomes.method_id(c.recipe, found[1])
-                methods.append((c.recipe, found[1], method))
-            items.append(CompactCandidate(c.id, c.genome, method))
+            key = method_key(c.recipe, found[1])  # the row's own key: 1 and 1.0 are different methods there
+            if key not in methods:
+                methods[key] = self.genomes.method_id(c.recipe, found[1])
+            items.append(CompactCandidate(c.id, c.genome, methods[key]))
         return self.genomes.compact(items, genomes, full=full, batch_hash=batch_hash, every=self.materialise_every)
 
     def lineage_counts(self) -> Counts:

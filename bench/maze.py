@@ -4,7 +4,7 @@ with pyribs MAP-Elites as the peer baseline, on maze-medium and maze-hard.
     python bench/maze.py --out maze.json --seeds 10 --budget 50000
     python bench/maze.py --smoke --out maze.json    # CI: one seed, 64 children per run (about a minute)
     python bench/maze.py --inprocess --out maze.json --methods novelty --seeds 24   # screening
-    python bench/maze.py --sandbox docker --out maze.json --methods novelty         # the image's numpy
+    python bench/maze.py --sandbox docker --out maze.json --methods novelty         # in Docker
 
 ``--inprocess`` replays the engine's reproducible mode in this process instead of running the
 engine (no Ray, no store; all seeds of a maze and method in lockstep, each round's blocks
@@ -90,8 +90,8 @@ def run_engine(maze: str, method: str, seed: int, budget: int, workdir: Path, si
     kind, strategy, params = METHODS[method]
     db = workdir / f"{maze}-{method}-{seed}.db"
     cfg = load_config(None, {
-        # the search is measured here (bench/sandbox.py measures the sandbox); "docker" gives the figures
-        # of the image's numpy, which rounds the simulation differently and so makes other campaigns
+        # the search is measured here (bench/sandbox.py measures the sandbox); "docker" gives the same figures
+        # where the image's numpy is the host's (image version 3), other campaigns where it rounds differently
         "sandbox.kind": sandbox,
         "task": maze, "db": str(db), "seed": seed, "budget.max_children": budget,
         "archive.kind": kind, "selection.strategy": strategy, "selection.params": params,

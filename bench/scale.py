@@ -1,10 +1,10 @@
 """Storage and inspection at scale (issue 18): bytes a campaign stores per child; inspection at 10^7 agents.
 
-    python bench/scale.py --out scale.json            # a real 5,000-child maze campaign (twice), 2,000 code
+    python bench/scale.py --out scale.json            # a real 5,000-child maze campaign (four ways), 2,000 code
                                                       # children, and a synthetic 10^7-agent database (~5 GB)
-    python bench/scale.py --only bytes --out s.json   # the bytes figures alone (about 3 minutes)
+    python bench/scale.py --only bytes --out s.json   # the bytes and share figures alone (a minute or two)
     python bench/scale.py --only inspection --agents 1000000 --tmp /big/disk --out s.json
-    python bench/scale.py --smoke --out scale.json    # CI: 300 maze children (three times), 200 code children,
+    python bench/scale.py --smoke --out scale.json    # CI: 300 maze children (four times), 200 code children,
                                                       # 2,000 synthetic agents (under a minute)
 
 Writes:

@@ -59,16 +59,17 @@ def genome_path_problem(name: object) -> str | None:
     and no NUL, newline or lone surrogate."""
     if not isinstance(name, str) or not name:
         return f"file name {repr(name)[:80]} is not a non-empty string"
+    name = str.__str__(name)  # a plain str: a subclass may redefine what the checks call
+    if len(name) > MAX_GENOME_PATH_CHARS:  # before the cache, which then holds short names only
+        return f"file name {name[:80]!r}... is {len(name)} characters long, over the {MAX_GENOME_PATH_CHARS} cap"
     # every child of a campaign names the same few files, each checked on its way through the driver, the worker
     # and the store (a maze child's weights.npy 3 times, ~10 us each)
-    return _str_path_problem(str(name))  # str(): a str subclass may redefine what the checks below call
+    return _short_path_problem(name)
 
 
 @lru_cache(maxsize=4096)
-def _str_path_problem(name: str) -> str | None:
+def _short_path_problem(name: str) -> str | None:
     shown = repr(name[:80])
-    if len(name) > MAX_GENOME_PATH_CHARS:
-        return f"file name {shown}... is {len(name)} characters long, over the {MAX_GENOME_PATH_CHARS} cap"
     if any(ch in name for ch in "\x00\n\r\\") or any(0xD800 <= ord(ch) <= 0xDFFF for ch in name):
         return f"file name {name.encode('utf-8', 'backslashreplace')[:80]!r} holds NUL, a newline, a backslash or " \
                "a lone surrogate"

@@ -1,6 +1,6 @@
 """The in-sandbox runner: evaluate a batch of agents with a task's evaluate.py, under limits.
 
-Standard library only: it runs inside the sandbox image (Debian's python3 + numpy) and, for
+Standard library only: it runs inside the sandbox image (Debian's python3 and the host's numpy) and, for
 the ``process`` sandbox, on the host. For every evaluation it forks a fresh child, in a
 fresh work dir, that imports the task and runs ``evaluate_batch``; the runner itself never
 imports untrusted code. It prints exactly one JSON line per evaluation on its stdout:
@@ -146,42 +146,69 @@ def _is_forgery(exc):
 MAX_COMPILED_FILES = 64
 MAX_COMPILED_BYTES = 1 << 20
 _compiled = {}  # path -> (source bytes, code object)
+_compiled_stat = {}  # path -> (inode, size, mtime) of the bytes compiled
+
+
+def _compile_one(path, data):
+    """``data`` compiled as ``path``; None when compiling it raises or warns: the evaluation then compiles the
+    file itself, so what Python says of it (a SyntaxError, a SyntaxWarning) reaches the evaluation's output."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = compile(data, path, "exec", dont_inherit=True)
+        except Exception:  # noqa: BLE001 - SyntaxError, ValueError (NUL), RecursionError, MemoryError, ...
+            return None
+    return None if caught else code
 
 
 def _compile_task(task_dir):
-    """Compile the task folder's top-level ``.py`` files into :data:`_compiled` where their bytes changed."""
-    if not isinstance(task_dir, str) or not task_dir:  # a job without a task folder, which run() reports
+    """Compile the task folder's top-level ``.py`` files into :data:`_compiled`, where they changed; forget the
+    rest. Never raises: a job whose task folder is missing or odd is run() to report."""
+    if not isinstance(task_dir, str) or not task_dir:
         return
     try:
         entries = sorted((e for e in os.scandir(task_dir) if e.name.endswith(".py") and e.is_file()),
-                         key=lambda e: e.name)
+                         key=lambda e: e.name)[:MAX_COMPILED_FILES]
     except OSError:
-        return
-    for entry in entries[:MAX_COMPILED_FILES]:
+        entries = []
+    for path in set(_compiled) - {e.path for e in entries}:  # another task, or a file gone
+        _compiled.pop(path, None)
+        _compiled_stat.pop(path, None)
+    for entry in entries:
         try:
-            if entry.stat().st_size > MAX_COMPILED_BYTES:
+            st = entry.stat()
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if _compiled_stat.get(entry.path) == key and entry.path in _compiled:
+                continue
+            _compiled.pop(entry.path, None)
+            _compiled_stat.pop(entry.path, None)
+            if st.st_size > MAX_COMPILED_BYTES:
                 continue
             with open(entry.path, "rb") as fh:
-                data = fh.read()
-            if _compiled.get(entry.path, (None,))[0] != data:
-                _compiled[entry.path] = (data, compile(data, entry.path, "exec", dont_inherit=True))
-        except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
-            _compiled.pop(entry.path, None)  # the evaluation compiles it itself, and reports what fails
+                data = fh.read(MAX_COMPILED_BYTES + 1)
+            code = None if len(data) > MAX_COMPILED_BYTES else _compile_one(entry.path, data)
+            if code is not None:
+                _compiled[entry.path], _compiled_stat[entry.path] = (data, code), key
+        except Exception:  # noqa: BLE001 - the evaluation imports the file the plain way
+            _compiled.pop(entry.path, None)
 
 
 def _use_compiled():
-    """In the forked child: importing a file the runner compiled, with the same bytes, takes its code."""
+    """In the forked child: importing a file the runner compiled, with the same bytes, takes its code (the bytes
+    are compared whatever the file's times say)."""
     if not _compiled:
         return
     from importlib.machinery import SourceFileLoader
 
     compile_source = SourceFileLoader.source_to_code
 
-    def source_to_code(self, data, path, *, _optimize=-1):
+    def source_to_code(self, data, path, *args, **kwargs):
         hit = _compiled.get(path)
-        if hit is not None and _optimize == -1 and hit[0] == data:
+        if hit is not None and not args and kwargs.get("_optimize", -1) == -1 and hit[0] == data:
             return hit[1]
-        return compile_source(self, data, path, _optimize=_optimize)
+        return compile_source(self, data, path, *args, **kwargs)
 
     SourceFileLoader.source_to_code = source_to_code
 

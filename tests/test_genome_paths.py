@@ -150,3 +150,27 @@ def test_the_store_refuses_a_bad_name_naming_the_agent_and_the_path(tmp_path, na
         assert db.agent(0)["status"] == "proposed"
         with pytest.raises(InvalidValueError, match="genome: file name"):
             db.put_genome({name: b"2"})
+
+
+def test_a_str_subclass_is_checked_by_its_characters_and_the_cache_holds_short_names_only():
+    """The checks remember the names they saw (a campaign names the same few files again and again): a str
+    subclass that lies about itself is checked by its characters, and an over-long name is refused before the
+    memory, so a hostile result's huge names are not kept."""
+    from openended.names import _short_path_problem
+
+    class Liar(str):
+        def __str__(self) -> str:
+            return "fine.py"
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        def __hash__(self) -> int:
+            return hash("fine.py")
+
+    assert genome_path_problem("fine.py") is None
+    assert "'..'" in (genome_path_problem(Liar("../evil.py")) or "")
+    assert genome_path_problem("fine.py") is None  # not poisoned by the liar
+    before = _short_path_problem.cache_info().currsize
+    assert "characters long" in (genome_path_problem("x" * (MAX_GENOME_PATH_CHARS + 1)) or "")
+    assert _short_path_problem.cache_info().currsize == before

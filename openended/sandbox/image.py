@@ -78,30 +78,49 @@ def host_numpy() -> str:
     return str(numpy.__version__)
 
 
-def unpack_numpy(rootfs: Path, version: str, downloads: Path) -> str:
-    """Download numpy ``version``'s wheel for the image's Python and machine from the package index pip uses, and
-    unpack it into ``rootfs``'s /usr/local (on the image's ``sys.path``); the wheel's name."""
+# The image's glibc (bookworm's 2.36) runs a manylinux wheel of any of these tags.
+MANYLINUX_GLIBC_MINORS = range(17, 37)
+PIP_DOWNLOAD_TIMEOUT_S = 600
+
+
+def download_numpy(version: str, downloads: Path) -> Path:
+    """numpy ``version``'s wheel for the image's Python and this machine, from the package index pip uses (its
+    configuration: ``PIP_INDEX_URL``, ``PIP_FIND_LINKS`` for a folder of wheels); ImageBuildError saying why not."""
     machine = platform.machine()
-    tags = [f"--platform=manylinux_2_{n}_{machine}" for n in (28, 17)] + [f"--platform=manylinux2014_{machine}"]
+    tags = [f"--platform=manylinux_2_{n}_{machine}" for n in MANYLINUX_GLIBC_MINORS]
+    tags.append(f"--platform=manylinux2014_{machine}")
+    abi = "cp" + DEBIAN_PYTHON.replace(".", "")
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               f"--python-version={DEBIAN_PYTHON}", "--implementation=cp", *tags, "-d", str(downloads),
-               f"numpy=={version}"]
-    proc = subprocess.run(command, capture_output=True, text=True)
+               f"--python-version={DEBIAN_PYTHON}", "--implementation=cp", f"--abi={abi}", *tags,
+               "-d", str(downloads), f"numpy=={version}"]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=PIP_DOWNLOAD_TIMEOUT_S)
+        output, code = (proc.stderr or proc.stdout), proc.returncode
+    except subprocess.TimeoutExpired:
+        output, code = f"no answer within {PIP_DOWNLOAD_TIMEOUT_S} s", None
     wheels = sorted(downloads.glob(f"numpy-{version}-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise ImageBuildError(f"could not download numpy {version} for Python {DEBIAN_PYTHON} on {machine} "
-                              f"(the image takes the host's numpy, so that Docker campaigns round as the host's "
-                              f"do; pip download exit {proc.returncode}): {tail or 'no wheel'}")
+    if code != 0 or not wheels:
+        tail = " | ".join(output.strip().splitlines()[-3:])
+        raise ImageBuildError(
+            f"could not download numpy {version} for the image's Python {DEBIAN_PYTHON} on {machine} (pip download "
+            f"{'exit ' + str(code) if code is not None else 'timed out'}: {tail or 'no wheel'}). The image takes the "
+            f"host's numpy, so that Docker campaigns round as the host's do: give pip an index (PIP_INDEX_URL) or a "
+            f"folder of wheels (PIP_FIND_LINKS), or install a numpy that has a cp{abi[2:]} manylinux wheel here")
+    return wheels[0]
+
+
+def unpack_numpy(rootfs: Path, wheel_path: Path) -> None:
+    """Unpack a numpy wheel into ``rootfs``'s /usr/local (on the image's ``sys.path``), readable by every user
+    whatever this process's umask: folders 0755, files their wheel's mode or 0644, plus read for all."""
     target = rootfs / "usr" / "local" / "lib" / f"python{DEBIAN_PYTHON}" / "dist-packages"
     target.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheels[0]) as wheel:
+    with zipfile.ZipFile(wheel_path) as wheel:
         for member in wheel.infolist():
-            wheel.extract(member, target)
-            mode = member.external_attr >> 16  # the wheel keeps its shared libraries' permission bits
-            if mode:
-                (target / member.filename).chmod(stat.S_IMODE(mode))
-    return wheels[0].name
+            path = Path(wheel.extract(member, target))
+            mode = stat.S_IMODE(member.external_attr >> 16) or 0o644  # the wheel keeps its libraries' x bits
+            path.chmod(0o755 if member.is_dir() else mode | 0o444)
+    for folder in [target, *(p for p in target.rglob("*") if p.is_dir())]:
+        folder.chmod(0o755)  # the folders extract() made on its way, under this process's umask
 
 
 def _build_with_debootstrap(api: Any, image: str, mirror: str, numpy: str, log: Callable[[str], object]) -> None:
@@ -136,6 +155,8 @@ def remove_rootfs(folder: Path) -> None:
 def _debootstrap_and_import(api: Any, tmp: Path, image: str, repository: str, tag: str, mirror: str, numpy: str,
                             log: Callable[[str], object]) -> None:
     rootfs = tmp / "rootfs"
+    wheel = download_numpy(numpy, tmp)  # first: a machine that cannot fetch it learns so before the minute below
+    log(f"numpy {numpy}: {wheel.name}")
     log(f"debootstrap {DEBIAN_SUITE} with python3 into {rootfs} (about a minute) ...")
     started = time.monotonic()
     proc = subprocess.run(
@@ -145,7 +166,7 @@ def _debootstrap_and_import(api: Any, tmp: Path, image: str, repository: str, ta
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise ImageBuildError(f"debootstrap failed (exit {proc.returncode}): " + " | ".join(tail))
-    log(f"numpy {numpy}: {unpack_numpy(rootfs, numpy, tmp)}")
+    unpack_numpy(rootfs, wheel)
     for rel in SLIM_PATHS:
         shutil.rmtree(rootfs / rel, ignore_errors=True)
     stripped = strip_setuid(rootfs)
@@ -186,6 +207,10 @@ PROBE = r'''
 import json, os, socket
 # LC_CTYPE: set by python3 itself (PEP 538), not passed from the host
 report = {"uid": os.getuid(), "env": sorted(k for k in os.environ if k not in ("PATH", "HOSTNAME", "HOME", "LC_CTYPE"))}
+try:
+    import numpy; report["numpy"] = numpy.__version__
+except Exception as exc:
+    report["numpy"] = f"none importable ({type(exc).__name__}: {exc})"[:200]
 try:
     socket.create_connection(("1.1.1.1", 53), timeout=2); report["network"] = "reachable"
 except OSError as exc:
@@ -263,9 +288,6 @@ def check_sandbox(image: str = "openended-sandbox:latest") -> list[Check]:
     checks.append(Check("image", label == IMAGE_VERSION,
                         f"{image} {img.short_id}, {img.attrs.get('Size', 0) / 1e6:.0f} MB, version {label} "
                         f"(expected {IMAGE_VERSION}{rebuild})"))
-    numpy, host = (img.labels or {}).get(NUMPY_LABEL), host_numpy()
-    checks.append(Check("numpy", numpy == host, f"{numpy} in the image, {host} on the host" + (
-        "" if numpy == host else ": rebuild with `openended sandbox build`, or Docker campaigns round differently")))
     spec = SandboxSpec(kind="docker", image=image, limits=Limits(memory_mb=64, pids=32), campaign_label="check")
     root, task, agents = neutral_folders()
     try:
@@ -276,6 +298,11 @@ def check_sandbox(image: str = "openended-sandbox:latest") -> list[Check]:
         if isinstance(report, str):
             checks.append(Check("probe", False, report))
             return checks
+        labelled, host = (img.labels or {}).get(NUMPY_LABEL), host_numpy()
+        found = report["numpy"]  # as the sandbox user imports it: the files must be readable to it too
+        checks.append(Check("numpy", found == host, f"{found} in the image (labelled {labelled}), {host} on the host"
+                            + ("" if found == host else ": rebuild with `openended sandbox build`, or Docker "
+                                                        "campaigns round differently from the host's")))
         checks.append(Check("non-root user", report["uid"] != 0, f"uid {report['uid']}"))
         checks.append(Check("no network", report["network"] != "reachable", report["network"]))
         checks.append(Check("read-only root", report["rootfs"] != "writable", report["rootfs"]))
