@@ -51,6 +51,7 @@ import tempfile
 import time
 
 from sandboxes import cleanup
+from sandboxes.precompiled import compile_task, use_compiled
 from sandboxes.reaper import remove_tree
 
 TAIL = 4000
@@ -140,79 +141,6 @@ def _is_forgery(exc):
     return forged is not None and isinstance(exc, forged)
 
 
-# A serving runner compiles the task folder's modules once (``compile`` parses, it runs nothing) and every
-# evaluation forked from it takes the compiled code of a file whose bytes are unchanged: a maze evaluation
-# spent about 3 ms of its ~12 ms import compiling maze_sim.py and evaluate.py again.
-MAX_COMPILED_FILES = 64
-MAX_COMPILED_BYTES = 1 << 20
-_compiled = {}  # path -> (source bytes, code object)
-_compiled_stat = {}  # path -> (inode, size, mtime) of the bytes compiled
-
-
-def _compile_one(path, data):
-    """``data`` compiled as ``path``; None when compiling it raises or warns: the evaluation then compiles the
-    file itself, so what Python says of it (a SyntaxError, a SyntaxWarning) reaches the evaluation's output."""
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            code = compile(data, path, "exec", dont_inherit=True)
-        except Exception:  # noqa: BLE001 - SyntaxError, ValueError (NUL), RecursionError, MemoryError, ...
-            return None
-    return None if caught else code
-
-
-def _compile_task(task_dir):
-    """Compile the task folder's top-level ``.py`` files into :data:`_compiled`, where they changed; forget the
-    rest. Never raises: a job whose task folder is missing or odd is run() to report."""
-    if not isinstance(task_dir, str) or not task_dir:
-        return
-    try:
-        entries = sorted((e for e in os.scandir(task_dir) if e.name.endswith(".py") and e.is_file()),
-                         key=lambda e: e.name)[:MAX_COMPILED_FILES]
-    except OSError:
-        entries = []
-    for path in set(_compiled) - {e.path for e in entries}:  # another task, or a file gone
-        _compiled.pop(path, None)
-        _compiled_stat.pop(path, None)
-    for entry in entries:
-        try:
-            st = entry.stat()
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
-            if _compiled_stat.get(entry.path) == key and entry.path in _compiled:
-                continue
-            _compiled.pop(entry.path, None)
-            _compiled_stat.pop(entry.path, None)
-            if st.st_size > MAX_COMPILED_BYTES:
-                continue
-            with open(entry.path, "rb") as fh:
-                data = fh.read(MAX_COMPILED_BYTES + 1)
-            code = None if len(data) > MAX_COMPILED_BYTES else _compile_one(entry.path, data)
-            if code is not None:
-                _compiled[entry.path], _compiled_stat[entry.path] = (data, code), key
-        except Exception:  # noqa: BLE001 - the evaluation imports the file the plain way
-            _compiled.pop(entry.path, None)
-
-
-def _use_compiled():
-    """In the forked child: importing a file the runner compiled, with the same bytes, takes its code (the bytes
-    are compared whatever the file's times say)."""
-    if not _compiled:
-        return
-    from importlib.machinery import SourceFileLoader
-
-    compile_source = SourceFileLoader.source_to_code
-
-    def source_to_code(self, data, path, *args, **kwargs):
-        hit = _compiled.get(path)
-        if hit is not None and not args and kwargs.get("_optimize", -1) == -1 and hit[0] == data:
-            return hit[1]
-        return compile_source(self, data, path, *args, **kwargs)
-
-    SourceFileLoader.source_to_code = source_to_code
-
-
 def _child(job, job_dir, work, token):
     """In the forked child: import the task's evaluator, evaluate, send the results on fd 3."""
     os.chdir(work)
@@ -225,7 +153,7 @@ def _child(job, job_dir, work, token):
     sys.path.insert(0, task_dir)
     import importlib.util
 
-    _use_compiled()
+    use_compiled()
     try:
         spec = importlib.util.spec_from_file_location("task_evaluate", os.path.join(task_dir, "evaluate.py"))
         module = importlib.util.module_from_spec(spec)
@@ -544,7 +472,7 @@ def serve():
         try:
             job = load_job(job_dir)
             work_root = job.get("work_root")
-            _compile_task(job.get("task_dir"))
+            compile_task(job.get("task_dir"))
             report = run(job_dir, job)
         except Exception as exc:  # noqa: BLE001 - a broken job must not end the runner
             report = _failed(f"runner: {type(exc).__name__}: {exc}")

@@ -21,8 +21,9 @@ from openended.sandbox.spec import EvalArgs, EvalOutcome, FailureKind, Limits
 # The runner lives in the top-level `sandboxes` package (installed beside `openended`), with the image's Dockerfile.
 RUNNER = Path(__file__).resolve().parent.parent.parent / "sandboxes" / "runner.py"
 # Modules of the `sandboxes` package the runner and the evaluators import inside the sandbox, where
-# nothing of openended is installed: the runner's source registers them from their text first.
-IN_SANDBOX_MODULES = ("wire", "guard", "reaper", "cleanup", "agent_server", "agent", "model")  # each after its imports
+# nothing of openended is installed: the runner's source registers them from their text first (each after its
+# imports).
+IN_SANDBOX_MODULES = ("wire", "guard", "reaper", "cleanup", "precompiled", "agent_server", "agent", "model")
 
 # Each module is compiled when first imported, not at start-up: the runner needs only `cleanup`,
 # and a fresh container or process pays for the rest (about 15 ms) only when an evaluator uses it.

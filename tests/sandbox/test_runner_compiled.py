@@ -1,5 +1,5 @@
 """A serving runner compiles the task folder's modules once and every evaluation forked from it takes that code
-for a file whose bytes are unchanged (sandboxes/runner.py ``_compile_task``, ``_use_compiled``). Each case runs in
+for a file whose bytes are unchanged (sandboxes/precompiled.py ``compile_task``, ``use_compiled``). Each case runs in
 a subprocess of its own: taking the compiled code patches the import machinery of the process that does it, as
 each forked evaluation does."""
 
@@ -13,15 +13,15 @@ from pathlib import Path
 
 SCRIPT = textwrap.dedent("""
     import importlib, json, sys
-    from sandboxes import runner
+    from sandboxes import precompiled as runner
     task = sys.argv[1]
     report = {}
-    runner._compile_task(task)
-    report["compiled"] = sorted(p.rsplit("/", 1)[-1] for p in runner._compiled)
-    runner._use_compiled()
+    runner.compile_task(task)
+    report["compiled"] = sorted(p.rsplit("/", 1)[-1] for p in runner.compiled)
+    runner.use_compiled()
     sys.path.insert(0, task)
     import helper
-    cached = runner._compiled[task + "/helper.py"][1]
+    cached = runner.compiled[task + "/helper.py"][1]
     # identity, not equality: code objects compare by content, so a fresh compile of the same bytes is equal
     same = lambda code, consts: any(c is code for c in consts)
     report["from_cache"] = same(helper.value.__code__, cached.co_consts)
@@ -31,10 +31,10 @@ SCRIPT = textwrap.dedent("""
         fh.write("def value():\\n    return 2\\n")
     helper = importlib.reload(helper)
     report["changed_value"] = helper.value()
-    report["changed_from_cache"] = same(helper.value.__code__, runner._compiled[task + "/helper.py"][1].co_consts)
-    runner._compile_task(task)  # the next job compiles the new bytes
+    report["changed_from_cache"] = same(helper.value.__code__, runner.compiled[task + "/helper.py"][1].co_consts)
+    runner.compile_task(task)  # the next job compiles the new bytes
     helper = importlib.reload(helper)
-    report["recompiled_from_cache"] = same(helper.value.__code__, runner._compiled[task + "/helper.py"][1].co_consts)
+    report["recompiled_from_cache"] = same(helper.value.__code__, runner.compiled[task + "/helper.py"][1].co_consts)
     report["recompiled_value"] = helper.value()
     try:
         import broken
@@ -73,14 +73,14 @@ def test_an_unchanged_module_comes_from_the_runners_compiled_code_and_a_changed_
 
 
 def test_a_job_without_a_task_folder_compiles_nothing_and_another_task_forgets_the_first(tmp_path):
-    from sandboxes import runner
+    from sandboxes import precompiled as runner
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "one.py").write_text("x = 1\n")
-    runner._compile_task(str(tmp_path / "a"))
-    assert list(runner._compiled) == [str(tmp_path / "a" / "one.py")]
-    runner._compile_task(None)  # no task folder: left for run() to report
-    assert list(runner._compiled) == [str(tmp_path / "a" / "one.py")]
-    runner._compile_task(str(tmp_path / "a" / "one.py"))  # a file, not a folder
-    runner._compile_task(str(tmp_path / "missing"))
-    assert runner._compiled == {}
+    runner.compile_task(str(tmp_path / "a"))
+    assert list(runner.compiled) == [str(tmp_path / "a" / "one.py")]
+    runner.compile_task(None)  # no task folder: left for run() to report
+    assert list(runner.compiled) == [str(tmp_path / "a" / "one.py")]
+    runner.compile_task(str(tmp_path / "a" / "one.py"))  # a file, not a folder
+    runner.compile_task(str(tmp_path / "missing"))
+    assert runner.compiled == {}

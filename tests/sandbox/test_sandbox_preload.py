@@ -27,9 +27,8 @@ PROBE = {"child.py": textwrap.dedent("""
         import numpy
         seen = {'preloaded': preloaded, 'threads': len(os.listdir('/proc/self/task')), 'host': socket.gethostname(),
                 'env': sorted(os.environ), 'draw': float(numpy.random.random()), 'numpy': numpy.__version__,
-                'compiled': sorted(getattr(sys.modules['__main__'], '_compiled', {})),
-                'evaluator_compiled': sys.modules['__main__'].__dict__.get('_compiled', {}).get(
-                    '/task/evaluate.py', (None, None))[1] is not None}
+                'compiled': sorted(sys.modules['sandboxes.precompiled'].compiled),
+                'evaluator_compiled': '/task/evaluate.py' in sys.modules['sandboxes.precompiled'].compiled}
         return {'fitness': 0.0, 'descriptors': [0, 0], 'feedback': json.dumps(seen)}
     """).encode()}
 
