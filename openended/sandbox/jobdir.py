@@ -25,8 +25,8 @@ RUNNER = Path(__file__).resolve().parent.parent.parent / "sandboxes" / "runner.p
 # imports).
 IN_SANDBOX_MODULES = ("wire", "guard", "reaper", "cleanup", "precompiled", "agent_server", "agent", "model")
 
-# Each module is compiled when first imported, not at start-up: the runner needs only `cleanup`,
-# and a fresh container or process pays for the rest (about 15 ms) only when an evaluator uses it.
+# Each module is compiled when first imported, not at start-up: the runner needs only `cleanup` and
+# `precompiled`, and a fresh container or process pays for the rest (about 15 ms) only when an evaluator uses it.
 _BOOTSTRAP = """import sys
 class _InSandbox:
     sources = dict({sources!r})
@@ -49,11 +49,11 @@ del _InSandbox
 
 # A serving runner (a container's PID 1, many jobs) imports numpy once, before its first job: every
 # evaluation is forked from it and inherits the import instead of paying for it (~170 ms of a maze batch's
-# ~300 ms in a pool container under load; a task's own modules are still imported in each evaluation, as
-# before). So with the standard library's modules the bundled evaluators import beyond what the runner and
-# numpy load (argparse, dataclasses: ~4 ms of CPU an evaluation, of the ~12 ms a maze evaluation spends
-# importing its evaluator). numpy's global random state is re-seeded in each fork, as a fresh import would
-# have seeded it.
+# ~300 ms in a pool container under load; a task's own modules are still imported in each evaluation, from
+# code the runner compiled once: sandboxes/precompiled.py). So with the standard library's modules the bundled
+# evaluators import beyond what the runner and numpy load (argparse, dataclasses, pathlib: with the compiled
+# code, a maze evaluation's import of its evaluator takes 2.3 ms of CPU instead of 12). numpy's global random
+# state is re-seeded in each fork, as a fresh import would have seeded it.
 # BLAS threads are capped at the container's CPU quota first: a thread of the runner counts against the
 # container's pids limit. The runner's environment is left as it was; an evaluation clears its own anyway.
 _PRELOAD = """
