@@ -163,15 +163,16 @@ def params_figures(tmp: Path, children: int) -> dict[str, Any]:
     with ArchiveDB(tmp / "maze.db", readonly=True) as store:
         recipes = store.conn.execute("SELECT COUNT(*) FROM recipes").fetchone()[0]
     per_child = compact_bytes / n
-    engine = engine_children_per_s(tmp / "maze.db", min(500, n // 4))
+    def rate(db: str) -> float:  # a campaign's children per second, after its first 500
+        return engine_children_per_s(tmp / db, min(500, n // 4))
+
+    engine = rate("maze.db")
     return {
         "maze_engine_share_of_simulator": round(engine / float(np.mean(raw)), 3),
         "maze_engine_children_per_s": round(engine, 1), "maze_simulator_evals_per_s": [round(r, 1) for r in raw],
         "maze_engine_share_of_simulator_at_task_size": round(engine / float(np.mean(at_task)), 3),
-        "maze_free_share_of_simulator": round(
-            engine_children_per_s(tmp / "maze-free.db", min(500, n // 4)) / float(np.mean(raw)), 3),
-        "maze_loop_share_of_simulator": round(
-            engine_children_per_s(tmp / "maze-loop.db", min(500, n // 4)) / float(np.mean(raw)), 3),
+        "maze_free_share_of_simulator": round(rate("maze-free.db") / float(np.mean(raw)), 3),
+        "maze_loop_share_of_simulator": round(rate("maze-loop.db") / float(np.mean(raw)), 3),
         "maze_simulator_evals_per_s_at_task_size": [round(r, 1) for r in at_task], "maze_children_per_task": per_task,
         "params_children": n, "params_campaign_seconds": round(seconds, 1), "params_compact_children": recipes,
         "bytes_per_child_params": round(per_child, 1),

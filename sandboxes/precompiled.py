@@ -12,8 +12,7 @@ import os
 # maze_sim.py and evaluate.py again in every fork (pathlib preloaded), 2.3 ms from the compiled code.
 MAX_COMPILED_FILES = 64
 MAX_COMPILED_BYTES = 1 << 20
-compiled = {}  # path -> (source bytes, code object)
-compiled_stat = {}  # path -> (inode, size, mtime) of the bytes compiled
+compiled = {}  # path -> (source bytes, code object, (inode, size, mtime) of the file they were read from)
 
 
 def _compile_one(path, data):
@@ -41,23 +40,21 @@ def compile_task(task_dir):
     except OSError:
         entries = []
     for path in set(compiled) - {e.path for e in entries}:  # another task, or a file gone
-        compiled.pop(path, None)
-        compiled_stat.pop(path, None)
+        del compiled[path]
     for entry in entries:
         try:
             st = entry.stat()
             key = (st.st_ino, st.st_size, st.st_mtime_ns)
-            if compiled_stat.get(entry.path) == key and entry.path in compiled:
+            if compiled.get(entry.path, (None, None, None))[2] == key:
                 continue
             compiled.pop(entry.path, None)
-            compiled_stat.pop(entry.path, None)
             if st.st_size > MAX_COMPILED_BYTES:
                 continue
             with open(entry.path, "rb") as fh:
                 data = fh.read(MAX_COMPILED_BYTES + 1)
             code = None if len(data) > MAX_COMPILED_BYTES else _compile_one(entry.path, data)
             if code is not None:
-                compiled[entry.path], compiled_stat[entry.path] = (data, code), key
+                compiled[entry.path] = (data, code, key)
         except Exception:  # noqa: BLE001 - the evaluation imports the file the plain way
             compiled.pop(entry.path, None)
 

@@ -117,10 +117,11 @@ def unpack_numpy(rootfs: Path, wheel_path: Path) -> None:
     with zipfile.ZipFile(wheel_path) as wheel:
         for member in wheel.infolist():
             path = Path(wheel.extract(member, target))
-            mode = stat.S_IMODE(member.external_attr >> 16) or 0o644  # the wheel keeps its libraries' x bits
-            path.chmod(0o755 if member.is_dir() else mode | 0o444)
+            if not member.is_dir():  # folders below, with those extract() made on its way
+                mode = stat.S_IMODE(member.external_attr >> 16) or 0o644  # the wheel keeps its libraries' x bits
+                path.chmod(mode | 0o444)
     for folder in [target, *(p for p in target.rglob("*") if p.is_dir())]:
-        folder.chmod(0o755)  # the folders extract() made on its way, under this process's umask
+        folder.chmod(0o755)  # made under this process's umask
 
 
 def _build_with_debootstrap(api: Any, image: str, mirror: str, numpy: str, log: Callable[[str], object]) -> None:
