@@ -363,16 +363,18 @@ def cluster_check(
                                        "this machine's copy through Ray")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ):
-    """Every alive node: its Docker engine, the sandbox image and its version; loads the image where missing."""
+    """Every alive node: its Docker engine, the sandbox image, its version and numpy; loads this machine's image
+    where it is missing or differs."""
     from openended.cluster.check import as_dicts, check_cluster
     from openended.engine.dispatch import ensure_ray, shutdown_ray
+    from openended.sandbox.engine import image_numpy
 
     try:
         started = ensure_ray(ray_address)
     except Exception as exc:  # noqa: BLE001 - no cluster at that address, most often
         _fail(f"cannot join the Ray cluster at {ray_address}: {type(exc).__name__}: {str(exc)[:300]}")
     try:
-        reports = check_cluster(image, load=load)
+        reports = check_cluster(image, load=load, numpy=image_numpy(image))
     finally:
         if started:
             shutdown_ray()
@@ -386,7 +388,8 @@ def cluster_check(
             loaded = " (image loaded)" if r.loaded else ""
             status = f"[green]ok[/green]{loaded}" if r.ok else f"[red]{r.problem}[/red]"
             table.add_row(f"{r.node_id[:12]} {r.address}{' (head)' if r.head else ''}", f"{r.cpus:g}",
-                          r.engine or "none", f"v{r.image_version}" if r.image_version else "absent", status)
+                          r.engine or "none", f"v{r.image_version}, numpy {r.image_numpy}" if r.image_version
+                          else "absent", status)
         console.print(table)
     if not all(r.ok for r in reports):
         raise typer.Exit(1)

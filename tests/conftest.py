@@ -98,6 +98,23 @@ def embedded_model():
     _required("the embedded model", local_model_unavailable())
 
 
+def labelled_image(tag: str, **labels: str) -> None:
+    """A one-file image under ``tag`` with the sandbox's version label and ``labels`` (``docker import``):
+    what the probes and checks read of an image, without building one."""
+    import io
+    import tarfile
+
+    from openended.sandbox.engine import IMAGE_VERSION, VERSION_LABEL
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"hello\n"))
+    changes = [f"--change=LABEL {k}={v}" for k, v in {VERSION_LABEL: IMAGE_VERSION, **labels}.items()]
+    subprocess.run(["docker", "import", *changes, "-", tag], input=data.getvalue(), check=True, capture_output=True)
+
+
 def containers_left(label: str) -> list[str]:
     """The ids of the containers, running or not, that carry the campaign label ``label``."""
     return subprocess.run(["docker", "ps", "-aq", "--filter", f"label=openended.campaign={label}"],

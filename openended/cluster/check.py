@@ -1,11 +1,12 @@
 """``openended cluster check``: the sandbox on every alive node of a Ray cluster.
 
 Each alive node runs a probe pinned to it (a zero-CPU Ray task with a hard node affinity) that reports
-its Docker engine's version, whether the sandbox image is there and its version label, and why the
-docker sandbox cannot run there (:func:`openended.sandbox.engine.docker_problem`). With ``load``, the
+its Docker engine's version, whether the sandbox image is there, its version and numpy labels, and why
+the docker sandbox cannot run there (:func:`openended.sandbox.engine.docker_problem`). With ``load``, the
 driver saves its own copy of the image (``docker save``), puts it into Ray's object store once, and a
-task pinned to each node whose engine answers but lacks the image (or has another version) loads it
-into that engine: no registry is needed. Nodes that share one engine (``engine_id``) load it once.
+task pinned to each node whose engine answers but lacks the image (or has another version, or another
+numpy than the driver's copy) loads it into that engine: no registry is needed. Nodes that share one
+engine (``engine_id``) load it once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class NodeReport:
     engine: str | None = None  # the Docker engine's version; None: no engine answers
     engine_id: str | None = None
     image_version: str | None = None  # the image's openended.sandbox.version label; None: no such image
+    image_numpy: str | None = None  # the numpy version the image carries (its label)
     problem: str | None = None
     loaded: bool = False  # the image was loaded onto it from the driver's copy by this check
 
@@ -43,15 +45,17 @@ class NodeReport:
 
 def probe(image: str) -> dict[str, Any]:
     """What this node has (runs on the node)."""
-    from openended.sandbox.engine import VERSION_LABEL, client, docker_problem, node_identity
+    from openended.sandbox.engine import NUMPY_LABEL, VERSION_LABEL, client, docker_problem, node_identity
 
-    found: dict[str, Any] = {"identity": node_identity(), "engine": None, "engine_id": None, "image_version": None}
+    found: dict[str, Any] = {"identity": node_identity(), "engine": None, "engine_id": None, "image_version": None,
+                             "image_numpy": None}
     try:
         api = client(timeout=10)
         found["engine"] = str(api.version().get("Version"))
         found["engine_id"] = str(api.info().get("ID") or "") or None
         try:
-            found["image_version"] = (api.images.get(image).labels or {}).get(VERSION_LABEL)
+            labels = api.images.get(image).labels or {}
+            found["image_version"], found["image_numpy"] = labels.get(VERSION_LABEL), labels.get(NUMPY_LABEL)
         except Exception:  # no such image
             pass
     except Exception:  # no engine answers (docker_problem says how)
@@ -99,11 +103,21 @@ def alive_nodes() -> list[NodeReport]:
     return reports
 
 
+def numpy_mismatch(found: str | None, expected: str) -> str:
+    """Why a node whose image carries numpy ``found`` cannot evaluate a campaign's children (``expected``: the
+    driver's image's)."""
+    return (f"its image carries numpy {found or 'of no known version'}, the driver's image numpy {expected}: a "
+            f"child's result would depend on the node it ran on (numpy versions round differently); load this "
+            f"machine's image onto it with `openended cluster check`, or rebuild it there under numpy {expected}")
+
+
 def check_cluster(image: str, *, load: bool = False, image_data: Callable[[], bytes] | None = None,
-                  timeout: float = PROBE_SECONDS) -> list[NodeReport]:
+                  timeout: float = PROBE_SECONDS, numpy: str | None = None) -> list[NodeReport]:
     """Probe every alive node of the cluster this process has joined; with ``load``, load the image onto
-    the nodes whose engine lacks it (``image_data``: the archive to load, by default the driver's
-    ``docker save``). A node that does not answer within ``timeout`` is reported with why."""
+    the nodes whose engine lacks it, or has another version of it or another numpy in it than ``numpy``
+    (this machine's image's: ``image_data``, the archive to load, is by default the driver's ``docker
+    save``). A node that does not answer within ``timeout``, or whose image carries another numpy than
+    ``numpy`` after that, is reported with why."""
     import ray
 
     reports = alive_nodes()
@@ -112,7 +126,8 @@ def check_cluster(image: str, *, load: bool = False, image_data: Callable[[], by
     if load:
         lacking: dict[str, list[NodeReport]] = {}
         for r in reports:
-            if r.engine is not None and r.image_version != IMAGE_VERSION:
+            other_numpy = numpy is not None and r.image_numpy != numpy
+            if r.engine is not None and (r.image_version != IMAGE_VERSION or other_numpy):
                 lacking.setdefault(r.engine_id or r.node_id, []).append(r)
         if lacking:
             data_ref = ray.put((image_data or (lambda: save_image(image)))())
@@ -121,8 +136,12 @@ def check_cluster(image: str, *, load: bool = False, image_data: Callable[[], by
             for group in lacking.values():
                 for r in group:
                     if r is not group[0]:  # the same engine: what it has now
-                        r.image_version, r.problem = group[0].image_version, group[0].problem
+                        r.image_version, r.image_numpy = group[0].image_version, group[0].image_numpy
+                        r.problem = group[0].problem
                     r.loaded = group[0].problem is None
+    for r in reports:
+        if r.problem is None and numpy is not None and r.image_numpy != numpy:
+            r.problem = numpy_mismatch(r.image_numpy, numpy)
     return reports
 
 

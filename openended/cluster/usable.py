@@ -2,15 +2,16 @@
 
 A campaign with the docker sandbox sends evaluations only to nodes whose probe
 (:func:`openended.cluster.check.probe`: the Docker engine answers, the sandbox image is there at this
-openended's version) found nothing wrong. :class:`UsableNodes` probes every alive node when the campaign
-starts (waiting for the answers) and every node that joins later (without waiting: a joining node gets
-work once its probe has answered), and forgets nodes that died. A node found unusable, at the start or
+openended's version, carrying the campaign's numpy) found nothing wrong. The campaign's numpy is its driver's
+image's (a node's image built under another numpy would make a child's result depend on where it ran), or,
+where the driver has none, the first usable node's. :class:`UsableNodes` probes every alive node when the
+campaign starts (waiting for the answers) and every node that joins later (without waiting: a joining node
+gets work once its probe has answered), and forgets nodes that died. A node found unusable, at the start or
 later (a worker there found its engine gone: :meth:`UsableNodes.engine_lost`), is probed again after
-``reprobe_seconds``, then less and less often while it stays unusable: an engine started or restarted
-there brings it back. Ray places the tasks itself among the
-nodes it is allowed (:meth:`UsableNodes.selector`: a label selector on Ray's node id), so it still
-balances them. A node found unusable is named, with why, through ``note`` (again only when why changes),
-and named with None when it is usable again.
+``reprobe_seconds``, then less and less often while it stays unusable: an engine started or restarted there
+brings it back. Ray places the tasks itself among the nodes it is allowed (:meth:`UsableNodes.selector`: a
+label selector on Ray's node id), so it still balances them. A node found unusable is named, with why, through
+``note`` (again only when why changes), and named with None when it is usable again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from openended.cluster.check import PROBE_SECONDS, NodeReport, alive_nodes, on_node, probe
+from openended.cluster.check import PROBE_SECONDS, NodeReport, alive_nodes, numpy_mismatch, on_node, probe
 
 # How often the cluster's node list is read (a call to Ray's GCS) to find joined and dead nodes.
 POLL_SECONDS = 2.0
@@ -42,9 +43,11 @@ def node_name(report: NodeReport) -> str:
 class UsableNodes:
     """The alive nodes on which the docker sandbox can run (``image``), by Ray node id."""
 
-    def __init__(self, image: str, note: Note | None = None, *, probe_seconds: float = PROBE_SECONDS,
-                 poll_seconds: float = POLL_SECONDS, reprobe_seconds: float = REPROBE_SECONDS):
+    def __init__(self, image: str, note: Note | None = None, *, numpy: str | None = None,
+                 probe_seconds: float = PROBE_SECONDS, poll_seconds: float = POLL_SECONDS,
+                 reprobe_seconds: float = REPROBE_SECONDS):
         self.image = image
+        self.numpy = numpy  # what every evaluation's image carries (None: the first usable node's, once known)
         self.note = note
         self.probe_seconds = probe_seconds
         self.poll_seconds = poll_seconds
@@ -170,6 +173,10 @@ class UsableNodes:
     def _judge(self, report: NodeReport, problem: str | None) -> None:
         node = report.node_id
         name = self._names.setdefault(node, node_name(report))  # one name per node: the campaign keys on it
+        if problem is None and self.numpy is None:
+            self.numpy = report.image_numpy
+        elif problem is None and report.image_numpy != self.numpy:
+            problem = numpy_mismatch(report.image_numpy, self.numpy)
         if problem is not None:
             self._misses[node] = self._misses.get(node, 0) + 1
             self._unusable(node, name, problem)

@@ -35,6 +35,7 @@ from openended.engine.jobs import (
 from openended.engine.node_files import ShippedPath, ship, ship_paths
 from openended.llm import ModelSpec
 from openended.names import LOCAL_MODEL
+from openended.sandbox.engine import image_numpy
 from openended.sandbox.spec import SandboxSpec
 from openended.tasks import TaskRef
 
@@ -286,8 +287,11 @@ class RayExecutor:
         self._evaluate = ray.remote(num_cpus=1, max_retries=0)(run_jobs)
         # A model call waits on the network or the local server, not on this node's CPU.
         self._mutate = ray.remote(num_cpus=0, max_retries=0)(mutate_job)
-        # The process and in-process sandboxes need nothing of a node but Ray: every node is usable.
-        self.nodes = UsableNodes(sandbox.image, note) if sandbox.kind == "docker" else None
+        # The process and in-process sandboxes need nothing of a node but Ray: every node is usable. The
+        # docker sandbox: nodes whose image carries this machine's image's numpy (the campaign checked it here).
+        self.nodes: UsableNodes | None = None
+        if sandbox.kind == "docker":
+            self.nodes = UsableNodes(sandbox.image, note, numpy=image_numpy(sandbox.image))
         self._allowed: dict[Hashable, frozenset[str]] = {}  # a task out -> the nodes it may run on
         self._stranded: set[Hashable] = set()
 

@@ -90,12 +90,13 @@ def resolve(config: SandboxSettings, *, task_limits: Mapping[str, float], db_pat
             secrets: bool = False) -> tuple[SandboxSpec, str | None]:
     """The sandbox a campaign will use, and a note to show the user (or None).
 
-    ``auto`` becomes ``docker`` where an engine answers and the image is present, else
-    ``process`` with a note saying why. An explicit ``docker`` that cannot run raises
+    ``auto`` becomes ``docker`` where an engine answers and the image is present (with a note when the
+    image carries another numpy than this machine's: its children's results are then not the ``process``
+    sandbox's), else ``process`` with a note saying why. An explicit ``docker`` that cannot run raises
     SandboxUnavailable with what to do. With ``secrets`` (API keys in this machine's environment),
     ``auto`` never falls back: a child outside a container could read them.
     """
-    from openended.sandbox.engine import docker_problem
+    from openended.sandbox.engine import docker_problem, image_numpy
 
     kind: SandboxKind = config.kind
     note = None
@@ -103,6 +104,7 @@ def resolve(config: SandboxSettings, *, task_limits: Mapping[str, float], db_pat
         problem = docker_problem(config.image)
         if problem is None:
             kind = "docker"
+            note = _numpy_note(config.image, image_numpy(config.image))
         elif kind == "docker":
             raise SandboxUnavailable(f"sandbox 'docker' cannot run: {problem}")
         elif secrets:
@@ -120,6 +122,15 @@ def resolve(config: SandboxSettings, *, task_limits: Mapping[str, float], db_pat
     spec = SandboxSpec(kind=kind, limits=limits_for(task_limits, config), mode=config.mode, image=config.image,
                        pool_max_evaluations=config.pool_max_evaluations, campaign_label=campaign_label(db_path))
     return spec, note
+
+
+def _numpy_note(image: str, carried: str | None) -> str | None:
+    import numpy
+
+    if carried == numpy.__version__:
+        return None
+    return (f"the image {image} carries numpy {carried}, this machine numpy {numpy.__version__}: children round "
+            f"as that numpy does, not as the 'process' sandbox would here; `openended sandbox build` rebuilds it")
 
 
 def describe(spec: SandboxSpec, note: str | None = None) -> str:

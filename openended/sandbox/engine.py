@@ -91,6 +91,14 @@ def docker_problem(image: str) -> str | None:
     return None
 
 
+def image_numpy(image: str) -> str | None:
+    """The numpy version ``image`` carries (its label), or None where no engine answers or it is absent."""
+    try:
+        return (client(timeout=5).images.get(image).labels or {}).get(NUMPY_LABEL)
+    except Exception:  # no docker package, no engine, no such image: docker_problem says which
+        return None
+
+
 def container_options(spec: SandboxSpec, task_root: str | Path, agents_dir: Path) -> dict[str, Any]:
     """The keyword arguments of ``containers.run`` that make a sandbox container: no network, memory
     (no swap), CPU and pids limits, a read-only root with tmpfs at /work and /tmp, a non-root user, no

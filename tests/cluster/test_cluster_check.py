@@ -1,17 +1,16 @@
 """``openended cluster check`` (openended.cluster.check): every alive node's Docker engine, sandbox image and
-version, probed through Ray; the image loaded from the driver's copy onto nodes that lack it."""
+version and numpy, probed through Ray; the image loaded from the driver's copy onto nodes that lack it or
+carry another numpy in it."""
 
 from __future__ import annotations
 
-import io
 import subprocess
-import tarfile
 import uuid
 
-from conftest import SANDBOX_IMAGE
+from conftest import SANDBOX_IMAGE, labelled_image
 
 from openended.cluster.check import check_cluster, save_image
-from openended.sandbox.engine import IMAGE_VERSION, VERSION_LABEL, node_identity
+from openended.sandbox.engine import IMAGE_VERSION, NUMPY_LABEL, node_identity
 
 
 def test_every_alive_node_reports_its_engine_and_image(ray_address, docker_engine):
@@ -22,20 +21,9 @@ def test_every_alive_node_reports_its_engine_and_image(ray_address, docker_engin
     assert not missing.ok and "not present" in missing.problem and missing.engine == node.engine
 
 
-def _tiny_image(tag: str) -> None:
-    """A one-file image with the sandbox's version label (what a node lacking the image is given)."""
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        info = tarfile.TarInfo("hello.txt")
-        info.size = 6
-        tar.addfile(info, io.BytesIO(b"hello\n"))
-    subprocess.run(["docker", "import", "--change", f"LABEL {VERSION_LABEL}={IMAGE_VERSION}", "-", tag],
-                   input=data.getvalue(), check=True, capture_output=True)
-
-
 def test_a_node_lacking_the_image_gets_the_drivers_copy_through_ray(ray_address, docker_engine):
     tag = f"openended-test-tiny:{uuid.uuid4().hex[:8]}"
-    _tiny_image(tag)
+    labelled_image(tag)
     try:
         archive = save_image(tag)  # the driver's copy
         subprocess.run(["docker", "rmi", tag], check=True, capture_output=True)  # now the node lacks it
@@ -45,5 +33,23 @@ def test_a_node_lacking_the_image_gets_the_drivers_copy_through_ray(ray_address,
         assert after.ok and after.loaded and after.image_version == IMAGE_VERSION, after
         [again] = check_cluster(tag, load=True, image_data=lambda: b"never asked for")
         assert again.ok and not again.loaded
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def test_a_node_whose_image_carries_another_numpy_is_reported_then_given_the_drivers_copy(ray_address,
+                                                                                          docker_engine):
+    tag = f"openended-test-tiny:{uuid.uuid4().hex[:8]}"
+    try:
+        labelled_image(tag, **{NUMPY_LABEL: "2.0.0"})
+        archive = save_image(tag)  # the driver's copy, numpy 2.0.0
+        labelled_image(tag, **{NUMPY_LABEL: "1.0.0"})  # the node's own build, under another numpy
+        [node] = check_cluster(tag, numpy="2.0.0")
+        assert not node.ok and node.image_numpy == "1.0.0", node
+        assert "numpy 1.0.0" in node.problem and "numpy 2.0.0" in node.problem, node.problem
+        [loaded] = check_cluster(tag, load=True, image_data=lambda: archive, numpy="2.0.0")
+        assert loaded.ok and loaded.loaded and loaded.image_numpy == "2.0.0", loaded
+        [plain] = check_cluster(tag)  # no numpy asked for: whatever the image carries
+        assert plain.ok and plain.image_numpy == "2.0.0"
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)

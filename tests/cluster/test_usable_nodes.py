@@ -4,11 +4,15 @@ task, naming the node and why."""
 
 from __future__ import annotations
 
+import subprocess
+import uuid
+
 import pytest
-from conftest import SANDBOX_IMAGE
+from conftest import SANDBOX_IMAGE, labelled_image
 
 from openended.cluster.usable import UsableNodes
 from openended.config import ConfigError
+from openended.sandbox.engine import NUMPY_LABEL
 
 
 def test_the_node_with_engine_and_image_is_usable_and_tasks_go_there(ray_address, docker_engine):
@@ -35,3 +39,30 @@ def test_no_usable_node_is_an_error_naming_each_node_and_why(ray_address, docker
     assert here[:8] in str(err.value) and "not present" in str(err.value)
     [(node, why)] = notes  # named once, with why
     assert here[:8] in node and "not present" in why
+
+
+def test_a_node_whose_image_carries_another_numpy_than_the_campaigns_takes_no_evaluation(ray_address,
+                                                                                        docker_engine):
+    """The campaign's numpy is its driver's image's; a node whose image was built under another numpy would
+    make a child's result depend on where it ran. Without the driver's, the first usable node's is taken."""
+    import ray
+
+    tag = f"openended-test-tiny:{uuid.uuid4().hex[:8]}"
+    here = ray.get_runtime_context().get_node_id()
+    try:
+        labelled_image(tag, **{NUMPY_LABEL: "1.0.0"})
+        notes: list[tuple[str, str]] = []
+        other = UsableNodes(tag, lambda node, why: notes.append((node, why)), numpy="2.0.0")
+        with pytest.raises(ConfigError, match="no alive node") as err:
+            other.start()
+        assert "numpy 1.0.0" in str(err.value) and "numpy 2.0.0" in str(err.value), err.value
+        [(node, why)] = notes
+        assert here[:8] in node and "would depend on the node" in why
+        same = UsableNodes(tag, numpy="1.0.0")
+        same.start()
+        assert same.usable == {here}
+        unknown = UsableNodes(tag)  # the driver has no image: the first usable node's numpy is the campaign's
+        unknown.start()
+        assert unknown.usable == {here} and unknown.numpy == "1.0.0"
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)

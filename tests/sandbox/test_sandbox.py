@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, containers_left
+from conftest import ROOT, SANDBOX_IMAGE, containers_left, labelled_image
 
 from openended.config import ConfigError, load_config
 from openended.sandbox import FailureKind, Limits, SandboxSpec, resolve, sweep
@@ -101,6 +101,27 @@ def test_auto_falls_back_to_process_with_a_note_and_explicit_docker_refuses(tmp_
                              "sandbox.image": "openended-no-such-image:0"})
     with pytest.raises(ConfigError, match="sandbox.kind.*(engine|not present)"):
         Campaign(bad)
+
+
+def test_docker_with_an_image_of_another_numpy_says_so(docker_engine, tmp_path):
+    """The image's numpy rounds a child's floating point: a campaign is told when it is not this machine's."""
+    import uuid
+
+    import numpy
+
+    from openended.sandbox.engine import NUMPY_LABEL
+
+    cfg = load_config(None, {"sandbox.kind": "docker", "sandbox.image": SANDBOX_IMAGE})
+    spec, note = resolve(cfg.sandbox, task_limits={}, db_path=tmp_path / "x.db")
+    assert spec.kind == "docker" and note is None  # built here, under this machine's numpy
+    tag = f"openended-test-tiny:{uuid.uuid4().hex[:8]}"
+    try:
+        labelled_image(tag, **{NUMPY_LABEL: "1.0.0"})
+        cfg = load_config(None, {"sandbox.kind": "auto", "sandbox.image": tag})
+        spec, note = resolve(cfg.sandbox, task_limits={}, db_path=tmp_path / "x.db")
+        assert spec.kind == "docker" and f"carries numpy 1.0.0, this machine numpy {numpy.__version__}" in note
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 
 
 def test_sandbox_check_reports_every_limit_enforced(docker_engine, cli_env, python):
