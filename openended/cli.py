@@ -388,8 +388,8 @@ def cluster_check(
             loaded = " (image loaded)" if r.loaded else ""
             status = f"[green]ok[/green]{loaded}" if r.ok else f"[red]{r.problem}[/red]"
             table.add_row(f"{r.node_id[:12]} {r.address}{' (head)' if r.head else ''}", f"{r.cpus:g}",
-                          r.engine or "none", f"v{r.image_version}, numpy {r.image_numpy}" if r.image_version
-                          else "absent", status)
+                          r.engine or "none", f"v{r.image_version}, numpy {r.image_numpy or 'unlabelled'}"
+                          if r.image_version else "absent", status)
         console.print(table)
     if not all(r.ok for r in reports):
         raise typer.Exit(1)

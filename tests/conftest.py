@@ -98,9 +98,9 @@ def embedded_model():
     _required("the embedded model", local_model_unavailable())
 
 
-def labelled_image(tag: str, **labels: str) -> None:
+def labelled_image(tag: str, **labels: str) -> str:
     """A one-file image under ``tag`` with the sandbox's version label and ``labels`` (``docker import``):
-    what the probes and checks read of an image, without building one."""
+    what the probes and checks read of an image, without building one. Returns its id."""
     import io
     import tarfile
 
@@ -112,7 +112,8 @@ def labelled_image(tag: str, **labels: str) -> None:
         info.size = 6
         tar.addfile(info, io.BytesIO(b"hello\n"))
     changes = [f"--change=LABEL {k}={v}" for k, v in {VERSION_LABEL: IMAGE_VERSION, **labels}.items()]
-    subprocess.run(["docker", "import", *changes, "-", tag], input=data.getvalue(), check=True, capture_output=True)
+    return subprocess.run(["docker", "import", *changes, "-", tag], input=data.getvalue(), check=True,
+                          capture_output=True).stdout.decode().strip()
 
 
 def containers_left(label: str) -> list[str]:

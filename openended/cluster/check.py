@@ -103,21 +103,25 @@ def alive_nodes() -> list[NodeReport]:
     return reports
 
 
-def numpy_mismatch(found: str | None, expected: str) -> str:
-    """Why a node whose image carries numpy ``found`` cannot evaluate a campaign's children (``expected``: the
-    driver's image's)."""
-    return (f"its image carries numpy {found or 'of no known version'}, the driver's image numpy {expected}: a "
-            f"child's result would depend on the node it ran on (numpy versions round differently); load this "
-            f"machine's image onto it with `openended cluster check`, or rebuild it there under numpy {expected}")
+DRIVERS_IMAGE = "the driver's image"
+
+
+def numpy_mismatch(found: str | None, expected: str | None, whose: str = DRIVERS_IMAGE) -> str:
+    """Why a node whose image carries numpy ``found`` cannot evaluate a campaign's children: ``whose`` image
+    carries ``expected``, the numpy of every evaluation."""
+    return (f"its image carries numpy {found or 'of no known version (no label)'}, {whose} carries numpy "
+            f"{expected or 'of no known version (no label)'}: a child's result would depend on the node it ran on "
+            f"(numpy versions round differently); load the driver's image onto it with `openended cluster check`, "
+            f"or rebuild it there under numpy {expected}")
 
 
 def check_cluster(image: str, *, load: bool = False, image_data: Callable[[], bytes] | None = None,
                   timeout: float = PROBE_SECONDS, numpy: str | None = None) -> list[NodeReport]:
-    """Probe every alive node of the cluster this process has joined; with ``load``, load the image onto
-    the nodes whose engine lacks it, or has another version of it or another numpy in it than ``numpy``
-    (this machine's image's: ``image_data``, the archive to load, is by default the driver's ``docker
-    save``). A node that does not answer within ``timeout``, or whose image carries another numpy than
-    ``numpy`` after that, is reported with why."""
+    """Probe every alive node of the cluster this process has joined. ``numpy``: the numpy the driver's image
+    carries (None: not compared). With ``load``, load the image onto the nodes whose engine lacks it, has
+    another version of it, or has one carrying another numpy (``image_data``: the archive to load, by default
+    the driver's ``docker save``). A node that does not answer within ``timeout``, or whose image still carries
+    another numpy, is reported with why."""
     import ray
 
     reports = alive_nodes()

@@ -20,7 +20,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from openended.cluster.check import PROBE_SECONDS, NodeReport, alive_nodes, numpy_mismatch, on_node, probe
+from openended.cluster.check import (
+    DRIVERS_IMAGE,
+    PROBE_SECONDS,
+    NodeReport,
+    alive_nodes,
+    numpy_mismatch,
+    on_node,
+    probe,
+)
 
 # How often the cluster's node list is read (a call to Ray's GCS) to find joined and dead nodes.
 POLL_SECONDS = 2.0
@@ -47,7 +55,9 @@ class UsableNodes:
                  probe_seconds: float = PROBE_SECONDS, poll_seconds: float = POLL_SECONDS,
                  reprobe_seconds: float = REPROBE_SECONDS):
         self.image = image
-        self.numpy = numpy  # what every evaluation's image carries (None: the first usable node's, once known)
+        self.numpy = numpy  # what every evaluation's image carries
+        # where that numpy comes from: the driver's image, else the first node found usable (once one is)
+        self._numpy_of: str | None = DRIVERS_IMAGE if numpy is not None else None
         self.note = note
         self.probe_seconds = probe_seconds
         self.poll_seconds = poll_seconds
@@ -173,10 +183,10 @@ class UsableNodes:
     def _judge(self, report: NodeReport, problem: str | None) -> None:
         node = report.node_id
         name = self._names.setdefault(node, node_name(report))  # one name per node: the campaign keys on it
-        if problem is None and self.numpy is None:
-            self.numpy = report.image_numpy
+        if problem is None and self._numpy_of is None:
+            self.numpy, self._numpy_of = report.image_numpy, f"the image of the first node used ({name})"
         elif problem is None and report.image_numpy != self.numpy:
-            problem = numpy_mismatch(report.image_numpy, self.numpy)
+            problem = numpy_mismatch(report.image_numpy, self.numpy, self._numpy_of or DRIVERS_IMAGE)
         if problem is not None:
             self._misses[node] = self._misses.get(node, 0) + 1
             self._unusable(node, name, problem)

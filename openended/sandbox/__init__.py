@@ -127,9 +127,9 @@ def resolve(config: SandboxSettings, *, task_limits: Mapping[str, float], db_pat
 def _numpy_note(image: str, carried: str | None) -> str | None:
     import numpy
 
-    if carried == numpy.__version__:
+    if carried is None or carried == numpy.__version__:  # None: its label could not be read (nothing to say)
         return None
-    return (f"the image {image} carries numpy {carried}, this machine numpy {numpy.__version__}: children round "
+    return (f"the image {image} carries numpy {carried}, this machine has numpy {numpy.__version__}: children round "
             f"as that numpy does, not as the 'process' sandbox would here; `openended sandbox build` rebuilds it")
 
 

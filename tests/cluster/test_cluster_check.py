@@ -40,10 +40,11 @@ def test_a_node_lacking_the_image_gets_the_drivers_copy_through_ray(ray_address,
 def test_a_node_whose_image_carries_another_numpy_is_reported_then_given_the_drivers_copy(ray_address,
                                                                                           docker_engine):
     tag = f"openended-test-tiny:{uuid.uuid4().hex[:8]}"
+    ids: list[str] = []
     try:
-        labelled_image(tag, **{NUMPY_LABEL: "2.0.0"})
+        ids.append(labelled_image(tag, **{NUMPY_LABEL: "2.0.0"}))
         archive = save_image(tag)  # the driver's copy, numpy 2.0.0
-        labelled_image(tag, **{NUMPY_LABEL: "1.0.0"})  # the node's own build, under another numpy
+        ids.append(labelled_image(tag, **{NUMPY_LABEL: "1.0.0"}))  # the node's own build, under another numpy
         [node] = check_cluster(tag, numpy="2.0.0")
         assert not node.ok and node.image_numpy == "1.0.0", node
         assert "numpy 1.0.0" in node.problem and "numpy 2.0.0" in node.problem, node.problem
@@ -52,4 +53,4 @@ def test_a_node_whose_image_carries_another_numpy_is_reported_then_given_the_dri
         [plain] = check_cluster(tag)  # no numpy asked for: whatever the image carries
         assert plain.ok and plain.image_numpy == "2.0.0"
     finally:
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", tag, *ids], capture_output=True)

@@ -12,7 +12,10 @@ from conftest import SANDBOX_IMAGE, labelled_image
 
 from openended.cluster.usable import UsableNodes
 from openended.config import ConfigError
+from openended.engine.dispatch import RayExecutor
 from openended.sandbox.engine import NUMPY_LABEL
+from openended.sandbox.spec import Limits, SandboxSpec
+from openended.tasks import BUILTIN_DIR, TaskRef
 
 
 def test_the_node_with_engine_and_image_is_usable_and_tasks_go_there(ray_address, docker_engine):
@@ -64,5 +67,9 @@ def test_a_node_whose_image_carries_another_numpy_than_the_campaigns_takes_no_ev
         unknown = UsableNodes(tag)  # the driver has no image: the first usable node's numpy is the campaign's
         unknown.start()
         assert unknown.usable == {here} and unknown.numpy == "1.0.0"
+        # A campaign's executor reads the driver's image (this engine's) for the numpy every node must carry.
+        spec = SandboxSpec(kind="docker", image=tag, limits=Limits(), campaign_label="numpy-test")
+        executor = RayExecutor(TaskRef(str(BUILTIN_DIR / "maze")), spec)
+        assert executor.nodes is not None and executor.nodes.numpy == "1.0.0"
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)

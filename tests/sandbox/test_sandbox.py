@@ -119,7 +119,7 @@ def test_docker_with_an_image_of_another_numpy_says_so(docker_engine, tmp_path):
         labelled_image(tag, **{NUMPY_LABEL: "1.0.0"})
         cfg = load_config(None, {"sandbox.kind": "auto", "sandbox.image": tag})
         spec, note = resolve(cfg.sandbox, task_limits={}, db_path=tmp_path / "x.db")
-        assert spec.kind == "docker" and f"carries numpy 1.0.0, this machine numpy {numpy.__version__}" in note
+        assert spec.kind == "docker" and f"carries numpy 1.0.0, this machine has numpy {numpy.__version__}" in note
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 
