@@ -96,7 +96,7 @@ def resolve(config: SandboxSettings, *, task_limits: Mapping[str, float], db_pat
     SandboxUnavailable with what to do. With ``secrets`` (API keys in this machine's environment),
     ``auto`` never falls back: a child outside a container could read them.
     """
-    from openended.sandbox.engine import docker_problem, image_numpy
+    from openended.sandbox.engine import docker_problem, host_numpy, image_numpy
 
     kind: SandboxKind = config.kind
     note = None
@@ -104,7 +104,7 @@ def resolve(config: SandboxSettings, *, task_limits: Mapping[str, float], db_pat
         problem = docker_problem(config.image)
         if problem is None:
             kind = "docker"
-            note = _numpy_note(config.image, image_numpy(config.image))
+            note = _numpy_note(config.image, image_numpy(config.image), host_numpy())
         elif kind == "docker":
             raise SandboxUnavailable(f"sandbox 'docker' cannot run: {problem}")
         elif secrets:
@@ -124,12 +124,10 @@ def resolve(config: SandboxSettings, *, task_limits: Mapping[str, float], db_pat
     return spec, note
 
 
-def _numpy_note(image: str, carried: str | None) -> str | None:
-    import numpy
-
-    if carried is None or carried == numpy.__version__:  # None: its label could not be read (nothing to say)
+def _numpy_note(image: str, carried: str | None, host: str) -> str | None:
+    if carried is None or carried == host:  # None: its label could not be read (nothing to say)
         return None
-    return (f"the image {image} carries numpy {carried}, this machine has numpy {numpy.__version__}: children round "
+    return (f"the image {image} carries numpy {carried}, this machine has numpy {host}: children round "
             f"as that numpy does, not as the 'process' sandbox would here; `openended sandbox build` rebuilds it")
 
 

@@ -91,6 +91,13 @@ def docker_problem(image: str) -> str | None:
     return None
 
 
+def host_numpy() -> str:
+    """The numpy version installed beside openended: the one the image gets."""
+    import numpy
+
+    return str(numpy.__version__)
+
+
 def image_numpy(image: str) -> str | None:
     """The numpy version ``image`` carries (its label), or None where no engine answers or it is absent."""
     try:

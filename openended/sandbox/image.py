@@ -32,6 +32,7 @@ from openended.sandbox.engine import (
     VERSION_LABEL,
     client,
     container_options,
+    host_numpy,
     neutral_folders,
 )
 from openended.sandbox.jobdir import RUNNER
@@ -69,13 +70,6 @@ def build_image(image: str = "openended-sandbox:latest", *, method: str = "auto"
             log(f"Dockerfile build failed ({str(exc).splitlines()[0][:160]}); building with debootstrap instead")
     _build_with_debootstrap(api, image, mirror, numpy, log)
     return "debootstrap"
-
-
-def host_numpy() -> str:
-    """The numpy version installed beside openended: the one the image gets."""
-    import numpy
-
-    return str(numpy.__version__)
 
 
 # The image's glibc (bookworm's 2.36) runs a manylinux wheel of any of these tags.
